@@ -1,0 +1,3 @@
+from ragctl.cli.app import main
+
+main()
