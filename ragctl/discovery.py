@@ -1,0 +1,120 @@
+"""ROOT + --entities -> entity sources; walking an entity's tree.
+
+Each immediate subdirectory of ROOT is an entity named after it. `--entities a,b` restricts to
+those; an item `ID=PATH` maps an entity to any directory. Hidden files and directories (a name
+starting with '.') are ignored; symlinks are followed only while they stay inside the entity's
+directory, so a link can never pull files from elsewhere into a tenant's index.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ragctl.errors import UsageError
+from ragctl.ids import is_valid_entity_id, validate_entity_id
+
+
+@dataclass(frozen=True)
+class EntitySource:
+    entity_id: str
+    root: Path
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    rel_path: str  # POSIX path relative to the entity root: the identity of a document
+    abs_path: Path
+
+
+def parse_entity_args(items: list[str] | str | None) -> list[tuple[str, Path | None]]:
+    """`["a,b", "c=/x"]` -> [("a", None), ("b", None), ("c", Path("/x"))], ids validated."""
+    if items is None:
+        return []
+    if isinstance(items, str):
+        items = [items]
+    out: list[tuple[str, Path | None]] = []
+    seen: set[str] = set()
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            entity_id, sep, path = part.partition("=")
+            entity_id = validate_entity_id(entity_id.strip())
+            if entity_id in seen:
+                raise UsageError(f"entity {entity_id!r} is given twice in --entities")
+            seen.add(entity_id)
+            out.append((entity_id, Path(path).expanduser() if sep else None))
+    return out
+
+
+def discover_entities(root: Path | None, entities: list[str] | str | None = None) -> list[EntitySource]:
+    """Resolve the entities to ingest. Raises UsageError before anything touches the store."""
+    requested = parse_entity_args(entities)
+    found: dict[str, Path] = {}
+    if root is not None:
+        if not root.is_dir():
+            raise UsageError(f"{root}: not a directory")
+        for child in sorted(root.iterdir()):
+            if child.name.startswith(".") or not child.is_dir():
+                continue
+            if not is_valid_entity_id(child.name):
+                continue  # reported by the caller only if explicitly requested
+            found[child.name] = child
+    if not requested:
+        if root is None:
+            raise UsageError("give a ROOT directory or --entities ID=PATH")
+        if not found:
+            raise UsageError(f"{root}: no entity directories (each subdirectory is an entity)")
+        return [EntitySource(e, p) for e, p in found.items()]
+    sources = []
+    for entity_id, path in requested:
+        if path is None:
+            if entity_id not in found:
+                where = f"under {root}" if root is not None else "(no ROOT given)"
+                raise UsageError(f"unknown entity {entity_id!r}: no directory {where}")
+            path = found[entity_id]
+        elif not path.is_dir():
+            raise UsageError(f"entity {entity_id!r}: {path} is not a directory")
+        sources.append(EntitySource(entity_id, path))
+    return sources
+
+
+def walk_files(entity_root: Path) -> Iterator[SourceFile]:
+    """Every regular file under `entity_root`, sorted, skipping hidden names and escaping links."""
+    root_real = Path(os.path.realpath(entity_root))
+
+    def inside(path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == str(root_real) or real.startswith(str(root_real) + os.sep)
+
+    visited: set[str] = set()
+    stack = [str(entity_root)]
+    while stack:
+        directory = stack.pop()
+        real_dir = os.path.realpath(directory)
+        if real_dir in visited:
+            continue  # a link loop
+        visited.add(real_dir)
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink() and not inside(entry.path):
+                continue
+            try:
+                if entry.is_dir():
+                    subdirs.append(entry.path)
+                elif entry.is_file():
+                    rel = os.path.relpath(entry.path, entity_root).replace(os.sep, "/")
+                    yield SourceFile(rel, Path(entry.path))
+            except OSError:
+                continue
+        stack.extend(reversed(subdirs))

@@ -1,0 +1,303 @@
+"""JSONStorage: named collections of JSON records, sharded by entity, one file lock per shard.
+
+A collection is a JSON object `{id: record}`. With sharding on, a record's shard is its
+`entity_id` (or each id of its `entity_ids` list) and lives in `<dir>/<collection>/<entity>.json`;
+records without a valid entity id stay in the legacy file `<dir>/<collection>.json`. With
+sharding off, the legacy file holds everything (the original single-file layout).
+
+Every write is a locked read-modify-write of one file followed by an atomic replace, so
+readers never lock and never see a half-written file. Writers to different entities take
+different locks and never wait on each other.
+
+Readers consult the legacy file *before* the shards. Migration writes shards first and retires
+the legacy file last, so a reader that saw the legacy file missing is guaranteed to find the
+shards complete: no record is ever invisible during a migration.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from ragctl.errors import StorageError, UsageError
+from ragctl.fsutil import atomic_write_json, read_json
+from ragctl.ids import is_valid_entity_id, validate_entity_id
+from ragctl.storage.layout import MAPPING_COLLECTION, lock_path_for
+
+Record = dict[str, Any]
+Query = dict[str, Any]
+
+DEFAULT_LOCK_TIMEOUT = 600.0
+
+
+def record_shards(record: Record) -> list[str]:
+    """The shards a record belongs to; [] when it has no valid entity id (legacy file)."""
+    if "entity_id" in record:
+        value = record["entity_id"]
+        return [value] if is_valid_entity_id(value) else []
+    values = record.get("entity_ids")
+    if isinstance(values, list) and values and all(is_valid_entity_id(v) for v in values):
+        return list(dict.fromkeys(values))
+    return []
+
+
+def query_shards(query: Query | None) -> list[str] | None:
+    """Shards a query is confined to, or None when it must scan them all."""
+    if not query:
+        return None
+    if "entity_id" in query:
+        value = query["entity_id"]
+        values = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
+    elif "entity_ids" in query:
+        values = query["entity_ids"]
+        if not isinstance(values, (list, tuple, set, frozenset)):
+            values = [values]
+    else:
+        return None
+    return [validate_entity_id(v) for v in values]
+
+
+def matches(record: Record, query: Query | None) -> bool:
+    """Field equality; a list/set value in the query means "one of"."""
+    if not query:
+        return True
+    for field, wanted in query.items():
+        if field == "entity_ids":
+            wanted_set = set(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else {wanted}
+            if not wanted_set.intersection(record_shards(record)):
+                return False
+            continue
+        value = record.get(field, _MISSING)
+        if isinstance(wanted, (list, tuple, set, frozenset)) and not isinstance(value, list):
+            if value not in wanted:
+                return False
+        elif value != wanted:
+            return False
+    return True
+
+
+_MISSING = object()
+
+
+def _as_record_dict(raw: Any, path: Path, id_field: str) -> dict[str, Record]:
+    """Accept `{id: record}` or a list of records (legacy); anything else is corrupt."""
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, list):
+        out: dict[str, Record] = {}
+        for item in raw:
+            if not isinstance(item, dict) or id_field not in item:
+                raise StorageError(f"{path}: list entry without {id_field!r}: {str(item)[:80]}")
+            out[str(item[id_field])] = item
+        return out
+    raise StorageError(f"{path}: expected a JSON object of records, got {type(raw).__name__}")
+
+
+class JSONStorage:
+    def __init__(
+        self,
+        storage_dir: str | os.PathLike[str],
+        enable_sharding: bool = True,
+        *,
+        id_field: str = "doc_id",
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
+        self.root = Path(storage_dir)
+        self.enable_sharding = enable_sharding
+        self.id_field = id_field
+        self.lock_timeout = lock_timeout
+        self._cache: dict[Path, tuple[tuple[int, int, int], dict[str, Record]]] = {}
+        self._cache_lock = threading.Lock()
+
+    # ----------------------------------------------------------------- paths and locks
+    def shard_path(self, collection: str, entity_id: str) -> Path:
+        return self.root / collection / f"{validate_entity_id(entity_id)}.json"
+
+    def legacy_path(self, collection: str) -> Path:
+        return self.root / f"{collection}.json"
+
+    @contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # A fresh FileLock per acquisition: flock on separate descriptors excludes other
+        # threads of this process as well as other processes. Lock files are never deleted.
+        lock = FileLock(str(lock_path_for(path)), timeout=self.lock_timeout)
+        try:
+            lock.acquire()
+        except Timeout as exc:
+            raise StorageError(f"{path}: timed out after {self.lock_timeout}s waiting for its lock") from exc
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # ----------------------------------------------------------------- reading
+    def _read(self, path: Path) -> dict[str, Record]:
+        """Parse a collection file, cached by (inode, mtime, size): files are only ever replaced."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise StorageError(f"{path}: cannot stat: {exc.strerror}") from exc
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._cache_lock:
+            cached = self._cache.get(path)
+        if cached and cached[0] == signature:
+            return cached[1]
+        data = _as_record_dict(read_json(path, None), path, self.id_field)
+        with self._cache_lock:
+            self._cache[path] = (signature, data)
+        return data
+
+    def read_shard(self, collection: str, entity_id: str) -> dict[str, Record]:
+        """The records of one shard only (not the legacy file). Do not mutate the result."""
+        return self._read(self.shard_path(collection, entity_id))
+
+    def read_legacy(self, collection: str) -> dict[str, Record]:
+        return self._read(self.legacy_path(collection))
+
+    def shard_ids(self, collection: str) -> list[str]:
+        directory = self.root / collection
+        if not directory.is_dir():
+            return []
+        return sorted(
+            p.name[:-5] for p in directory.glob("*.json") if is_valid_entity_id(p.name[:-5])
+        )
+
+    def records_for_entity(self, collection: str, entity_id: str) -> dict[str, Record]:
+        """All records of an entity: legacy file first, then its shard (shard wins)."""
+        legacy = self.read_legacy(collection)
+        merged = {k: r for k, r in legacy.items() if entity_id in record_shards(r)}
+        if self.enable_sharding:
+            merged.update(self.read_shard(collection, entity_id))
+        return merged
+
+    def find(self, collection: str, query: Query | None = None) -> list[Record]:
+        shards = query_shards(query)
+        legacy = self.read_legacy(collection)  # before the shards: see module docstring
+        found: dict[str, Record] = {}
+        for key, record in legacy.items():
+            if matches(record, query):
+                found[key] = record
+        if self.enable_sharding:
+            for entity_id in shards if shards is not None else self.shard_ids(collection):
+                for key, record in self.read_shard(collection, entity_id).items():
+                    if matches(record, query):
+                        found[key] = record
+        return [dict(r) for r in found.values()]
+
+    def count(self, collection: str, query: Query | None = None) -> int:
+        return len(self.find(collection, query))
+
+    # ----------------------------------------------------------------- writing
+    @contextmanager
+    def edit(self, collection: str, entity_id: str | None) -> Iterator[dict[str, Record]]:
+        """Locked read-modify-write of one file: the entity's shard, or the legacy file when
+        `entity_id` is None or sharding is off. The yielded dict is written back atomically
+        when the block exits without an exception (and only if it changed)."""
+        if entity_id is not None and self.enable_sharding:
+            path = self.shard_path(collection, entity_id)
+        else:
+            path = self.legacy_path(collection)
+        with self._locked(path):
+            current = _as_record_dict(read_json(path, None), path, self.id_field)
+            working = {k: dict(v) for k, v in current.items()}
+            yield working
+            if working != current or not path.exists():
+                if working or path.exists():
+                    atomic_write_json(path, working)
+                    with self._cache_lock:
+                        self._cache.pop(path, None)
+
+    def _target(self, record: Record) -> list[str | None]:
+        if not self.enable_sharding:
+            return [None]
+        return list(record_shards(record)) or [None]
+
+    def _key(self, record: Record) -> str:
+        if self.id_field not in record:
+            raise UsageError(f"record has no {self.id_field!r} field: {str(record)[:80]}")
+        return str(record[self.id_field])
+
+    def _group(self, records: Iterable[Record]) -> dict[str | None, list[Record]]:
+        groups: dict[str | None, list[Record]] = {}
+        for record in records:
+            for target in self._target(record):
+                groups.setdefault(target, []).append(record)
+        return groups
+
+    def insert(self, collection: str, record: Record) -> None:
+        """Add one record; an id that already exists in its shard is an error."""
+        key = self._key(record)
+        for target, group in self._group([record]).items():
+            with self.edit(collection, target) as data:
+                if key in data:
+                    raise UsageError(f"{collection}: record {key!r} already exists")
+                data[key] = dict(group[0])
+
+    def upsert(self, collection: str, records: Iterable[Record]) -> int:
+        """Insert or replace records by id; one locked write per shard touched."""
+        count = 0
+        for target, group in self._group(records).items():
+            with self.edit(collection, target) as data:
+                for record in group:
+                    data[self._key(record)] = dict(record)
+                    count += 1
+        return count
+
+    def _targets_for_query(self, collection: str, query: Query | None) -> list[str | None]:
+        targets: list[str | None] = []
+        if self.legacy_path(collection).exists() or not self.enable_sharding:
+            targets.append(None)
+        if self.enable_sharding:
+            shards = query_shards(query)
+            targets.extend(shards if shards is not None else self.shard_ids(collection))
+        return targets
+
+    def update(self, collection: str, query: Query | None, changes: Record) -> int:
+        """Apply `changes` to every matching record, in whichever file holds it."""
+        if self.id_field in changes:
+            raise UsageError(f"update cannot change {self.id_field!r}")
+        count = 0
+        for target in self._targets_for_query(collection, query):
+            with self.edit(collection, target) as data:
+                for record in data.values():
+                    if matches(record, query):
+                        record.update(changes)
+                        count += 1
+        return count
+
+    def delete(self, collection: str, query: Query | None) -> int:
+        count = 0
+        for target in self._targets_for_query(collection, query):
+            with self.edit(collection, target) as data:
+                doomed = [k for k, r in data.items() if matches(r, query)]
+                for key in doomed:
+                    del data[key]
+                count += len(doomed)
+        return count
+
+    def drop_shard(self, collection: str, entity_id: str) -> None:
+        """Remove an entity's shard file and lock file (used by `delete` of a whole entity)."""
+        path = self.shard_path(collection, entity_id)
+        with self._locked(path):
+            path.unlink(missing_ok=True)
+        with self._cache_lock:
+            self._cache.pop(path, None)
+        lock_path_for(path).unlink(missing_ok=True)
+
+
+def mapping_storage(root: Path, enable_sharding: bool = True) -> JSONStorage:
+    return JSONStorage(root, enable_sharding=enable_sharding)
+
+
+__all__ = ["JSONStorage", "MAPPING_COLLECTION", "record_shards", "matches", "mapping_storage"]

@@ -1,0 +1,129 @@
+"""Where everything lives inside a store directory, and the store manifest.
+
+    <store>/
+      store.json                         manifest: format version, mapping mode
+      doc_id_name_mapping/<entity>.json  sharded mapping {doc_id: record} (+ <entity>.json.lock)
+      doc_id_name_mapping.json           legacy monolithic mapping (+ .lock)
+      entities/<entity>/index.faiss      FAISS IndexIDMap2(IndexFlatIP(dim))
+      entities/<entity>/chunks.sqlite    chunk texts by vector id
+      entities/<entity>/entity.json      model identity, dimension, precision, last ingest
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragctl.errors import ConfigError
+from ragctl.fsutil import atomic_write_json, read_json
+from ragctl.ids import validate_entity_id
+
+FORMAT_VERSION = 1
+MAPPING_COLLECTION = "doc_id_name_mapping"
+MODE_SHARDED = "sharded"
+MODE_MONOLITHIC = "monolithic"
+DEFAULT_STORE = "ragstore"
+
+
+def default_store_dir() -> Path:
+    return Path(os.environ.get("RAGCTL_STORE") or DEFAULT_STORE)
+
+
+def lock_path_for(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    root: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "store.json"
+
+    def shard_dir(self, collection: str = MAPPING_COLLECTION) -> Path:
+        return self.root / collection
+
+    def shard_path(self, entity_id: str, collection: str = MAPPING_COLLECTION) -> Path:
+        return self.shard_dir(collection) / f"{validate_entity_id(entity_id)}.json"
+
+    def legacy_path(self, collection: str = MAPPING_COLLECTION) -> Path:
+        return self.root / f"{collection}.json"
+
+    @property
+    def entities_dir(self) -> Path:
+        return self.root / "entities"
+
+    def entity_dir(self, entity_id: str) -> Path:
+        return self.entities_dir / validate_entity_id(entity_id)
+
+    def index_path(self, entity_id: str) -> Path:
+        return self.entity_dir(entity_id) / "index.faiss"
+
+    def chunks_path(self, entity_id: str) -> Path:
+        return self.entity_dir(entity_id) / "chunks.sqlite"
+
+    def entity_meta_path(self, entity_id: str) -> Path:
+        return self.entity_dir(entity_id) / "entity.json"
+
+    def entity_ids(self) -> list[str]:
+        """Every entity that has vector data or a mapping shard, sorted."""
+        from ragctl.ids import is_valid_entity_id
+
+        found: set[str] = set()
+        if self.entities_dir.is_dir():
+            found.update(p.name for p in self.entities_dir.iterdir() if p.is_dir())
+        if self.shard_dir().is_dir():
+            found.update(p.name[:-5] for p in self.shard_dir().glob("*.json"))
+        return sorted(e for e in found if is_valid_entity_id(e))
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    manifest = read_json(StoreLayout(root).manifest_path)
+    if manifest is None:
+        return None
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ConfigError(
+            f"{StoreLayout(root).manifest_path}: store format version {version!r} is not "
+            f"supported by this ragctl (expects {FORMAT_VERSION})"
+        )
+    return manifest
+
+
+def open_store_manifest(root: Path, sharding: bool | None = None) -> dict[str, Any]:
+    """Return the store manifest, creating the store on first use.
+
+    `sharding` None means "whatever the store says" (sharded for a new store). Asking for
+    monolithic mode on an existing sharded store is refused: shards cannot be un-migrated.
+    A monolithic store opened with sharding=True stays monolithic until migrate-to-sharded.
+    """
+    root = Path(root)
+    manifest = read_manifest(root)
+    if manifest is None:
+        mode = MODE_MONOLITHIC if sharding is False else MODE_SHARDED
+        # A store made by an older tool has a legacy mapping file but no manifest.
+        if StoreLayout(root).legacy_path().exists() and sharding is None:
+            mode = MODE_MONOLITHIC
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "mapping_mode": mode,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(StoreLayout(root).manifest_path, manifest)
+        return manifest
+    if sharding is False and manifest.get("mapping_mode") == MODE_SHARDED:
+        raise ConfigError(
+            f"{root}: this store uses sharded mappings; --no-sharding only applies to new stores"
+        )
+    return manifest
+
+
+def set_mapping_mode(root: Path, mode: str) -> None:
+    manifest = read_manifest(root) or {"format_version": FORMAT_VERSION}
+    manifest["mapping_mode"] = mode
+    atomic_write_json(StoreLayout(root).manifest_path, manifest)
