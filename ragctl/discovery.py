@@ -18,15 +18,44 @@ from ragctl.ids import is_valid_entity_id, validate_entity_id
 
 
 @dataclass(frozen=True)
-class EntitySource:
-    entity_id: str
-    root: Path
-
-
-@dataclass(frozen=True)
 class SourceFile:
     rel_path: str  # POSIX path relative to the entity root: the identity of a document
     abs_path: Path
+
+
+@dataclass(frozen=True)
+class EntitySource:
+    entity_id: str
+    root: Path
+    # An explicit file list (library calls with paths): only these files are considered and
+    # records of other files are neither stale nor pruned. None: walk `root`.
+    files: tuple[SourceFile, ...] | None = None
+
+    def list_files(self) -> list[SourceFile]:
+        return list(self.files) if self.files is not None else list(walk_files(self.root))
+
+
+def source_from_paths(entity_id: str, paths: list[str | os.PathLike[str]]) -> EntitySource:
+    """An entity from explicit files/directories; documents are named relative to their
+    common parent directory."""
+    validate_entity_id(entity_id)
+    resolved = [Path(p).expanduser().resolve() for p in paths]
+    if not resolved:
+        raise UsageError(f"entity {entity_id!r}: no paths given")
+    for path in resolved:
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or directory")
+    base = Path(os.path.commonpath([p if p.is_dir() else p.parent for p in resolved]))
+    files: dict[str, SourceFile] = {}
+    for path in resolved:
+        if path.is_dir():
+            for f in walk_files(path):
+                rel = (path / f.rel_path).relative_to(base).as_posix()
+                files[rel] = SourceFile(rel, f.abs_path)
+        else:
+            rel = path.relative_to(base).as_posix()
+            files[rel] = SourceFile(rel, path)
+    return EntitySource(entity_id, base, tuple(files[k] for k in sorted(files)))
 
 
 def parse_entity_args(items: list[str] | str | None) -> list[tuple[str, Path | None]]:

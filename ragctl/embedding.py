@@ -27,6 +27,9 @@ def force_offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,9 @@ class Embedder:
         self.batch_size = batch_size
         self._lock = threading.Lock()
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         try:
             self.model = SentenceTransformer(str(spec.path), device=device, local_files_only=True)
@@ -235,7 +241,7 @@ class Embedder:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "model": self.spec.name,
+            "name": self.spec.name,
             "dim": self.spec.dim,
             "max_tokens": self.spec.max_tokens,
             "precision": self.precision,

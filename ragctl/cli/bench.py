@@ -1,0 +1,7 @@
+"""`ragctl bench` (being written)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

@@ -1,0 +1,83 @@
+"""`ragctl ingest ROOT`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ragctl.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_PROBLEMS,
+    JsonOption,
+    StoreOption,
+    handle_errors,
+    print_json,
+    stderr,
+    store_path,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest_command)
+
+
+@handle_errors
+def ingest_command(
+    root: Path = typer.Argument(None, help="Directory whose immediate subdirectories are entities.", show_default=False),
+    entities: list[str] = typer.Option(
+        None, "--entities", "-e", help="Entities to ingest: 'a,b' (subdirectories of ROOT) or 'ID=PATH'. Repeatable."
+    ),
+    store: Path = StoreOption,
+    workers: int = typer.Option(0, "--workers", "-w", min=0, help="Parse workers [default: number of cores]."),
+    model: str = typer.Option(None, "--model", help="Model directory or cached name [default: packaged all-MiniLM-L6-v2]."),
+    precision: str = typer.Option("auto", "--precision", help="auto|fp32|bf16 (auto: bf16 where the CPU has it natively and a self-check passes)."),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Chunks per model batch."),
+    prune: bool = typer.Option(False, "--prune", help="Remove documents whose file left the tree (default: report them as stale)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; touch nothing."),
+    rehash: bool = typer.Option(False, "--rehash", help="Hash every file even when size and mtime are unchanged."),
+    no_sharding: bool = typer.Option(False, "--no-sharding", help="Create a new store with one monolithic mapping file (legacy layout)."),
+    json_out: bool = JsonOption,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
+) -> None:
+    """Parse, chunk, embed and index every file of each entity; re-runs only do what changed."""
+    from ragctl.cli.progress import ProgressRenderer, summary_table
+    from ragctl.discovery import discover_entities
+    from ragctl.pipeline import IngestOptions, Ingestor
+
+    sources = discover_entities(root, entities)  # validates ids before anything touches disk
+    options = IngestOptions(
+        store=store_path(store),
+        workers=workers,
+        model=model,
+        precision=precision,
+        device=device,
+        batch_size=batch_size,
+        sharding=False if no_sharding else None,
+        prune=prune,
+        dry_run=dry_run,
+        rehash=rehash,
+    )
+    with ProgressRenderer(stderr, quiet=quiet) as renderer:
+        ingestor = Ingestor(sources, options, renderer)
+        report = ingestor.run()
+    result = report.to_json()
+    if not quiet:
+        stderr.print(summary_table(result))
+        rate = report.total_chunks / report.seconds if report.seconds else 0.0
+        model_info = report.model
+        stderr.print(
+            f"{report.total_chunks} chunks in {report.seconds:.1f}s ({rate:.1f} chunks/s); model "
+            f"{model_info.get('name')} {model_info.get('precision', '')} on {model_info.get('device', 'cpu')}; "
+            f"{report.parse_workers} parse worker(s); {len(report.failures)} failed",
+            markup=False,
+        )
+        if report.interrupted:
+            stderr.print("interrupted: everything counted above is committed; re-run to finish", markup=False)
+    if json_out:
+        print_json(result)
+    if report.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if report.any_failed:
+        raise typer.Exit(EXIT_PROBLEMS)

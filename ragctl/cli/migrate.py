@@ -1,0 +1,7 @@
+"""`ragctl migrate` (being written)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

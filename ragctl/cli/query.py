@@ -1,0 +1,61 @@
+"""`ragctl query ENTITY TEXT`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from ragctl.cli.common import JsonOption, StoreOption, fail, handle_errors, print_json, store_path, EXIT_USAGE
+
+
+def register(app: typer.Typer) -> None:
+    app.command("query")(query_command)
+
+
+@handle_errors
+def query_command(
+    entity: str = typer.Argument(..., help="Entity to search (only its documents are searched)."),
+    text: str = typer.Argument(None, help="Query text (or use --queries).", show_default=False),
+    k: int = typer.Option(5, "-k", min=1, help="Number of chunks to return."),
+    queries: str = typer.Option(None, "--queries", help="File with one query per line ('-' for stdin)."),
+    store: Path = StoreOption,
+    model: str = typer.Option(None, "--model", help="Model override (must be the entity's model)."),
+    json_out: bool = JsonOption,
+) -> None:
+    """Top-k chunks of one entity for a query (or a batch of queries, one model load)."""
+    from ragctl.ids import validate_entity_id
+    from ragctl.query import Searcher, hit_json
+
+    validate_entity_id(entity)
+    if (text is None) == (queries is None):
+        fail("give either TEXT or --queries FILE", EXIT_USAGE)
+    if queries is not None:
+        try:
+            raw = sys.stdin.read() if queries == "-" else Path(queries).read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"{queries}: cannot read: {exc.strerror}", EXIT_USAGE)
+        batch = [line.strip() for line in raw.splitlines() if line.strip()]
+    else:
+        batch = [text]
+    searcher = Searcher(store_path(store), entity, model)
+    results = searcher.search(batch, k)
+    if json_out:
+        if queries is None:
+            print_json({"entity": entity, "results": [hit_json(h) for h in results[0]]})
+        else:
+            print_json(
+                {"entity": entity, "queries": [{"query": q, "results": [hit_json(h) for h in r]} for q, r in zip(batch, results)]}
+            )
+        return
+    for query_text, hits in zip(batch, results):
+        if len(batch) > 1:
+            typer.echo(f"## {query_text}")
+        if not hits:
+            typer.echo("(no results)")
+        for rank, hit in enumerate(hits, 1):
+            snippet = " ".join(hit.text.split())
+            if len(snippet) > 300:
+                snippet = snippet[:297] + "..."
+            typer.echo(f"{rank}. {hit.score:.3f}  {hit.path}  [{hit.doc_id[:8]}]\n   {snippet}")

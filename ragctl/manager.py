@@ -1,0 +1,154 @@
+"""Library entry points: the entity RAG manager used by applications and the original design.
+
+    from ragctl import get_entity_rag_manager
+    manager = get_entity_rag_manager("ragstore")
+    report = manager.add_documents_parallel({"acme": ["docs/acme"], "globex": ["a.pdf", "b.md"]})
+    hits = manager.query("acme", "refund policy", k=3)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+from ragctl import events as ev
+from ragctl.discovery import source_from_paths
+from ragctl.errors import UsageError
+from ragctl.ids import validate_entity_id
+from ragctl.pipeline import IngestOptions, IngestReport, ingest
+from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, default_store_dir
+from ragctl.storage.vector_store import Hit
+
+
+class EntityRAGManager:
+    def __init__(
+        self,
+        store_dir: str | os.PathLike[str] | None = None,
+        *,
+        model: str | None = None,
+        workers: int = 0,
+        precision: str = "auto",
+        enable_sharding: bool | None = None,
+    ) -> None:
+        self.store = Path(store_dir) if store_dir is not None else default_store_dir()
+        self.model = model
+        self.workers = workers
+        self.precision = precision
+        self.enable_sharding = enable_sharding
+        self._embedder = None
+        self._searchers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _shared_embedder(self):
+        with self._lock:
+            if self._embedder is None:
+                from ragctl.embedding import Embedder, resolve_model
+
+                self._embedder = Embedder(resolve_model(self.model), precision=self.precision)
+            return self._embedder
+
+    def add_documents_parallel(
+        self,
+        documents: dict[str, list[str | os.PathLike[str]]],
+        on_event: ev.EventSink = ev.ignore,
+        **options: Any,
+    ) -> IngestReport:
+        """Index files (or directories) for several entities in one pipeline run.
+
+        Only the given files are considered: documents of the entity that are not listed are
+        left alone (use `ragctl ingest ROOT --prune` to mirror a whole tree).
+        """
+        sources = [source_from_paths(entity_id, list(paths)) for entity_id, paths in documents.items()]
+        opts = IngestOptions(
+            store=self.store,
+            workers=self.workers,
+            model=self.model,
+            precision=self.precision,
+            sharding=self.enable_sharding,
+            **options,
+        )
+        report = ingest(sources, opts, on_event, embedder=self._shared_embedder())
+        for entity_id in documents:
+            self.cleanup_entity(entity_id)
+        return report
+
+    def add_documents(self, entity_id: str, paths: list[str | os.PathLike[str]], **options: Any) -> IngestReport:
+        return self.add_documents_parallel({entity_id: paths}, **options)
+
+    def query(self, entity_id: str, text: str, k: int = 5) -> list[Hit]:
+        return self.query_many(entity_id, [text], k)[0]
+
+    def query_many(self, entity_id: str, texts: list[str], k: int = 5) -> list[list[Hit]]:
+        from ragctl.query import Searcher
+
+        searcher = self._searchers.get(entity_id)
+        if searcher is None:
+            searcher = self._searchers[entity_id] = Searcher(self.store, entity_id, self.model)
+        return searcher.search(texts, k)
+
+    def cleanup_entity(self, entity_id: str) -> None:
+        """Drop this process's in-memory caches for the entity (nothing on disk changes)."""
+        self._searchers.pop(validate_entity_id(entity_id), None)
+
+    def delete_entity(self, entity_id: str) -> bool:
+        return delete_entity(self.store, entity_id) and (self.cleanup_entity(entity_id) is None)
+
+
+def delete_entity(store: str | os.PathLike[str], entity_id: str) -> bool:
+    """Remove every file of an entity: mapping shard (and its lock), index, chunk texts, meta,
+    and its records in a legacy monolithic mapping. Returns False if there was nothing."""
+    from ragctl.query import open_storage
+
+    validate_entity_id(entity_id)
+    layout = StoreLayout(Path(store))
+    storage = open_storage(layout.root)
+    existed = False
+    if storage.enable_sharding and storage.legacy_path(MAPPING_COLLECTION).exists():
+        existed = storage.delete(MAPPING_COLLECTION, {"entity_id": entity_id}) > 0
+    entity_dir = layout.entity_dir(entity_id)
+    # Records go first (same lock as every commit of this entity): once they are gone nothing
+    # references the vectors, so a crash part-way leaves only files a re-run of delete removes.
+    target = entity_id if storage.enable_sharding else None
+    with storage.edit(MAPPING_COLLECTION, target) as records:
+        doomed = [k for k, r in records.items() if r.get("entity_id") == entity_id]
+        existed = existed or bool(doomed) or entity_dir.exists()
+        for key in doomed:
+            del records[key]
+        if entity_dir.exists():
+            shutil.rmtree(entity_dir)
+    if storage.enable_sharding:
+        storage.drop_shard(MAPPING_COLLECTION, entity_id)
+    return existed
+
+
+def delete_document(store: str | os.PathLike[str], entity_id: str, path_or_id: str) -> str:
+    """Remove one document (by its path or doc_id) from an entity; returns its path."""
+    from ragctl.query import open_entity
+
+    entity = open_entity(Path(store), entity_id)
+    records = entity.records()
+    record = records.get(path_or_id) or next((r for r in records.values() if r["path"] == path_or_id), None)
+    if record is None:
+        raise UsageError(f"entity {entity_id!r} has no document with path or doc_id {path_or_id!r}")
+    model = (entity.meta() or {}).get("model", {})
+    entity.commit(model, removes=[record["doc_id"]])
+    entity.gc()
+    return str(record["path"])
+
+
+_managers: dict[tuple[str, str | None], EntityRAGManager] = {}
+
+
+def get_entity_rag_manager(store_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> EntityRAGManager:
+    """A process-wide manager per store (one model instance shared by all its calls)."""
+    store = Path(store_dir) if store_dir is not None else default_store_dir()
+    key = (str(store.resolve()), kwargs.get("model"))
+    if key not in _managers or kwargs:
+        _managers[key] = EntityRAGManager(store, **kwargs)
+    return _managers[key]
+
+
+__all__ = ["EntityRAGManager", "get_entity_rag_manager", "delete_entity", "delete_document"]

@@ -1,0 +1,41 @@
+"""Per-entity statistics (`ragctl stats`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ragctl.storage.layout import StoreLayout
+from ragctl.storage.vector_store import EntityVectorStore
+
+
+def _bytes_under(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+
+
+def store_stats(store: Path) -> dict[str, Any]:
+    from ragctl.query import open_storage
+
+    storage = open_storage(store)
+    layout = StoreLayout(store)
+    entities: dict[str, Any] = {}
+    for entity_id in layout.entity_ids():
+        entity = EntityVectorStore(storage, entity_id)
+        records = entity.records()
+        meta = entity.meta() or {}
+        entities[entity_id] = {
+            "documents": len(records),
+            "chunks": sum(int(r.get("chunk_count", 0)) for r in records.values()),
+            "bytes": _bytes_under(layout.entity_dir(entity_id)) + _bytes_under(layout.shard_path(entity_id)),
+            "last_ingest": meta.get("last_ingest"),
+            "model": meta.get("model", {}).get("name"),
+        }
+    totals = {
+        "entities": len(entities),
+        "documents": sum(e["documents"] for e in entities.values()),
+        "chunks": sum(e["chunks"] for e in entities.values()),
+        "bytes": _bytes_under(store),
+    }
+    return {"entities": entities, "totals": totals}
