@@ -154,6 +154,10 @@ _PROBE_TEXTS = [
 ]
 
 
+_shared: dict[tuple[str, str, str, int], Embedder] = {}
+_shared_lock = threading.Lock()
+
+
 class Embedder:
     """One sentence-transformers model for the whole process; thread-safe `encode`."""
 
@@ -238,6 +242,15 @@ class Embedder:
             return np.zeros((0, self.spec.dim), dtype=np.float32)
         with self._lock:
             return self._encode(list(texts))
+
+    @classmethod
+    def shared(cls, spec: ModelSpec, precision: str = "auto", device: str = "auto", batch_size: int = 32) -> Embedder:
+        """One instance per (model, precision, device, batch size) per process."""
+        key = (str(spec.path), precision, device, batch_size)
+        with _shared_lock:
+            if key not in _shared:
+                _shared[key] = cls(spec, precision, device, batch_size)
+            return _shared[key]
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +37,12 @@ class EntityRAGManager:
         self.workers = workers
         self.precision = precision
         self.enable_sharding = enable_sharding
-        self._embedder = None
         self._searchers: dict[str, Any] = {}
-        self._lock = threading.Lock()
 
     def _shared_embedder(self):
-        with self._lock:
-            if self._embedder is None:
-                from ragctl.embedding import Embedder, resolve_model
+        from ragctl.embedding import Embedder, resolve_model
 
-                self._embedder = Embedder(resolve_model(self.model), precision=self.precision)
-            return self._embedder
+        return Embedder.shared(resolve_model(self.model), precision=self.precision)
 
     def add_documents_parallel(
         self,

@@ -341,7 +341,7 @@ class Ingestor:
     def _ensure_embedder(self) -> Embedder:
         if self.embedder is None:
             self.emit(ev.Phase(f"loading model {self.spec.name}"))
-            self.embedder = Embedder(
+            self.embedder = Embedder.shared(
                 self.spec, self.options.precision, self.options.device, self.options.batch_size
             )
         self.report.model.update(self.embedder.describe())

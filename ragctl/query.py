@@ -60,7 +60,7 @@ class Searcher:
             from ragctl.embedding import Embedder
 
             # Queries are few and short: fp32 skips the bf16 self-check at start-up.
-            self._embedder = Embedder(self.spec, precision="fp32")
+            self._embedder = Embedder.shared(self.spec, precision="fp32")
         vectors = self._embedder.encode(queries)
         return self.entity.search(vectors, k)
 
