@@ -1,0 +1,39 @@
+"""Data types produced by the parsers (kept free of heavy imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Block:
+    """One structural unit of a document.
+
+    ``kind`` is ``"heading"`` (with ``level`` 1..6) or ``"text"`` (paragraphs, list items,
+    table rows, code; ``level`` 0).
+    """
+
+    kind: str
+    text: str
+    level: int = 0
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    """The blocks of one file, in document order, and the reader that produced them."""
+
+    blocks: list[Block]
+    parser: str
+
+    @property
+    def text(self) -> str:
+        """All block texts joined by blank lines (handy for tests and debugging)."""
+        return "\n\n".join(b.text for b in self.blocks)
+
+
+def heading(text: str, level: int = 1) -> Block:
+    return Block("heading", text, min(max(int(level), 1), 6))
+
+
+def text_block(text: str) -> Block:
+    return Block("text", text, 0)

@@ -1,0 +1,857 @@
+"""Fast native readers, one function per format, and the suffix registry.
+
+Every reader returns a list of :class:`Block`. "text" readers receive the decoded ``str``
+(decoding, binary detection and empty checks happen once, in ``ragctl.parsing``); "bytes"
+readers receive the raw file bytes. Third-party libraries (lxml, pypdfium2, python-docx,
+python-pptx) are imported inside the readers so that importing this module stays cheap.
+Adding a format = writing a reader and adding one entry to ``READERS``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from ragctl.errors import ParseError, UnsupportedFormat
+from ragctl.parsing.model import Block, heading, text_block
+from ragctl.parsing.textutil import (
+    bom_encoding,
+    clean_controls,
+    collapse_ws,
+    decode_text,
+    looks_binary,
+    split_paragraphs,
+)
+
+
+@dataclass(frozen=True)
+class Reader:
+    parser: str  # the name reported in ParsedDocument.parser
+    func: Callable[[Any], list[Block]]
+    input: str  # "text": gets the decoded str; "bytes": gets the raw bytes
+
+
+# --------------------------------------------------------------------------- plain text
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour codes in logs
+
+
+def read_text(text: str) -> list[Block]:
+    if "\x1b" in text:
+        text = _ANSI.sub("", text)
+    return [text_block(p) for p in split_paragraphs(clean_controls(text))]
+
+
+# --------------------------------------------------------------------------- markdown
+
+_MD_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_MD_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_MD_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+_MD_HR = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
+_MD_LINKDEF = re.compile(r"^ {0,3}\[[^\]]+\]:\s+\S+")
+_MD_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
+_MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
+_MD_REFLINK = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
+_MD_AUTOLINK = re.compile(r"<((?:https?|mailto|ftp):[^>\s]+)>")
+# only real HTML tags are stripped: "List<T>" or "<name>" placeholders in prose stay
+_MD_TAG = re.compile(
+    r"</?(?:a|abbr|b|br|center|code|del|details|div|em|font|h[1-6]|hr|i|img|ins|kbd|mark|p|"
+    r"picture|small|source|span|strong|sub|summary|sup|table|tbody|td|th|thead|tr|u|video)"
+    r"(?:\s[^<>]*)?/?>",
+    re.I,
+)
+
+
+def _md_inline(text: str) -> str:
+    if "[" in text:
+        text = _MD_IMAGE.sub(r"\1", text)
+        text = _MD_LINK.sub(r"\1", text)
+        text = _MD_REFLINK.sub(r"\1", text)
+    if "<" in text:
+        text = _MD_AUTOLINK.sub(r"\1", text)
+        text = _MD_TAG.sub("", text)
+    return text.strip()
+
+
+def read_markdown(text: str) -> list[Block]:
+    text = clean_controls(text)
+    if "<!--" in text:
+        text = _MD_COMMENT.sub("", text)
+    lines = text.split("\n")
+    blocks: list[Block] = []
+    para: list[str] = []
+
+    def flush() -> None:
+        if para:
+            body = _md_inline("\n".join(line.rstrip() for line in para))
+            if body:
+                blocks.append(text_block(body))
+            para.clear()
+
+    n = len(lines)
+    i = 0
+    # YAML front matter: keep it (title:, tags: ...) as one text block
+    if n > 2 and lines[0].strip() == "---":
+        for j in range(1, min(n, 200)):
+            if lines[j].strip() in ("---", "..."):
+                front = "\n".join(x.rstrip() for x in lines[1:j]).strip()
+                if front:
+                    blocks.append(text_block(front))
+                i = j + 1
+                break
+    while i < n:
+        line = lines[i]
+        i += 1
+        fence = _MD_FENCE.match(line)
+        if fence:
+            flush()
+            marker = fence.group(1)
+            close = re.compile(r"^ {0,3}" + re.escape(marker[0]) + "{" + str(len(marker)) + r",}[ \t]*$")
+            code: list[str] = []
+            while i < n and not close.match(lines[i]):
+                code.append(lines[i].rstrip())
+                i += 1
+            i += 1  # the closing fence (or past the end)
+            body = "\n".join(code).strip("\n")
+            if body.strip():
+                blocks.append(text_block(body))
+            continue
+        if not line.strip():
+            flush()
+            continue
+        atx = _MD_ATX.match(line)
+        if atx:
+            flush()
+            title = _md_inline(atx.group(2) or "")
+            if title:
+                blocks.append(heading(title, len(atx.group(1))))
+            continue
+        if para and _MD_SETEXT.match(line):
+            if len(para) <= 3:
+                title = _md_inline(collapse_ws(" ".join(para)))
+                para.clear()
+                if title:
+                    blocks.append(heading(title, 1 if line.strip()[0] == "=" else 2))
+            else:  # a long "paragraph" over a rule is not a heading
+                flush()
+            continue
+        if not para and _MD_HR.match(line):
+            continue
+        if _MD_LINKDEF.match(line):
+            continue
+        para.append(line)
+    flush()
+    return blocks
+
+
+# --------------------------------------------------------------------------- reStructuredText
+
+_RST_ADORN = re.compile(r"^([=\-`:'\"~^_*+#<>.])\1{2,}[ \t]*$")
+_RST_DIRECTIVE = re.compile(r"^\s*\.\.\s+([\w:.+-]+)::\s*(.*)$")
+# directives whose argument is prose (kept); others' arguments are languages, paths, options
+_RST_TEXT_DIRECTIVES = frozenset(
+    "note warning tip hint important attention caution danger error admonition topic sidebar "
+    "rubric seealso versionadded versionchanged deprecated".split()
+)
+_RST_TARGET = re.compile(r"^\s*\.\.\s+(?:_[^:]*:|\[[^\]]*\]|\|[^|]*\|)")
+_RST_LINK = re.compile(r"`([^`<]+?)\s*<[^>]+>`_{1,2}")
+_RST_ROLE = re.compile(r":[\w.+-]+:`([^`]+)`")
+_RST_LITERAL = re.compile(r"``(.+?)``")
+
+
+def _rst_inline(text: str) -> str:
+    if "`" in text:
+        text = _RST_LINK.sub(r"\1", text)
+        text = _RST_ROLE.sub(r"\1", text)
+        text = _RST_LITERAL.sub(r"\1", text)
+    return text.strip()
+
+
+def read_rst(text: str) -> list[Block]:
+    lines = clean_controls(text).split("\n")
+    blocks: list[Block] = []
+    para: list[str] = []
+    styles: list[tuple[str, bool]] = []  # adornment styles in order of first use = levels
+
+    def level_of(style: tuple[str, bool]) -> int:
+        if style not in styles:
+            styles.append(style)
+        return styles.index(style) + 1
+
+    def flush() -> None:
+        if para:
+            body = _rst_inline("\n".join(para))
+            if body:
+                blocks.append(text_block(body))
+            para.clear()
+
+    n = len(lines)
+    i = 0
+    while i < n:
+        line = lines[i].rstrip()
+        stripped = line.strip()
+        if not stripped:
+            flush()
+            i += 1
+            continue
+        adorn = _RST_ADORN.match(line)
+        # over- and underlined title
+        if (
+            adorn
+            and not para
+            and i + 2 < n
+            and lines[i + 1].strip()
+            and not _RST_ADORN.match(lines[i + 1].rstrip())
+            and lines[i + 2].rstrip() == line
+        ):
+            title = _rst_inline(lines[i + 1])
+            if title:
+                blocks.append(heading(title, level_of((adorn.group(1), True))))
+            i += 3
+            continue
+        # underlined title: previous line blank (para empty), next line an adornment
+        if not para and not adorn and i + 1 < n and not line[0].isspace():
+            under = _RST_ADORN.match(lines[i + 1].rstrip())
+            if under and len(lines[i + 1].rstrip()) >= min(len(line), 3):
+                title = _rst_inline(line)
+                if title:
+                    blocks.append(heading(title, level_of((under.group(1), False))))
+                i += 2
+                continue
+        if adorn and not para:  # a transition
+            i += 1
+            continue
+        directive = _RST_DIRECTIVE.match(line)
+        if directive:
+            flush()
+            arg = directive.group(2).strip()
+            if arg and directive.group(1).lower() in _RST_TEXT_DIRECTIVES:
+                para.append(arg)
+            i += 1
+            continue
+        if _RST_TARGET.match(line) or stripped == "..":
+            i += 1
+            continue
+        para.append(stripped if line.startswith("   ") else line)
+        i += 1
+    flush()
+    return blocks
+
+
+# --------------------------------------------------------------------------- HTML
+
+_HTML_DROP = frozenset(
+    "script style nav head noscript template svg iframe object embed canvas select".split()
+)
+_HTML_HEADINGS = {f"h{n}": n for n in range(1, 7)}
+_HTML_PRE = frozenset({"pre", "listing", "plaintext", "xmp"})
+_HTML_BLOCK = frozenset(
+    """p div li ul ol dl dt dd blockquote section article main aside header footer figure
+    figcaption table thead tbody tfoot caption address details summary form fieldset legend
+    hr center body html dialog menu hgroup search""".split()
+)
+_HTML_CELLS = frozenset({"td", "th"})
+_CELL_SEP = "\x1f"
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
+_XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>")
+
+
+def decode_html(data: bytes) -> str:
+    """Decode HTML bytes: BOM, then a <meta charset>, then the generic text fallback chain."""
+    if bom_encoding(data) is None and not looks_binary(data):
+        m = _META_CHARSET.search(data[:4096])
+        if m:
+            import codecs
+
+            name = m.group(1).decode("ascii", "replace").lower()
+            if name in ("iso-8859-1", "latin-1", "latin1", "us-ascii", "ascii"):
+                name = "cp1252"  # what browsers do
+            try:
+                codecs.lookup(name)
+                text = data.decode(name)
+                return text.replace("\r\n", "\n").replace("\r", "\n")
+            except (LookupError, UnicodeDecodeError):
+                pass
+    return decode_text(data)
+
+
+def html_blocks(text: str) -> list[Block]:
+    """Blocks of an HTML document (given as str) in document order."""
+    from lxml import etree
+    from lxml import html as lxml_html
+
+    text = _XML_DECL.sub("", text, count=1)
+    if not text.strip():
+        return []
+    try:
+        root = lxml_html.document_fromstring(text)
+    except etree.ParserError:  # "Document is empty": only comments / doctype
+        return []
+
+    blocks: list[Block] = []
+    buf: list[str] = []
+    heading_level = 0
+    heading_depth = 0
+    row_depth = 0
+    pre_depth = 0
+
+    def flush(kind: str = "text", level: int = 0) -> None:
+        if not buf:
+            return
+        raw = "".join(buf)
+        buf.clear()
+        if kind == "pre":
+            body = "\n".join(line.rstrip() for line in raw.split("\n")).strip("\n")
+            if body.strip():
+                blocks.append(text_block(body))
+            return
+        if kind == "row":
+            cells = [collapse_ws(c) for c in raw.split(_CELL_SEP)]
+            body = " | ".join(c for c in cells if c)
+        else:
+            body = collapse_ws(raw.replace(_CELL_SEP, " "))
+        if body:
+            blocks.append(heading(body, level) if kind == "heading" else text_block(body))
+
+    walker = etree.iterwalk(root, events=("start", "end"))
+    for event, el in walker:
+        tag = el.tag
+        skip = (
+            not isinstance(tag, str)
+            or tag in _HTML_DROP
+            or el.get("hidden") is not None
+            or el.get("aria-hidden") == "true"
+        )
+        if event == "start":
+            if skip:
+                walker.skip_subtree()
+                continue
+            if tag in _HTML_HEADINGS:
+                if heading_depth == 0 and row_depth == 0:
+                    flush()
+                    heading_level = _HTML_HEADINGS[tag]
+                heading_depth += 1
+            elif tag == "tr":
+                if row_depth == 0 and heading_depth == 0:
+                    flush()
+                row_depth += 1
+            elif tag in _HTML_PRE:
+                if pre_depth == 0 and not (heading_depth or row_depth):
+                    flush()
+                pre_depth += 1
+            elif tag in _HTML_BLOCK or (tag in _HTML_CELLS and row_depth == 0):
+                if heading_depth or row_depth or pre_depth:
+                    buf.append(" " if not pre_depth else "\n")
+                else:
+                    flush()
+            elif tag == "br":
+                buf.append("\n")
+            if el.text:
+                buf.append(el.text)
+        else:  # end
+            if not skip:
+                if tag in _HTML_HEADINGS:
+                    heading_depth -= 1
+                    if heading_depth == 0 and row_depth == 0:
+                        flush("heading", heading_level)
+                        heading_level = 0
+                elif tag == "tr":
+                    row_depth -= 1
+                    if row_depth == 0 and heading_depth == 0:
+                        flush("row")
+                elif tag in _HTML_CELLS and row_depth:
+                    buf.append(_CELL_SEP if row_depth == 1 else " ")
+                elif tag in _HTML_PRE:
+                    pre_depth -= 1
+                    if pre_depth == 0 and not (heading_depth or row_depth):
+                        flush("pre")
+                elif tag in _HTML_BLOCK or tag in _HTML_CELLS:
+                    if heading_depth or row_depth or pre_depth:
+                        buf.append(" " if not pre_depth else "\n")
+                    else:
+                        flush()
+            if el.tail:
+                buf.append(el.tail)
+    flush()
+    return blocks
+
+
+def read_html(data: bytes) -> list[Block]:
+    return html_blocks(decode_html(data))
+
+
+# --------------------------------------------------------------------------- PDF
+
+# PDFium is not thread-safe: one document at a time per process.
+_PDFIUM_LOCK = threading.Lock()
+_PDF_PARAS = re.compile(r"\n[ \t]*\n\s*")
+
+
+def read_pdf(data: bytes) -> list[Block]:
+    import pypdfium2 as pdfium
+
+    blocks: list[Block] = []
+    with _PDFIUM_LOCK:
+        try:
+            pdf = pdfium.PdfDocument(data)
+        except pdfium.PdfiumError as exc:
+            msg = str(exc)
+            if "password" in msg.lower():
+                raise ParseError("encrypted PDF (password required)") from exc
+            raise ParseError(f"not a readable PDF ({msg.rstrip('.')})") from exc
+        try:
+            for page_no in range(len(pdf)):
+                page = pdf[page_no]
+                try:
+                    textpage = page.get_textpage()
+                    try:
+                        raw = textpage.get_text_range()
+                    finally:
+                        textpage.close()
+                finally:
+                    page.close()
+                raw = raw.replace("\r\n", "\n").replace("\r", "\n")
+                raw = clean_controls(raw.replace("\ufffe", "").replace("\x02", "-"))
+                for para in _PDF_PARAS.split(raw):
+                    para = "\n".join(x.strip() for x in para.split("\n") if x.strip())
+                    if para:
+                        blocks.append(text_block(para))
+        finally:
+            pdf.close()
+    if not blocks:
+        raise UnsupportedFormat("no extractable text (scanned PDF?)")
+    return blocks
+
+
+# --------------------------------------------------------------------------- DOCX
+
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
+_HEADING_STYLE = re.compile(r"^heading\s*([1-9])$", re.I)
+
+
+def _docx_para_text(p: Any) -> str:
+    parts: list[str] = []
+    for el in p.iter(_W + "t", _W + "tab", _W + "br", _W + "cr"):
+        tag = el.tag
+        if tag == _W + "t":
+            if el.text:
+                parts.append(el.text)
+        elif tag == _W + "tab":
+            parts.append("\t")
+        else:
+            parts.append("\n")
+    return "".join(parts)
+
+
+def _outline_to_level(val: str | None) -> int:
+    """w:outlineLvl 0..8 → heading level 1..6; 9 means body text."""
+    try:
+        n = int(val or "9")
+    except ValueError:
+        return 0
+    return min(n + 1, 6) if 0 <= n < 9 else 0
+
+
+def _docx_style_levels(document: Any) -> dict[str, int]:
+    """styleId → heading level, from names ("Heading 2", "Title") or outline levels, following
+    basedOn so that custom and localised heading styles count too."""
+    info: dict[str, tuple[str, int | None, str | None]] = {}
+    try:
+        styles_el = document.styles.element
+    except Exception:  # noqa: BLE001 - no styles part: no headings by style
+        return {}
+    for st in styles_el.iterchildren(_W + "style"):
+        if st.get(_W + "type") not in (None, "paragraph"):
+            continue
+        sid = st.get(_W + "styleId") or ""
+        name_el = st.find(_W + "name")
+        name = (name_el.get(_W + "val") if name_el is not None else "") or ""
+        outline_el = st.find(f"{_W}pPr/{_W}outlineLvl")
+        outline = _outline_to_level(outline_el.get(_W + "val")) if outline_el is not None else None
+        based_el = st.find(_W + "basedOn")
+        based = based_el.get(_W + "val") if based_el is not None else None
+        info[sid] = (name, outline, based)
+
+    def own_level(sid: str) -> int | None:
+        name, outline, _ = info[sid]
+        if name.lower() == "title" or sid.lower() == "title":
+            return 1
+        m = _HEADING_STYLE.match(name) or _HEADING_STYLE.match(sid)
+        if m:
+            return min(int(m.group(1)), 6)
+        return outline
+
+    levels: dict[str, int] = {}
+    for sid in info:
+        current: str | None = sid
+        level = None
+        for _ in range(10):  # basedOn chains are short; guard against cycles
+            if current is None or current not in info:
+                break
+            level = own_level(current)
+            if level is not None:
+                break
+            current = info[current][2]
+        levels[sid] = level or 0
+    return levels
+
+
+def read_docx(data: bytes) -> list[Block]:
+    import docx  # python-docx
+
+    document = docx.Document(io.BytesIO(data))
+    levels = _docx_style_levels(document)
+    body = document.element.body
+    for fallback in list(body.iter(_MC_FALLBACK)):  # duplicated text-box content
+        parent = fallback.getparent()
+        if parent is not None:
+            parent.remove(fallback)
+
+    blocks: list[Block] = []
+
+    def style_level(p: Any) -> int:
+        ppr = p.find(_W + "pPr")
+        if ppr is None:
+            return 0
+        outline = ppr.find(_W + "outlineLvl")
+        if outline is not None:
+            return _outline_to_level(outline.get(_W + "val"))
+        style_el = ppr.find(_W + "pStyle")
+        if style_el is None:
+            return 0
+        return levels.get(style_el.get(_W + "val") or "", 0)
+
+    def walk(container: Any) -> None:
+        for child in container.iterchildren():
+            tag = child.tag
+            if tag == _W + "p":
+                txt = _docx_para_text(child)
+                level = style_level(child)
+                if level:
+                    txt = collapse_ws(txt)
+                    if txt:
+                        blocks.append(heading(txt, level))
+                else:
+                    txt = "\n".join(x.strip() for x in txt.split("\n")).strip()
+                    if txt:
+                        blocks.append(text_block(txt))
+            elif tag == _W + "tbl":
+                for tr in child.iter(_W + "tr"):
+                    cells = []
+                    for tc in tr.iterchildren(_W + "tc"):
+                        cell = collapse_ws(" ".join(_docx_para_text(p) for p in tc.iter(_W + "p")))
+                        if cell and (not cells or cells[-1] != cell):
+                            cells.append(cell)
+                    if cells:
+                        blocks.append(text_block(" | ".join(cells)))
+            elif tag == _W + "sdt":
+                content = child.find(_W + "sdtContent")
+                if content is not None:
+                    walk(content)
+
+    walk(body)
+    return blocks
+
+
+# --------------------------------------------------------------------------- PPTX
+
+
+def read_pptx(data: bytes) -> list[Block]:
+    from pptx import Presentation
+    from pptx.shapes.group import GroupShape
+
+    prs = Presentation(io.BytesIO(data))
+    blocks: list[Block] = []
+
+    def frame_text(tf: Any) -> str:
+        lines = [collapse_ws(p.text) for p in tf.paragraphs]
+        return "\n".join(x for x in lines if x)
+
+    def shape_blocks(shapes: Iterable[Any], title_id: int | None) -> None:
+        for shape in shapes:
+            if title_id is not None and shape.shape_id == title_id:
+                continue
+            if isinstance(shape, GroupShape):
+                shape_blocks(shape.shapes, None)
+                continue
+            if getattr(shape, "has_table", False):
+                for row in shape.table.rows:
+                    cells = [collapse_ws(c.text) for c in row.cells]
+                    line = " | ".join(c for c in cells if c)
+                    if line:
+                        blocks.append(text_block(line))
+            elif getattr(shape, "has_text_frame", False):
+                txt = frame_text(shape.text_frame)
+                if txt:
+                    blocks.append(text_block(txt))
+
+    for slide in prs.slides:
+        title_shape = slide.shapes.title
+        title_id = None
+        if title_shape is not None:
+            title_id = title_shape.shape_id
+            title = collapse_ws(title_shape.text_frame.text) if title_shape.has_text_frame else ""
+            if title:
+                blocks.append(heading(title, 1))
+        shape_blocks(slide.shapes, title_id)
+        if slide.has_notes_slide:
+            notes_tf = slide.notes_slide.notes_text_frame
+            if notes_tf is not None:
+                notes = frame_text(notes_tf)
+                if notes:
+                    blocks.append(text_block("Notes: " + notes))
+    return blocks
+
+
+# --------------------------------------------------------------------------- CSV / TSV
+
+
+def _read_delimited(text: str, default: type[csv.Dialect], sniff: bool) -> list[Block]:
+    limit = 64 * 1024 * 1024
+    if csv.field_size_limit() < limit:
+        csv.field_size_limit(min(limit, sys.maxsize))
+    dialect: Any = default
+    if sniff:
+        try:
+            dialect = csv.Sniffer().sniff(text[:16384], delimiters=",;\t|")
+        except csv.Error:
+            dialect = default
+    rows = csv.reader(io.StringIO(text), dialect)
+    header: list[str] | None = None
+    blocks: list[Block] = []
+    for row in rows:
+        cells = [collapse_ws(c) for c in row]
+        if not any(cells):
+            continue
+        if header is None:
+            header = [c or f"column {i + 1}" for i, c in enumerate(cells)]
+            continue
+        parts = []
+        for i, value in enumerate(cells):
+            if value:
+                name = header[i] if i < len(header) else f"column {i + 1}"
+                parts.append(f"{name}: {value}")
+        if parts:
+            blocks.append(text_block("; ".join(parts)))
+    if header is not None and not blocks:  # a header-only file still says something
+        blocks.append(text_block("; ".join(header)))
+    return blocks
+
+
+def read_csv(text: str) -> list[Block]:
+    return _read_delimited(text, csv.excel, sniff=True)
+
+
+def read_tsv(text: str) -> list[Block]:
+    return _read_delimited(text, csv.excel_tab, sniff=False)
+
+
+# --------------------------------------------------------------------------- JSON / JSONL
+
+_JSON_LINES_PER_BLOCK = 40
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, str):
+        return collapse_ws(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _flatten(value: Any, path: str, out: list[str]) -> None:
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            _flatten(sub, f"{path}.{key}" if path else str(key), out)
+    elif isinstance(value, list):
+        if value and all(not isinstance(v, (dict, list)) for v in value):
+            joined = ", ".join(s for s in (_scalar(v) for v in value) if s)
+            if joined:
+                out.append(f"{path}: {joined}" if path else joined)
+        else:
+            for i, sub in enumerate(value):
+                _flatten(sub, f"{path}[{i}]", out)
+    else:
+        s = _scalar(value)
+        if s:
+            out.append(f"{path}: {s}" if path else s)
+
+
+def _line_blocks(lines: list[str]) -> Iterator[Block]:
+    for i in range(0, len(lines), _JSON_LINES_PER_BLOCK):
+        yield text_block("\n".join(lines[i : i + _JSON_LINES_PER_BLOCK]))
+
+
+def read_json(text: str) -> list[Block]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise ParseError("invalid JSON: nested too deeply") from exc
+    # One block per top-level record: a root list's items, a root object's container values
+    # (a list of objects gives one block per item); neighbouring scalars share a block.
+    blocks: list[Block] = []
+    pending: list[str] = []
+
+    def emit(lines: list[str]) -> None:
+        if pending:
+            blocks.extend(_line_blocks(pending))
+            pending.clear()
+        blocks.extend(_line_blocks(lines))
+
+    if isinstance(value, dict):
+        items: list[tuple[str, Any]] = []
+        for key, sub in value.items():
+            if isinstance(sub, list) and any(isinstance(v, (dict, list)) for v in sub):
+                items.extend((f"{key}[{i}]", v) for i, v in enumerate(sub))
+            else:
+                items.append((str(key), sub))
+    elif isinstance(value, list):
+        items = [("", v) for v in value]
+    else:
+        items = [("", value)]
+    for path, sub in items:
+        lines: list[str] = []
+        _flatten(sub, path, lines)
+        if isinstance(sub, (dict, list)):
+            emit(lines)
+        else:
+            pending.extend(lines)
+    if pending:
+        blocks.extend(_line_blocks(pending))
+    return blocks
+
+
+def read_jsonl(text: str) -> list[Block]:
+    blocks: list[Block] = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ParseError(f"invalid JSON on line {lineno}: {exc.msg}") from exc
+        lines: list[str] = []
+        _flatten(value, "", lines)
+        blocks.extend(_line_blocks(lines))
+    return blocks
+
+
+# --------------------------------------------------------------------------- e-mail
+
+
+def read_eml(data: bytes) -> list[Block]:
+    import email
+    from email import policy
+
+    if looks_binary(data):
+        raise ParseError("binary content, not text")
+    msg = email.message_from_bytes(data, policy=policy.default)
+    blocks: list[Block] = []
+    subject = collapse_ws(str(msg.get("subject", "") or ""))
+    if subject:
+        blocks.append(heading(subject, 1))
+    head = []
+    for name in ("From", "To", "Cc", "Date"):
+        value = msg.get(name)
+        if value:
+            head.append(f"{name}: {collapse_ws(str(value))}")
+    if head:
+        blocks.append(text_block("\n".join(head)))
+    part = msg.get_body(preferencelist=("plain", "html"))
+    if part is None and not msg.is_multipart() and msg.get_content_maintype() == "text":
+        part = msg
+    if part is not None:
+        try:
+            body = part.get_content()
+        except (LookupError, UnicodeError, AssertionError):
+            payload = part.get_payload(decode=True) or b""
+            body = decode_text(payload)
+        if isinstance(body, bytes):
+            body = decode_text(body)
+        if part.get_content_subtype() == "html":
+            blocks.extend(html_blocks(body))
+        else:
+            blocks.extend(read_text(body))
+    return blocks
+
+
+# --------------------------------------------------------------------------- XML
+
+_XML_SHORT = 80
+
+
+def read_xml(data: bytes) -> list[Block]:
+    from lxml import etree
+
+    if looks_binary(data):
+        raise ParseError("binary content, not text")
+    parser = etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        remove_comments=True,
+        remove_pis=True,
+        huge_tree=False,
+    )
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as first:
+        # maybe undeclared legacy encoding: decode ourselves and retry once
+        text = _XML_DECL.sub("", decode_text(data), count=1)
+        try:
+            root = etree.fromstring(text, parser)
+        except etree.XMLSyntaxError:
+            raise ParseError(f"invalid XML: {collapse_ws(str(first))[:160]}") from first
+    if root is None:
+        return []
+    blocks: list[Block] = []
+    for el in root.iter():
+        if not isinstance(el.tag, str):
+            continue
+        parts = [el.text or ""]
+        parts.extend(child.tail or "" for child in el)
+        own = collapse_ws(" ".join(parts))
+        if not own:
+            continue
+        if len(own) <= _XML_SHORT and own.count(" ") < 8:
+            own = f"{etree.QName(el).localname}: {own}"
+        blocks.append(text_block(own))
+    return blocks
+
+
+# --------------------------------------------------------------------------- registry
+
+READERS: dict[str, Reader] = {
+    ".txt": Reader("text", read_text, "text"),
+    ".text": Reader("text", read_text, "text"),
+    ".log": Reader("text", read_text, "text"),
+    ".md": Reader("markdown", read_markdown, "text"),
+    ".markdown": Reader("markdown", read_markdown, "text"),
+    ".rst": Reader("rst", read_rst, "text"),
+    ".html": Reader("html", read_html, "bytes"),
+    ".htm": Reader("html", read_html, "bytes"),
+    ".xhtml": Reader("html", read_html, "bytes"),
+    ".pdf": Reader("pdf:pypdfium2", read_pdf, "bytes"),
+    ".docx": Reader("docx", read_docx, "bytes"),
+    ".pptx": Reader("pptx", read_pptx, "bytes"),
+    ".csv": Reader("csv", read_csv, "text"),
+    ".tsv": Reader("tsv", read_tsv, "text"),
+    ".json": Reader("json", read_json, "text"),
+    ".jsonl": Reader("jsonl", read_jsonl, "text"),
+    ".ndjson": Reader("jsonl", read_jsonl, "text"),
+    ".eml": Reader("email", read_eml, "bytes"),
+    ".xml": Reader("xml", read_xml, "bytes"),
+}
