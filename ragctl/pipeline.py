@@ -32,7 +32,7 @@ from ragctl.discovery import EntitySource, SourceFile
 from ragctl.embedding import Embedder, ModelSpec, cpu_count, resolve_model
 from ragctl.errors import ParseError, RagctlError, StorageError, UnsupportedFormat
 from ragctl.storage.json_storage import JSONStorage, Record
-from ragctl.storage.layout import MAPPING_COLLECTION, MODE_SHARDED, open_store_manifest, read_manifest
+from ragctl.storage.layout import MODE_SHARDED, open_store_manifest, read_manifest, record_last_run
 from ragctl.storage.vector_store import EntityVectorStore, PreparedDoc
 
 OVERLAP_TOKENS = 32
@@ -336,6 +336,8 @@ class Ingestor:
                 self._run_parallel(identity)
         finally:
             self.report.seconds = time.perf_counter() - started
+        if not self.options.dry_run and self.embedder is not None:
+            record_last_run(self.options.store, self.report.model)
         return self.report
 
     def _ensure_embedder(self) -> Embedder:

@@ -104,6 +104,18 @@ def open_store_manifest(root: Path, sharding: bool | None = None) -> dict[str, A
     root = Path(root)
     manifest = read_manifest(root)
     if manifest is None:
+        with manifest_lock(root):
+            return _create_manifest(root, sharding)
+    if sharding is False and manifest.get("mapping_mode") == MODE_SHARDED:
+        raise ConfigError(
+            f"{root}: this store uses sharded mappings; --no-sharding only applies to new stores"
+        )
+    return manifest
+
+
+def _create_manifest(root: Path, sharding: bool | None) -> dict[str, Any]:
+    manifest = read_manifest(root)  # another process may have created it meanwhile
+    if manifest is None:
         mode = MODE_MONOLITHIC if sharding is False else MODE_SHARDED
         # A store made by an older tool has a legacy mapping file but no manifest.
         if StoreLayout(root).legacy_path().exists() and sharding is None:
@@ -115,15 +127,32 @@ def open_store_manifest(root: Path, sharding: bool | None = None) -> dict[str, A
         }
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(StoreLayout(root).manifest_path, manifest)
-        return manifest
-    if sharding is False and manifest.get("mapping_mode") == MODE_SHARDED:
-        raise ConfigError(
-            f"{root}: this store uses sharded mappings; --no-sharding only applies to new stores"
-        )
     return manifest
 
 
+def manifest_lock(root: Path):
+    """Serialises read-modify-writes of store.json (ingest runs, migration)."""
+    from filelock import FileLock
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    return FileLock(str(lock_path_for(StoreLayout(Path(root)).manifest_path)), timeout=600)
+
+
 def set_mapping_mode(root: Path, mode: str) -> None:
-    manifest = read_manifest(root) or {"format_version": FORMAT_VERSION}
-    manifest["mapping_mode"] = mode
-    atomic_write_json(StoreLayout(root).manifest_path, manifest)
+    with manifest_lock(root):
+        manifest = read_manifest(root) or {"format_version": FORMAT_VERSION}
+        manifest["mapping_mode"] = mode
+        atomic_write_json(StoreLayout(root).manifest_path, manifest)
+
+
+def record_last_run(root: Path, model: dict[str, Any]) -> None:
+    """Remember the model, precision and device of the latest ingest in the manifest."""
+    with manifest_lock(root):
+        manifest = read_manifest(root)
+        if manifest is None:
+            return
+        manifest["last_ingest"] = {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **{k: model.get(k) for k in ("name", "dim", "precision", "device")},
+        }
+        atomic_write_json(StoreLayout(root).manifest_path, manifest)
