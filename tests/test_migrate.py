@@ -515,3 +515,22 @@ def test_end_to_end_no_sharding_store_migrates_and_queries_the_same(monolithic_s
         for (_, s1), (_, s2) in zip(rows_after, rows_before):
             assert s1 == pytest.approx(s2, abs=1e-5)
     assert cli_json("migrate-to-sharded", "--store", store)["migrated"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_monolithic_writer_that_waited_out_a_migration_writes_nothing(tmp_path):
+    """An ingest that opened the store in monolithic mode must not write its entity's records
+    back into the legacy file after migrate-to-sharded moved them (they would be duplicated)."""
+    import numpy as np
+
+    from ragctl.storage.vector_store import EntityVectorStore, PreparedDoc
+
+    store = make_store(tmp_path / "store", [make_record(i, "ent-000") for i in range(5)])
+    stale_writer = EntityVectorStore(JSONStorage(store, enable_sharding=False), "ent-000")
+    migrate_to_sharded(store)
+    vector = np.ones((1, 4), dtype=np.float32) / 2.0
+    doc = PreparedDoc("new.md", "f" * 64, 10, 1, ["new text"], vector)
+    with pytest.raises(StorageError, match="migrated to sharded"):
+        stale_writer.commit({"name": "m", "digest": "d", "dim": 4}, adds=[doc])
+    assert legacy_records(store) is None
+    assert readable(store) == Counter(canon(make_record(i, "ent-000")) for i in range(5))

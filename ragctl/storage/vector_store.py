@@ -188,10 +188,29 @@ class EntityVectorStore:
         )
         return conn
 
+    @contextmanager
+    def _db(self, reader: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection to chunks.sqlite; sqlite errors (disk full, I/O) become StorageError.
+
+        Readers open read-write but never create: a kill -9 inside a write transaction leaves
+        a hot journal that only a writable connection can roll back (mode=ro fails on it with
+        "attempt to write a readonly database")."""
+        try:
+            if reader:
+                conn = sqlite3.connect(f"file:{self.chunks_path}?mode=rw", uri=True, timeout=60)
+            else:
+                conn = self._connect()
+            with closing(conn):
+                yield conn
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.chunks_path}: {exc}") from exc
+
     def chunk_texts(self, ids: Sequence[int]) -> dict[int, str]:
         if not ids or not self.chunks_path.exists():
             return {}
-        with closing(sqlite3.connect(f"file:{self.chunks_path}?mode=ro", uri=True, timeout=60)) as conn:
+        with self._db(reader=True) as conn:
+            if not _has_chunks_table(conn):
+                return {}
             out: dict[int, str] = {}
             for start in range(0, len(ids), 500):
                 part = list(ids[start : start + 500])
@@ -202,7 +221,9 @@ class EntityVectorStore:
     def chunk_row_ids(self) -> set[int]:
         if not self.chunks_path.exists():
             return set()
-        with closing(sqlite3.connect(f"file:{self.chunks_path}?mode=ro", uri=True, timeout=60)) as conn:
+        with self._db(reader=True) as conn:
+            if not _has_chunks_table(conn):
+                return set()
             return {row[0] for row in conn.execute("SELECT id FROM chunks")}
 
     # ------------------------------------------------------------------ commit
@@ -210,7 +231,22 @@ class EntityVectorStore:
     def locked(self) -> Iterator[dict[str, Record]]:
         """Hold the entity's lock (= its mapping shard lock); yields the shard, written on exit."""
         with self._mem_lock, self.storage.edit(MAPPING_COLLECTION, self.entity_id) as shard:
+            if not self.storage.enable_sharding:
+                self._refuse_if_migrated()
             yield shard
+
+    def _refuse_if_migrated(self) -> None:
+        """A monolithic writer that waited on the legacy lock while migrate-to-sharded ran must
+        not write the entity's records back into the legacy file (they would duplicate the
+        migrated shard). Checked under the legacy lock, which the migration holds throughout."""
+        from ragctl.storage.layout import MODE_SHARDED, read_manifest
+
+        manifest = read_manifest(self.storage.root) or {}
+        if manifest.get("mapping_mode") == MODE_SHARDED:
+            raise StorageError(
+                f"{self.storage.root}: the store was migrated to sharded mappings during this "
+                "run; nothing was written for this batch - run the command again"
+            )
 
     def commit(
         self,
@@ -285,7 +321,7 @@ class EntityVectorStore:
 
             # 1. chunk texts (superset of the index at every instant)
             if new_rows:
-                with closing(self._connect()) as conn:
+                with self._db() as conn:
                     conn.execute("BEGIN IMMEDIATE")
                     conn.executemany("INSERT OR REPLACE INTO chunks VALUES (?,?,?,?)", new_rows)
                     conn.execute("COMMIT")
@@ -351,12 +387,12 @@ class EntityVectorStore:
     def _max_chunk_row_id(self) -> int:
         if not self.chunks_path.exists():
             return -1
-        with closing(self._connect()) as conn:
+        with self._db() as conn:
             row = conn.execute("SELECT MAX(id) FROM chunks").fetchone()
         return -1 if row[0] is None else int(row[0])
 
     def _delete_chunk_rows(self, ids: Iterable[int]) -> None:
-        with closing(self._connect()) as conn:
+        with self._db() as conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("DELETE FROM chunks WHERE id = ?", [(i,) for i in ids])
             conn.execute("COMMIT")
@@ -421,6 +457,11 @@ class EntityVectorStore:
     def stats(self) -> dict[str, Any]:
         index = self.load_index()
         return {"documents": len(self.records()), "vectors": 0 if index is None else int(index.ntotal)}
+
+
+def _has_chunks_table(conn: sqlite3.Connection) -> bool:
+    """False for a database a kill -9 left between creating the file and creating its table."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='chunks'").fetchone() is not None
 
 
 def _new_doc_id() -> str:
