@@ -19,6 +19,27 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+_umask_cache: list[int] = []
+
+
+def _file_mode(path: Path) -> int:
+    """The mode a plain open() would leave: the replaced file's, else 0o666 minus the umask
+    (mkstemp creates 0o600, which would lock other users out of a shared store)."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        pass
+    if not _umask_cache:
+        umask = 0o022
+        try:  # read, not set: os.umask() would race with other threads creating files
+            with open("/proc/self/status", encoding="ascii") as fh:
+                umask = next((int(line.split()[1], 8) for line in fh if line.startswith("Umask:")), umask)
+        except (OSError, ValueError):
+            pass
+        _umask_cache.append(umask)
+    return 0o666 & ~_umask_cache[0]
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that a reader sees the old or the new file, never a mix.
 
@@ -32,6 +53,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), _file_mode(path))
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -207,6 +207,8 @@ class JSONStorage:
         if entity_id is not None and self.enable_sharding:
             path = self.shard_path(collection, entity_id)
         else:
+            if entity_id is not None:
+                validate_entity_id(entity_id)  # the same rule with sharding off
             path = self.legacy_path(collection)
         with self._locked(path):
             current = _as_record_dict(read_json(path, None), path, self.id_field)
@@ -219,6 +221,13 @@ class JSONStorage:
                         self._cache.pop(path, None)
 
     def _target(self, record: Record) -> list[str | None]:
+        # A record that names its entity must name a valid one: rejected before any file is
+        # touched, never silently filed in the legacy file (only id-less records go there).
+        if record.get("entity_id") is not None:
+            validate_entity_id(record["entity_id"])
+        elif isinstance(record.get("entity_ids"), list):
+            for value in record["entity_ids"]:
+                validate_entity_id(value)
         if not self.enable_sharding:
             return [None]
         return list(record_shards(record)) or [None]
@@ -255,11 +264,11 @@ class JSONStorage:
         return count
 
     def _targets_for_query(self, collection: str, query: Query | None) -> list[str | None]:
+        shards = query_shards(query)  # validates entity ids in the query, sharded or not
         targets: list[str | None] = []
         if self.legacy_path(collection).exists() or not self.enable_sharding:
             targets.append(None)
         if self.enable_sharding:
-            shards = query_shards(query)
             targets.extend(shards if shards is not None else self.shard_ids(collection))
         return targets
 
