@@ -217,10 +217,25 @@ _worker_chunker = None
 def init_parse_worker(model_dir: str, max_tokens: int) -> None:
     """Process-pool initializer: one thread per worker, Ctrl-C handled by the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
         os.environ[var] = "1"
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _get_chunker(model_dir, max_tokens)
+
+
+def _die_with_parent() -> None:
+    """Exit when the ingest process dies (even by kill -9): a watchdog thread notices that this
+    worker was re-parented. (prctl(PR_SET_PDEATHSIG) would fire when the *thread* that started
+    the worker ends, which in ProcessPoolExecutor is whichever thread called submit.)"""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="ragctl-parent-watch").start()
 
 
 def _get_chunker(model_dir: str, max_tokens: int):

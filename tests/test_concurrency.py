@@ -272,3 +272,20 @@ def test_two_ingest_processes_on_one_store(tmp_path, sample_docs, ragctl_cmd):
     for entity, paths in files.items():
         assert report["entities"][entity]["documents"] == len(paths)
         assert report["entities"][entity]["orphans"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_vector_ids_are_never_reused_after_orphans_are_dropped(store_root):
+    """A reader holding an old id must never find another document's text under it."""
+    storage = JSONStorage(store_root)
+    entity = EntityVectorStore(storage, "acme")
+    entity.commit(FAKE_MODEL, adds=[make_doc("a.md", "first file", n_chunks=3)])
+    entity.commit(FAKE_MODEL, adds=[make_doc("b.md", "second file", n_chunks=3)])
+    b = next(r for r in entity.records().values() if r["path"] == "b.md")
+    old_ids = set(vector_ids(b))  # the highest ids in the entity
+    entity.commit(FAKE_MODEL, removes=[b["doc_id"]])
+    assert entity.gc() == 3  # b's vectors were orphans: dropped
+    entity.commit(FAKE_MODEL, adds=[make_doc("c.md", "third file", n_chunks=3)])
+    used = {i for r in entity.records().values() for i in vector_ids(r)}
+    assert not used & old_ids
+    assert verify_store(store_root)["ok"]

@@ -290,7 +290,13 @@ class EntityVectorStore:
             assert index is not None
             present = self.index_ids(index)
             orphans = present - referenced_ids(view.values())
-            next_id = max(max(present, default=-1), self._max_chunk_row_id()) + 1
+            # Ids are never reused, even after orphans are dropped: the high-water mark is kept
+            # in entity.json, so a concurrent reader can never pair an old id with new text.
+            next_id = max(
+                max(present, default=-1) + 1,
+                self._max_chunk_row_id() + 1,
+                int((self.meta() or {}).get("next_vector_id", 0)),
+            )
             new_rows: list[tuple[int, str, int, str]] = []
             new_vectors: list[np.ndarray] = []
             new_ids: list[np.ndarray] = []
@@ -355,7 +361,7 @@ class EntityVectorStore:
                 if doc_id in legacy:
                     legacy_removals.append(doc_id)
             if new_rows or changes or removes or not self.meta_path.exists():
-                self._write_meta(model, precision)
+                self._write_meta(model, precision, next_id)
         # Records still in an unmigrated legacy file are removed after the shard lock is
         # released: lock order is always legacy -> shard (as migrate-to-sharded takes them).
         if legacy_removals:
@@ -376,8 +382,9 @@ class EntityVectorStore:
         }
         return mine, legacy
 
-    def _write_meta(self, model: dict[str, Any], precision: str) -> None:
+    def _write_meta(self, model: dict[str, Any], precision: str, next_id: int = 0) -> None:
         meta = self.meta() or {"entity_id": self.entity_id, "created_at": now_iso()}
+        meta["next_vector_id"] = max(int(meta.get("next_vector_id", 0)), next_id)
         meta["model"] = {k: model[k] for k in ("name", "digest", "dim") if k in model}
         if precision:
             meta["precision"] = precision
