@@ -1,7 +1,61 @@
-"""`ragctl bench` (being written)."""
+"""`ragctl bench`: sequential (the original design) vs the parallel pipeline vs the bare model."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from ragctl.cli.common import EXIT_PROBLEMS, JsonOption, fail, handle_errors, print_json, stderr
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("bench")(bench_command)
+
+
+@handle_errors
+def bench_command(
+    entities: int = typer.Option(5, "--entities", "-n", min=1, help="Entity directories in the generated corpus."),
+    docs: int = typer.Option(20, "--docs", "-m", min=1, help="Documents per entity in the generated corpus."),
+    workers: int = typer.Option(0, "--workers", "-w", min=0, help="Workers for the parallel run [default: number of cores]."),
+    corpus: Path = typer.Option(
+        None, "--corpus", help="Benchmark this tree (laid out like ingest's ROOT) instead of a generated one.", show_default=False
+    ),
+    json_out: bool = JsonOption,
+    precision: str = typer.Option("auto", "--precision", help="auto|fp32|bf16 (as ingest)."),
+    model: str = typer.Option(None, "--model", help="Model directory or cached name [default: packaged all-MiniLM-L6-v2]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generated corpus (same seed, same bytes)."),
+    keep: Path = typer.Option(
+        None, "--keep", help="Keep the corpus and both stores in this directory (default: a temp dir, removed).", show_default=False
+    ),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="Run each measurement R times and keep the best (noisy machines)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+) -> None:
+    """Time one-document-at-a-time ingest against the parallel pipeline on the same corpus.
+
+    Both runs share one loaded model and write fresh stores; the stores must agree (same
+    documents and chunk counts per entity) or the command exits 1. Also measures the bare
+    model on the same chunks: limit ratio = pipeline chunks/s / model chunks/s.
+    """
+    from ragctl import events as ev
+    from ragctl.bench import BenchConfig, BenchMismatch, format_table, run_bench
+
+    def progress(event: ev.Event) -> None:
+        if not quiet and isinstance(event, ev.Phase):
+            stderr.print(f"[dim]{event.message}[/]", markup=True)
+
+    config = BenchConfig(
+        entities=entities, docs=docs, workers=workers, corpus=corpus, precision=precision, model=model,
+        seed=seed, keep=keep, repeat=repeat,
+    )
+    try:
+        result = run_bench(config, progress)
+    except BenchMismatch as exc:
+        fail(str(exc), EXIT_PROBLEMS)
+        return
+    if json_out:
+        print_json(result.to_json())
+    else:
+        typer.echo(format_table(result))
+    if result.failed and not quiet:
+        stderr.print(f"{result.failed} file(s) failed to parse in the parallel run (not counted as documents)", markup=False)
