@@ -491,10 +491,9 @@ class Ingestor:
         to_parse = sum(1 for _, planned, _ in plans for p in planned if p.action == "parse")
         embedder = self._ensure_embedder() if to_parse else None
         precision = embedder.precision if embedder else ""
-        if embedder is not None:
-            import faiss
-
-            faiss.omp_set_num_threads(1)  # flat-index adds are tiny; the cores belong to torch
+        # No faiss.omp_set_num_threads(1) here: torch and faiss share one OpenMP runtime and
+        # the setting is per thread, so on this (the encoding) thread it cut torch to 1 thread
+        # (half the throughput). The committer limits FAISS on its own thread instead.
 
         workers = opts.workers or cpu_count()
         procs = min(workers, cpu_count(), to_parse)
@@ -672,6 +671,9 @@ class _Committer(threading.Thread):
     def run(self) -> None:
         opts = self.ing.options
         try:
+            import faiss
+
+            faiss.omp_set_num_threads(1)  # this thread only: flat-index adds are tiny, the cores belong to torch
             while True:
                 try:
                     item = self.inbox.get(timeout=0.25)
