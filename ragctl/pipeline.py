@@ -597,6 +597,7 @@ class Ingestor:
         """Batch chunks across documents and entities into large encode calls."""
         window = self.options.embed_window
         pending: deque[tuple[_DocState, int]] = deque()
+        trimmed = time.perf_counter()
         finished = False
         while not finished or pending:
             # Gather: block only when there is nothing to encode.
@@ -623,9 +624,35 @@ class Ingestor:
             took = time.perf_counter() - t0
             self.report.encode_seconds += took
             self.emit(ev.ChunksEmbedded(len(batch), took))
+            if time.perf_counter() - trimmed >= 1.0:
+                release_freed_memory()
+                trimmed = time.perf_counter()
             for (state, i), vector in zip(batch, vectors):
                 if state.put(i, vector):
                     committer.submit(state.outcome.entity_id, self._prepared(state.outcome, state.vectors))
+
+
+_malloc_trim: Any = None
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by the model back to the OS (glibc only; elsewhere a no-op).
+
+    Each encode call allocates activation buffers whose sizes depend on the batch shape;
+    glibc keeps the freed pages (its mmap threshold grows), so without this the ingest's RSS
+    grew ~15 MB/s in bf16 and with the size of the corpus (+60% on 4x the documents).
+    malloc_trim(0) costs ~1% of an encode window; called at most once a second.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
 
 
 class _DocState:
