@@ -588,7 +588,8 @@ class _FirstEmbed:
 def run_bench(config: BenchConfig, on_event: ev.EventSink = ev.ignore, embedder: Any = None) -> BenchResult:
     """Generate (or take) a corpus, ingest it sequentially and in parallel, compare, time.
 
-    `embedder`: an already loaded Embedder to reuse (tests); else one is loaded here.
+    `embedder`: an already loaded Embedder to reuse; else the process's shared one
+    (`Embedder.shared`, loaded here if this process has none yet).
     Raises BenchMismatch when the two stores disagree, UsageError for bad options.
     """
     from ragctl.discovery import discover_entities
@@ -626,7 +627,7 @@ def run_bench(config: BenchConfig, on_event: ev.EventSink = ev.ignore, embedder:
         if embedder is None:
             on_event(ev.Phase("loading model"))
             t0 = time.perf_counter()
-            embedder = Embedder(resolve_model(config.model), config.precision, "auto", config.batch_size)
+            embedder = Embedder.shared(resolve_model(config.model), config.precision, "auto", config.batch_size)
             load_s = time.perf_counter() - t0
         on_event(ev.Phase("warming up the model"))
         warmup_s = warm_up(embedder)

@@ -1,8 +1,9 @@
 """Parallel upload vs the original one-document-at-a-time design (issue 4, items 5-6).
 
-Under pytest (small sizes, one model load for the module): the parallel pipeline and the
-sequential design build identical stores (paths, chunk counts, chunk texts per entity) and a
-query for a known sentence finds the same document in both; `ragctl bench --json` works.
+Under pytest (small sizes; one model load for the whole session, conftest's `embedder`):
+the parallel pipeline and the sequential design build identical stores (paths, chunk counts,
+chunk texts per entity) and a query for a known sentence finds the same document in both;
+`ragctl bench --json` works.
 
 As a script, the original design's comparison table::
 
@@ -37,12 +38,8 @@ NEEDLE_QUERY = "Who audits the lighthouse keepers pension fund, and how often?"
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def embedder() -> Any:
-    """One model for the whole module (loading it is most of a small run's cost)."""
-    from ragctl.embedding import Embedder, resolve_model
-
-    return Embedder(resolve_model())
+# `embedder` (conftest.py): the default model, loaded once per test session and shared with
+# every in-process ingest and `run_bench` (Embedder.shared).
 
 
 @pytest.fixture(scope="module")
@@ -193,14 +190,12 @@ BENCH_KEYS = {
 }
 
 
-def test_cli_bench_json(embedder: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_bench_json(embedder: Any) -> None:
     from typer.testing import CliRunner
 
-    import ragctl.embedding
     from ragctl.cli.app import app
 
-    # The CLI loads its own model; hand it the module's (already loaded) one to stay fast.
-    monkeypatch.setattr(ragctl.embedding, "Embedder", lambda *args, **kwargs: embedder)
+    # The command takes the process's shared model: the session's, already loaded.
     result = CliRunner().invoke(app, ["bench", "--entities", "2", "--docs", "2", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -214,7 +209,6 @@ def test_cli_bench_mismatch_exits_1(embedder: Any, monkeypatch: pytest.MonkeyPat
     from typer.testing import CliRunner
 
     import ragctl.bench
-    import ragctl.embedding
     from ragctl.cli.app import app
 
     def boom(config: BenchConfig, on_event: Any = None, embedder: Any = None) -> None:
