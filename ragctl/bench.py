@@ -491,6 +491,21 @@ class BenchResult:
     runs: dict[str, list[float]] = field(default_factory=dict)
     stores: dict[str, str] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
+    # torch intra-op threads before and after the runs: a run that changes them (as the
+    # pipeline once did through FAISS's OpenMP setting) skews every later measurement.
+    torch_threads: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> list[str]:
+        out = []
+        if self.torch_threads and self.torch_threads.get("before") != self.torch_threads.get("after"):
+            out.append(
+                f"torch threads changed during the runs ({self.torch_threads.get('before')} -> "
+                f"{self.torch_threads.get('after')}): measurements after the change are skewed"
+            )
+        if self.failed:
+            out.append(f"{self.failed} file(s) failed in the parallel run (not counted as documents)")
+        return out
 
     @property
     def speedup(self) -> float | None:
@@ -553,6 +568,8 @@ class BenchResult:
             "repeat": self.repeat,
             "runs": {k: [round(v, 3) for v in vs] for k, vs in self.runs.items()},
             "model": self.model,
+            "torch_threads": self.torch_threads,
+            "warnings": self.warnings,
             "corpus": self.corpus,
             "stores": self.stores,
         }
@@ -631,6 +648,7 @@ def run_bench(config: BenchConfig, on_event: ev.EventSink = ev.ignore, embedder:
             load_s = time.perf_counter() - t0
         on_event(ev.Phase("warming up the model"))
         warmup_s = warm_up(embedder)
+        threads_before = _torch_threads()
 
         def ingest(kind: str, store: Path) -> tuple[Any, float | None]:
             options = IngestOptions(
@@ -697,8 +715,17 @@ def run_bench(config: BenchConfig, on_event: ev.EventSink = ev.ignore, embedder:
             runs=runs,
             stores={k: str(v) for k, v in stores.items()} if config.keep is not None else {},
             model=embedder.describe(),
+            torch_threads={"before": threads_before, "after": _torch_threads()},
         )
     return result
+
+
+def _torch_threads() -> int | None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - a hard dependency
+        return None
+    return int(torch.get_num_threads())
 
 
 def _nth(attempt: int, total: int) -> str:

@@ -156,6 +156,7 @@ def test_run_bench_checks_and_measures(corpus: Path, embedder: Any, tmp_path: Pa
     assert data["efficiency"] == pytest.approx(data["speedup"] / min(data["workers"], data["cores"]), rel=1e-3)
     assert data["limit_ratio"] == pytest.approx(data["chunks_per_s"] / data["model_limit_chunks_per_s"], rel=2e-3)
     assert data["precision"] == embedder.precision
+    assert data["torch_threads"]["before"] == data["torch_threads"]["after"] and data["warnings"] == []
     # --keep: the stores stay, and they agree
     kept = {k: Path(v) for k, v in data["stores"].items()}
     assert compare_snapshots(store_snapshot(kept["sequential"]), store_snapshot(kept["parallel"])) == []
