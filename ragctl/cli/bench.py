@@ -57,5 +57,6 @@ def bench_command(
         print_json(result.to_json())
     else:
         typer.echo(format_table(result))
-    if result.failed and not quiet:
-        stderr.print(f"{result.failed} file(s) failed to parse in the parallel run (not counted as documents)", markup=False)
+    if not quiet:
+        for warning in result.warnings:
+            stderr.print(f"warning: {warning}", markup=False)
