@@ -30,7 +30,7 @@ from typing import Any
 from ragctl import events as ev
 from ragctl.discovery import EntitySource, SourceFile
 from ragctl.embedding import Embedder, ModelSpec, cpu_count, resolve_model
-from ragctl.errors import ParseError, RagctlError, StorageError, UnsupportedFormat
+from ragctl.errors import ParseError, StorageError, UnsupportedFormat
 from ragctl.storage.json_storage import JSONStorage, Record
 from ragctl.storage.layout import MODE_SHARDED, open_store_manifest, read_manifest, record_last_run
 from ragctl.storage.vector_store import EntityVectorStore, PreparedDoc
@@ -282,10 +282,6 @@ def parse_and_chunk(entity_id: str, rel_path: str, abs_path: str, model_dir: str
 
 
 # ----------------------------------------------------------------------------- the run
-class _Stop(Exception):
-    pass
-
-
 class Ingestor:
     """One ingest run. `run()` returns the report; progress goes to `on_event`."""
 
@@ -750,4 +746,4 @@ def ingest(
     return Ingestor(sources, options, on_event, embedder).run()
 
 
-__all__ = ["IngestOptions", "IngestReport", "EntityReport", "Ingestor", "ingest", "plan_entity", "RagctlError"]
+__all__ = ["IngestOptions", "IngestReport", "EntityReport", "Ingestor", "ingest", "plan_entity"]

@@ -305,8 +305,4 @@ class JSONStorage:
         lock_path_for(path).unlink(missing_ok=True)
 
 
-def mapping_storage(root: Path, enable_sharding: bool = True) -> JSONStorage:
-    return JSONStorage(root, enable_sharding=enable_sharding)
-
-
-__all__ = ["JSONStorage", "MAPPING_COLLECTION", "record_shards", "matches", "mapping_storage"]
+__all__ = ["JSONStorage", "MAPPING_COLLECTION", "record_shards", "matches"]
