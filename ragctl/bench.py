@@ -494,6 +494,7 @@ class BenchResult:
     # torch intra-op threads before and after the runs: a run that changes them (as the
     # pipeline once did through FAISS's OpenMP setting) skews every later measurement.
     torch_threads: dict[str, int | None] = field(default_factory=dict)
+    batch_size: int = 0  # the model's batch size (the embedder's own when one is passed in)
 
     @property
     def warnings(self) -> list[str]:
@@ -559,6 +560,7 @@ class BenchResult:
             "failed": self.failed,
             "parse_workers": self.parse_workers,
             "embed_window": self.embed_window,
+            "batch_size": self.batch_size,
             "model_limit_s": r(self.model_limit_s),
             "sequential_encode_s": r(self.sequential_encode_s),
             "parallel_encode_s": r(self.parallel_encode_s),
@@ -716,6 +718,7 @@ def run_bench(config: BenchConfig, on_event: ev.EventSink = ev.ignore, embedder:
             stores={k: str(v) for k, v in stores.items()} if config.keep is not None else {},
             model=embedder.describe(),
             torch_threads={"before": threads_before, "after": _torch_threads()},
+            batch_size=int(getattr(embedder, "batch_size", 0)),
         )
     return result
 
@@ -747,7 +750,7 @@ def table_rows(result: BenchResult) -> list[tuple[str, str]]:
         ("Parallel time", f"{result.parallel_s:.2f} s  ({result.docs_per_s:.2f} docs/s, {result.chunks_per_s:.1f} chunks/s)"),
         ("Speedup", f"{f(result.speedup, '.2f')}x"),
         ("Efficiency", f"{f(result.efficiency, '.2f')}  (speedup / min(workers, cores) = / {min(result.workers, result.cores)})"),
-        ("Model limit", f"{result.model_limit_chunks_per_s:.1f} chunks/s  (bare encode, windows of {result.embed_window})"),
+        ("Model limit", f"{result.model_limit_chunks_per_s:.1f} chunks/s  (bare encode, windows of {result.embed_window}, batch {result.batch_size})"),
         ("Limit ratio", f"{result.limit_ratio:.2f}  (parallel chunks/s / model limit)"),
         ("Fixed costs", f"model load {result.model_load_s:.1f} s + warm-up {result.warmup_s:.1f} s (excluded); "
                         f"first encode after {f(result.parallel_first_embed_s, '.2f')} s (included)"),

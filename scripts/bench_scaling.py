@@ -48,7 +48,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     from ragctl.embedding import Embedder, resolve_model
 
     t0 = time.perf_counter()
-    embedder = Embedder(resolve_model(), args.precision)
+    embedder = Embedder(resolve_model(), args.precision, batch_size=args.batch_size)
     load_s = time.perf_counter() - t0
 
     def progress(event: ev.Event) -> None:
@@ -72,7 +72,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
                     "chunks", "parallel_first_embed_s", "parallel_encode_s", "runs")
             rows.append({k: result[k] for k in keep})
             log(json.dumps(rows[-1]))
-    return {"model_load_s": round(load_s, 2), "precision": embedder.precision, "corpus": str(args.corpus or "generated"),
+    return {"model_load_s": round(load_s, 2), "precision": embedder.precision, "batch_size": args.batch_size, "corpus": str(args.corpus or "generated"),
             "entities": args.entities, "docs": args.docs, "repeat": args.repeat, "rows": rows}
 
 
@@ -111,14 +111,14 @@ def cmd_real_corpus(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- baseline
-def ragctl_run(corpus: Path, precision: str, workers: int) -> dict[str, Any]:
+def ragctl_run(corpus: Path, precision: str, workers: int, batch_size: int = 32) -> dict[str, Any]:
     """In this process: load the model (timed apart), then the parallel pipeline (timed)."""
     from ragctl.discovery import discover_entities
     from ragctl.embedding import Embedder, resolve_model
     from ragctl.pipeline import IngestOptions, Ingestor
 
     t0 = time.perf_counter()
-    embedder = Embedder(resolve_model(), precision)
+    embedder = Embedder(resolve_model(), precision, batch_size=batch_size)
     load_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="ragctl-baseline-cmp-") as tmp:
         options = IngestOptions(store=Path(tmp) / "store", workers=workers, precision=embedder.precision)
@@ -133,7 +133,7 @@ def ragctl_run(corpus: Path, precision: str, workers: int) -> dict[str, Any]:
 
 
 def cmd_ragctl_run(args: argparse.Namespace) -> dict[str, Any]:
-    return ragctl_run(args.corpus, args.precision, args.workers)
+    return ragctl_run(args.corpus, args.precision, args.workers, args.batch_size)
 
 
 def _child_json(cmd: list[str]) -> dict[str, Any]:
@@ -155,7 +155,8 @@ def cmd_baseline(args: argparse.Namespace) -> dict[str, Any]:
         for r in range(args.repeat):
             log(f"round {r + 1}/{args.repeat}: ragctl")
             runs["ragctl"].append(_child_json([sys.executable, __file__, "_ragctl-run", "--corpus", str(corpus),
-                                               "--precision", args.precision, "--workers", str(args.workers)]))
+                                               "--precision", args.precision, "--workers", str(args.workers),
+                                               "--batch-size", str(args.batch_size)]))
             log(f"  {runs['ragctl'][-1]}")
             log(f"round {r + 1}/{args.repeat}: baseline")
             runs["baseline"].append(_child_json([sys.executable, str(ROOT / "scripts" / "baseline_per_document.py"),
@@ -213,7 +214,8 @@ def cmd_rss(args: argparse.Namespace) -> dict[str, Any]:
                 store = Path(tmp) / f"store-{label}-{r}"
                 log(f"{label}: {info.documents} documents, {info.bytes / 2**20:.1f} MB, round {r + 1}")
                 rounds.append(peak_rss([sys.executable, "-m", "ragctl", "ingest", str(corpus), "--store", str(store),
-                                        "--json", "--quiet", "--workers", str(args.workers)]))
+                                        "--json", "--quiet", "--workers", str(args.workers),
+                                        "--batch-size", str(args.batch_size)]))
                 log(f"  {rounds[-1]}")
             results[label] = {"documents": info.documents, "bytes": info.bytes, "rounds": rounds}
     base = max(r["main_peak_mb"] for r in results["x1"]["rounds"])
@@ -234,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--repeat", type=int, default=2)
         p.add_argument("--precision", default="auto")
+        p.add_argument("--batch-size", type=int, default=32)
 
     p = sub.add_parser("sweep")
     corpus_opts(p)
@@ -255,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", type=Path, required=True)
     p.add_argument("--precision", default="auto")
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_ragctl_run)
     p = sub.add_parser("rss")
     corpus_opts(p)

@@ -29,6 +29,7 @@ def bench_command(
         None, "--keep", help="Keep the corpus and both stores in this directory (default: a temp dir, removed).", show_default=False
     ),
     repeat: int = typer.Option(1, "--repeat", min=1, help="Run each measurement R times and keep the best (noisy machines)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Chunks per model batch (as ingest)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
 ) -> None:
     """Time one-document-at-a-time ingest against the parallel pipeline on the same corpus.
@@ -46,7 +47,7 @@ def bench_command(
 
     config = BenchConfig(
         entities=entities, docs=docs, workers=workers, corpus=corpus, precision=precision, model=model,
-        seed=seed, keep=keep, repeat=repeat,
+        seed=seed, keep=keep, repeat=repeat, batch_size=batch_size,
     )
     try:
         result = run_bench(config, progress)
