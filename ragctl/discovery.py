@@ -4,6 +4,13 @@ Each immediate subdirectory of ROOT is an entity named after it. `--entities a,b
 those; an item `ID=PATH` maps an entity to any directory. Hidden files and directories (a name
 starting with '.') are ignored; symlinks are followed only while they stay inside the entity's
 directory, so a link can never pull files from elsewhere into a tenant's index.
+
+File names that are not valid UTF-8 (Latin-1 trees, old archives): `SourceFile.rel_path`, the
+document's identity (stored in JSON as `path`), is the name decoded as UTF-8 with every
+undecodable byte written as a `\\xNN` escape, so it is always printable, JSON-safe text;
+`abs_path` keeps the real on-disk name for opening. A real name that contains a literal
+backslash followed by `x` and two hex digits would map to the same identity as the byte it
+spells; such names are not expected in document trees and are accepted as a known collision.
 """
 
 from __future__ import annotations
@@ -17,10 +24,22 @@ from ragctl.errors import UsageError
 from ragctl.ids import is_valid_entity_id, validate_entity_id
 
 
+def identity_path(path: str | os.PathLike[str]) -> str:
+    """A relative path as a document identity: POSIX separators, undecodable bytes as `\\xNN`.
+
+    `os` hands out names that are not valid UTF-8 as str with surrogate escapes, which cannot
+    be written as UTF-8 (JSON, SQLite, a terminal); this turns them into visible escapes.
+    """
+    raw = os.fsencode(path)
+    if os.sep != "/":  # pragma: no cover - POSIX only today
+        raw = raw.replace(os.fsencode(os.sep), b"/")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True)
 class SourceFile:
-    rel_path: str  # POSIX path relative to the entity root: the identity of a document
-    abs_path: Path
+    rel_path: str  # POSIX path relative to the entity root: the identity of a document (identity_path)
+    abs_path: Path  # the real name on disk (may hold surrogate escapes): open this, never show it
 
 
 @dataclass(frozen=True)
@@ -50,10 +69,10 @@ def source_from_paths(entity_id: str, paths: list[str | os.PathLike[str]]) -> En
     for path in resolved:
         if path.is_dir():
             for f in walk_files(path):
-                rel = (path / f.rel_path).relative_to(base).as_posix()
+                rel = identity_path(f.abs_path.relative_to(base))
                 files[rel] = SourceFile(rel, f.abs_path)
         else:
-            rel = path.relative_to(base).as_posix()
+            rel = identity_path(path.relative_to(base))
             files[rel] = SourceFile(rel, path)
     return EntitySource(entity_id, base, tuple(files[k] for k in sorted(files)))
 
@@ -142,7 +161,7 @@ def walk_files(entity_root: Path) -> Iterator[SourceFile]:
                 if entry.is_dir():
                     subdirs.append(entry.path)
                 elif entry.is_file():
-                    rel = os.path.relpath(entry.path, entity_root).replace(os.sep, "/")
+                    rel = identity_path(os.path.relpath(entry.path, entity_root))
                     yield SourceFile(rel, Path(entry.path))
             except OSError:
                 continue

@@ -1,4 +1,12 @@
-"""Shared CLI plumbing: consoles, JSON output, error -> exit code mapping."""
+"""Shared CLI plumbing: consoles, JSON output, error -> exit code mapping.
+
+Streams: `--json` prints one JSON document on stdout; progress, logs and tables go to stderr
+(`stderr` below). Without `--json`, a command's plain answer (query hits, verify / migrate /
+delete report lines) is printed on stdout with `typer.echo`, never through rich.
+
+User data (paths, error messages, entity ids) never reaches rich as markup: print it as a
+`rich.text.Text` (see `plain`), or with `markup=False`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ragctl.errors import ConfigError, RagctlError, StorageError, UsageError
 
@@ -30,13 +39,25 @@ def store_path(store: Path | None) -> Path:
     return store if store is not None else Path("ragstore")
 
 
+def plain(text: object, style: str = "") -> Text:
+    """User data as rich text that is shown exactly as it is (no markup, no emoji codes)."""
+    return Text(str(text), style=style)
+
+
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    text = json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
+    # A str from the OS that held undecodable bytes (surrogate escapes) cannot be written as
+    # UTF-8; written as a \udcXX escape it is still valid JSON and the output never crashes.
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    sys.stdout.write(text)
     sys.stdout.flush()
 
 
 def fail(message: str, code: int) -> None:
-    stderr.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    line = Text()
+    line.append("error:", style="bold red")
+    line.append(f" {message}")
+    stderr.print(line, soft_wrap=True)
     raise typer.Exit(code)
 
 

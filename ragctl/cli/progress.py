@@ -1,59 +1,135 @@
 """Renders the core's event stream with rich: a bar per active entity plus an overall bar.
 
-On a terminal: live bars (files done/total, chunks, rate, ETA); finished entities collapse into
-the overall bar so 500 entities stay readable. Not a terminal (CI logs, pipes): one plain line
-per finished entity, no control codes.
+On a terminal: live bars that move with the work, not only with finished files. A bar's unit
+is the byte (files when no sizes are known): a finished file counts its bytes; a parsed file
+whose chunks are being embedded counts the embedded share of its bytes (ChunksEmbedded's
+per-entity counts), so one 5 MB file with thousands of chunks visibly progresses. The ETA is
+computed here from bytes per second over the last minute (rich's own estimate restarts whenever
+a total changes, and totals arrive late: the counting pass runs beside the work, so an entity's
+EntityPlanned may come after its first files are done; until then its total shows as `?`).
+
+Finished entities collapse into the overall bar, and at most MAX_VISIBLE_ENTITIES bars are
+shown, so 500 entities stay readable. Not a terminal (CI logs, pipes): one plain line per
+finished entity and per failed file, no control codes. Every piece of user data (paths, error
+messages, entity ids) is shown as plain text, never interpreted as rich markup.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from ragctl import events as ev
 
 MAX_VISIBLE_ENTITIES = 12
+ETA_WINDOW_S = 60.0  # the ETA uses the speed over this many seconds
+
+
+@dataclass
+class _EntityState:
+    planned_files: int | None = None
+    planned_bytes: int | None = None
+    files: int = 0  # FileDone events
+    bytes: int = 0  # bytes of done files
+    chunks: int = 0  # chunks of done files (the entity's line at the end)
+    embedded: int = 0  # chunks embedded for this entity (ChunksEmbedded.per_entity)
+    pending: dict[str, tuple[int, int]] = field(default_factory=dict)  # parsed, not done: path -> (chunks, bytes)
+    embedded_pending: int = 0  # embedded chunks of the pending documents
+    counts: dict[str, int] = field(default_factory=dict)
+    finished: bool = False
+
+    def total(self, by_bytes: bool) -> float | None:
+        return self.planned_bytes if by_bytes else self.planned_files  # None until planned
+
+    def completed(self, by_bytes: bool) -> float:
+        """Done files plus the embedded share of the files being embedded, in the bar's unit."""
+        done = float(self.bytes if by_bytes else self.files)
+        if not self.pending:
+            return done
+        pending_chunks = sum(c for c, _ in self.pending.values())
+        pending_weight = sum(b for _, b in self.pending.values()) if by_bytes else len(self.pending)
+        share = min(1.0, self.embedded_pending / pending_chunks) if pending_chunks else 0.0
+        return done + pending_weight * share
+
+
+class _Speed:
+    """Units per second over the last ETA_WINDOW_S seconds (our own samples, see the module doc)."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, float]] = deque()
+
+    def add(self, now: float, completed: float) -> None:
+        if self.samples and self.samples[-1][1] == completed:
+            return
+        self.samples.append((now, completed))
+        while len(self.samples) > 2 and self.samples[1][0] < now - ETA_WINDOW_S:
+            self.samples.popleft()
+
+    def eta(self, now: float, completed: float, total: float | None) -> str:
+        if total is None or len(self.samples) < 2:
+            return "-:--:--"
+        (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
+        if t1 <= t0 or c1 <= c0:
+            return "-:--:--"
+        seconds = int(max(0.0, total - completed) / ((c1 - c0) / (t1 - t0)))
+        minutes, secs = divmod(seconds, 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
 
 
 class ProgressRenderer:
-    def __init__(self, console: Console, quiet: bool = False) -> None:
+    """An EventSink (thread-safe) that draws progress on `console` (normally stderr)."""
+
+    def __init__(self, console: Console, quiet: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console
         self.quiet = quiet
         self.live = console.is_terminal and not quiet
+        self.clock = clock
         self._lock = threading.Lock()
-        self.totals: dict[str, int] = {}
-        self.done: dict[str, int] = {}
-        self.chunks: dict[str, int] = {}
-        self.counts: dict[str, dict[str, int]] = {}
+        self.entities: dict[str, _EntityState] = {}
         self.tasks: dict[str, TaskID] = {}
-        self.started = time.monotonic()
+        self.speeds: dict[str, _Speed] = {}
+        self.by_bytes = False  # the bars' unit: bytes once any size is known, else files
+        self.started = clock()
         self.embedded = 0
+        # running sums over all entities (so an event costs O(entities it touches), not O(all))
+        self._completed: dict[str, float] = {}
+        self._total: dict[str, float] = {}
+        self._sum_completed = 0.0
+        self._sum_total = 0.0  # planned totals, or what is done where the total is not known yet
+        self._any_planned = False
+        self._files = self._planned_files = self._done_chunks = self._embedded_per_entity = 0
         self.progress = Progress(
-            TextColumn("{task.description}", justify="left"),
-            BarColumn(bar_width=28),
-            MofNCompleteColumn(),
-            TextColumn("files"),
-            TextColumn("{task.fields[chunks]:>6} chunks"),
-            TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.description}", markup=False),
+            BarColumn(bar_width=24),
+            TextColumn("{task.fields[files]}", markup=False),
+            TextColumn("{task.fields[size]}", markup=False),
+            TextColumn("{task.fields[chunks]:>7} chunks", markup=False),
+            TextColumn("{task.fields[rate]}", markup=False),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("ETA {task.fields[eta]}", markup=False),
             console=console,
             transient=False,
             refresh_per_second=8,
+            get_time=clock,
         )
         self.overall: TaskID | None = None
+        self._overall_speed = _Speed()
 
     def __enter__(self) -> ProgressRenderer:
         if self.live:
@@ -64,56 +140,156 @@ class ProgressRenderer:
         if self.live:
             self.progress.stop()
 
-    def _rate(self) -> str:
-        elapsed = max(time.monotonic() - self.started, 1e-6)
-        return f"{self.embedded / elapsed:6.1f} chunks/s"
-
     def __call__(self, event: ev.Event) -> None:
         if self.quiet:
             return
         with self._lock:
             self._handle(event)
 
+    # ----------------------------------------------------------------------------- events
+    def _entity(self, entity_id: str) -> _EntityState:
+        state = self.entities.get(entity_id)
+        if state is None:
+            state = self.entities[entity_id] = _EntityState()
+        return state
+
     def _handle(self, event: ev.Event) -> None:
+        touched: list[str] = []
         if isinstance(event, ev.Phase):
-            self.console.print(f"[dim]{event.message}[/]", markup=True)
-        elif isinstance(event, ev.EntityPlanned):
-            self.totals[event.entity_id] = event.files
-            self.done[event.entity_id] = 0
-            self.chunks[event.entity_id] = 0
-            self.counts[event.entity_id] = {}
-            if self.live:
-                total = sum(self.totals.values())
-                if self.overall is None:
-                    self.overall = self.progress.add_task("[bold]all entities", total=total, chunks=0, rate="")
-                else:
-                    self.progress.update(self.overall, total=total)
-        elif isinstance(event, ev.FileDone):
-            eid = event.entity_id
-            self.done[eid] = self.done.get(eid, 0) + 1
-            self.chunks[eid] = self.chunks.get(eid, 0) + event.chunks
-            counts = self.counts.setdefault(eid, {})
-            counts[event.status] = counts.get(event.status, 0) + 1
-            if event.status == "failed":
-                self.console.print(f"[red]failed[/] {eid}/{event.path}: {event.detail}", markup=True, soft_wrap=True)
-            if self.live:
-                if eid not in self.tasks and len(self.tasks) < MAX_VISIBLE_ENTITIES:
-                    self.tasks[eid] = self.progress.add_task(eid, total=self.totals.get(eid, 0), chunks=0, rate="")
-                if eid in self.tasks:
-                    self.progress.update(self.tasks[eid], completed=self.done[eid], chunks=self.chunks[eid])
-                if self.overall is not None:
-                    self.progress.update(
-                        self.overall, advance=1, chunks=sum(self.chunks.values()), rate=self._rate()
-                    )
+            self.console.print(Text(event.message, style="dim"), soft_wrap=True)
+            return
+        if isinstance(event, ev.EntityPlanned):
+            state = self._entity(event.entity_id)
+            self._planned_files += event.files - (state.planned_files or 0)
+            state.planned_files, state.planned_bytes = event.files, event.bytes
+            self._use_bytes(event.bytes > 0)
+            touched.append(event.entity_id)
+        elif isinstance(event, ev.DocumentParsed):
+            state = self._entity(event.entity_id)
+            state.pending[event.path] = (event.chunks, event.bytes)
+            self._use_bytes(event.bytes > 0)
+            touched.append(event.entity_id)
         elif isinstance(event, ev.ChunksEmbedded):
             self.embedded += event.count
+            for entity_id, n in event.per_entity:
+                state = self._entity(entity_id)
+                state.embedded += n
+                state.embedded_pending += n
+                self._embedded_per_entity += n
+                touched.append(entity_id)
+            if not event.per_entity and self.live and self.overall is not None:
+                self._refresh_overall()  # the rate moved
+        elif isinstance(event, ev.FileDone):
+            self._file_done(event)
+            touched.append(event.entity_id)
         elif isinstance(event, ev.EntityDone):
-            eid = event.entity_id
-            if self.live and eid in self.tasks:
-                self.progress.remove_task(self.tasks.pop(eid))  # collapse into the overall bar
-            counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.get(eid, {}).items()))
-            line = f"{eid}: {self.totals.get(eid, 0)} files ({counts or 'nothing to do'}), {self.chunks.get(eid, 0)} chunks"
-            self.console.print(line, markup=False, highlight=False)
+            self._entity_done(event.entity_id)
+            touched.append(event.entity_id)
+        self._update(touched)
+
+    def _use_bytes(self, sized: bool) -> None:
+        if sized and not self.by_bytes:
+            self.by_bytes = True  # switch the unit once; every cached sum is recomputed
+            self._completed.clear()
+            self._total.clear()
+            self._sum_completed = self._sum_total = 0.0
+            self._update(list(self.entities))
+
+    def _file_done(self, event: ev.FileDone) -> None:
+        eid = event.entity_id
+        state = self._entity(eid)
+        parsed = state.pending.pop(event.path, None)
+        chunks = parsed[0] if parsed is not None else event.chunks
+        state.embedded_pending = max(0, state.embedded_pending - chunks)
+        state.files += 1
+        state.bytes += max(event.bytes, parsed[1] if parsed is not None else 0)
+        state.chunks += event.chunks
+        self._files += 1
+        self._done_chunks += event.chunks
+        status = str(event.status)
+        state.counts[status] = state.counts.get(status, 0) + 1
+        if event.bytes > 0:
+            self._use_bytes(True)
+        if status == str(ev.Status.FAILED):
+            line = Text()
+            line.append("failed", style="red")
+            line.append(f" {eid}/{event.path}: {event.detail}")
+            self.console.print(line, soft_wrap=True)
+
+    def _entity_done(self, eid: str) -> None:
+        state = self._entity(eid)
+        state.finished = True
+        state.pending.clear()
+        state.embedded_pending = 0
+        if self.live and eid in self.tasks:
+            self.progress.remove_task(self.tasks.pop(eid))  # collapse into the overall bar
+            self.speeds.pop(eid, None)
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(state.counts.items()))
+        files = max(state.files, state.planned_files or 0)
+        line = f"{eid}: {files} files ({counts or 'nothing to do'}), {state.chunks} chunks"
+        self.console.print(Text(line), soft_wrap=True)
+
+    # ----------------------------------------------------------------------------- bars
+    def _update(self, entity_ids: list[str]) -> None:
+        for eid in dict.fromkeys(entity_ids):
+            state = self.entities[eid]
+            completed = state.completed(self.by_bytes)
+            total = state.total(self.by_bytes)
+            old_completed = self._completed.get(eid, 0.0)
+            old_total = self._total.get(eid, old_completed)
+            self._sum_completed += completed - old_completed
+            self._completed[eid] = completed
+            new_total = total if total is not None else completed
+            self._sum_total += new_total - old_total
+            self._total[eid] = new_total
+            self._any_planned = self._any_planned or total is not None
+            if self.live and not state.finished:
+                self._refresh_entity(eid, state, completed, total)
+        if self.live and entity_ids:
+            self._refresh_overall()
+
+    def _fields(self, files: int, planned_files: int | None, done_bytes: float, total: float | None, chunks: int) -> dict[str, str]:
+        files_text = f"{files}/{planned_files if planned_files is not None else '?'} files"
+        if self.by_bytes:
+            size = f"{_size(done_bytes)}/{_size(total) if total is not None else '?'}"
+        else:
+            size = ""
+        return {"files": files_text, "size": size, "chunks": str(chunks)}
+
+    def _refresh_entity(self, eid: str, state: _EntityState, completed: float, total: float | None) -> None:
+        if eid not in self.tasks:
+            if len(self.tasks) >= MAX_VISIBLE_ENTITIES:
+                return  # shown when a bar frees up
+            self.tasks[eid] = self.progress.add_task(
+                eid, total=None, files="", size="", chunks="0", rate="", eta="-:--:--"
+            )
+            self.speeds[eid] = _Speed()
+        now = self.clock()
+        speed = self.speeds[eid]
+        speed.add(now, completed)
+        shown_total = None if total is None else max(total, completed)
+        task = self.tasks[eid]
+        fields = self._fields(state.files, state.planned_files, completed, total, max(state.embedded, state.chunks))
+        self.progress.update(task, completed=completed, eta=speed.eta(now, completed, shown_total), rate="", **fields)
+        if shown_total is not None:
+            self.progress.update(task, total=shown_total)
+
+    def _refresh_overall(self) -> None:
+        now = self.clock()
+        completed = self._sum_completed
+        total = max(self._sum_total, completed) if self._any_planned else None
+        planned = self._planned_files if self._any_planned else None
+        files, chunks = self._files, max(self._embedded_per_entity, self._done_chunks)
+        elapsed = max(now - self.started, 1e-6)
+        fields = self._fields(files, planned, completed, total, chunks)
+        self._overall_speed.add(now, completed)
+        eta = self._overall_speed.eta(now, completed, total)
+        rate = f"{self.embedded / elapsed:6.1f} chunks/s"
+        if self.overall is None:
+            self.overall = self.progress.add_task("all entities", total=None, rate=rate, eta=eta, **fields)
+        self.progress.update(self.overall, completed=completed, rate=rate, eta=eta, **fields)
+        if total is not None:
+            self.progress.update(self.overall, total=total)
 
 
 def summary_table(report_json: dict) -> Table:
@@ -133,9 +309,12 @@ def summary_table(report_json: dict) -> Table:
         table.add_column(header, justify="right", no_wrap=True)
     totals = {k: 0 for k, _ in shown}
     for eid, row in rows.items():
-        table.add_row(eid, *(str(row[k]) for k, _ in shown))
+        table.add_row(Text(eid), *(str(row[k]) for k, _ in shown))
         for k, _ in shown:
             totals[k] += row[k]
     if len(rows) > 1:
         table.add_row("total", *(str(totals[k]) for k, _ in shown), style="bold")
     return table
+
+
+__all__ = ["MAX_VISIBLE_ENTITIES", "ProgressRenderer", "summary_table"]

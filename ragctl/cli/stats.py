@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ragctl.cli.common import JsonOption, StoreOption, handle_errors, print_json, stderr, store_path
+from ragctl.cli.common import JsonOption, StoreOption, handle_errors, plain, print_json, stderr, store_path
 
 
 def register(app: typer.Typer) -> None:
@@ -16,20 +16,21 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def stats_command(store: Path = StoreOption, json_out: bool = JsonOption) -> None:
-    """Documents, chunks, bytes on disk, last ingest and model, per entity."""
+    """Documents, chunks, bytes on disk, last ingest and model, per entity (table on stderr)."""
     from ragctl.stats import store_stats
 
     result = store_stats(store_path(store))
     if json_out:
         print_json(result)
         return
-    table = Table(title=f"Store {store_path(store)}")
+    table = Table(title=plain(f"Store {store_path(store)}"))
     for column in ("entity", "documents", "chunks", "bytes", "last ingest", "model"):
         table.add_column(column, justify="left" if column in ("entity", "model", "last ingest") else "right")
     for entity_id, row in result["entities"].items():
-        table.add_row(entity_id, str(row["documents"]), str(row["chunks"]), f"{row['bytes']:,}", str(row["last_ingest"]), str(row["model"]))
+        table.add_row(
+            plain(entity_id), str(row["documents"]), str(row["chunks"]), f"{row['bytes']:,}",
+            plain(row["last_ingest"]), plain(row["model"]),
+        )
     t = result["totals"]
-    table.add_row(f"[bold]{t['entities']} entities", str(t["documents"]), str(t["chunks"]), f"{t['bytes']:,}", "", "")
-    from rich.console import Console
-
-    Console().print(table) if not stderr.is_terminal else stderr.print(table)
+    table.add_row(plain(f"{t['entities']} entities", "bold"), str(t["documents"]), str(t["chunks"]), f"{t['bytes']:,}", "", "")
+    stderr.print(table)  # tables go to stderr, terminal or not (stdout is for --json)
