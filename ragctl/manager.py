@@ -17,9 +17,9 @@ from ragctl import events as ev
 from ragctl.discovery import source_from_paths
 from ragctl.errors import UsageError
 from ragctl.ids import validate_entity_id
-from ragctl.pipeline import IngestOptions, IngestReport, ingest
+from ragctl.ingest import IngestOptions, IngestReport, ingest
 from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, default_store_dir
-from ragctl.storage.vector_store import Hit
+from ragctl.storage.entity import Hit
 
 
 class EntityRAGManager:
@@ -72,16 +72,17 @@ class EntityRAGManager:
     def add_documents(self, entity_id: str, paths: list[str | os.PathLike[str]], **options: Any) -> IngestReport:
         return self.add_documents_parallel({entity_id: paths}, **options)
 
-    def query(self, entity_id: str, text: str, k: int = 5) -> list[Hit]:
-        return self.query_many(entity_id, [text], k)[0]
+    def query(self, entity_id: str, text: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
+        """Top-k chunks; mode "hybrid" (default: rank fusion of both), "vector" or "text"."""
+        return self.query_many(entity_id, [text], k, mode)[0]
 
-    def query_many(self, entity_id: str, texts: list[str], k: int = 5) -> list[list[Hit]]:
+    def query_many(self, entity_id: str, texts: list[str], k: int = 5, mode: str = "hybrid") -> list[list[Hit]]:
         from ragctl.query import Searcher
 
         searcher = self._searchers.get(entity_id)
         if searcher is None:
             searcher = self._searchers[entity_id] = Searcher(self.store, entity_id, self.model)
-        return searcher.search(texts, k)
+        return searcher.search(texts, k, mode)
 
     def cleanup_entity(self, entity_id: str) -> None:
         """Drop this process's in-memory caches for the entity (nothing on disk changes)."""
@@ -94,11 +95,12 @@ class EntityRAGManager:
 def delete_entity(store: str | os.PathLike[str], entity_id: str) -> bool:
     """Remove every file of an entity: mapping shard (and its lock), index, chunk texts, meta,
     and its records in a legacy monolithic mapping. Returns False if there was nothing."""
-    from ragctl.query import open_storage
+    from ragctl.storage.layout import open_store, require_store
 
     validate_entity_id(entity_id)
     layout = StoreLayout(Path(store))
-    storage = open_storage(layout.root)
+    require_store(layout.root)
+    storage = open_store(layout.root, create=False)
     existed = False
     if storage.enable_sharding and storage.legacy_path(MAPPING_COLLECTION).exists():
         existed = storage.delete(MAPPING_COLLECTION, {"entity_id": entity_id}) > 0
@@ -120,7 +122,7 @@ def delete_entity(store: str | os.PathLike[str], entity_id: str) -> bool:
 
 def delete_document(store: str | os.PathLike[str], entity_id: str, path_or_id: str) -> str:
     """Remove one document (by its path or doc_id) from an entity; returns its path."""
-    from ragctl.query import open_entity
+    from ragctl.storage.entity import open_entity
 
     entity = open_entity(Path(store), entity_id)
     records = entity.records()

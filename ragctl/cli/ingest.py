@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ragctl.ingest.options import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_TEXT_MB, DEFAULT_PARSE_TIMEOUT_S
 from ragctl.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
@@ -33,7 +34,11 @@ def ingest_command(
     model: str = typer.Option(None, "--model", help="Model directory or cached name [default: packaged all-MiniLM-L6-v2]."),
     precision: str = typer.Option("auto", "--precision", help="auto|fp32|bf16 (auto: bf16 where the CPU has it natively and a self-check passes)."),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda."),
+    backend: str = typer.Option("auto", "--backend", help="auto|torch|openvino (auto: OpenVINO on x86 CPUs where it is installed and passes its self-check)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Chunks per model batch."),
+    max_file_mb: float = typer.Option(DEFAULT_MAX_FILE_MB, "--max-file-mb", min=0.001, help="Skip files larger than this."),
+    max_text_mb: float = typer.Option(DEFAULT_MAX_TEXT_MB, "--max-text-mb", min=0.001, help="Skip files with more extracted text than this (zip-based documents: 2x this uncompressed)."),
+    parse_timeout: float = typer.Option(DEFAULT_PARSE_TIMEOUT_S, "--parse-timeout", min=1, help="Seconds one file may take to parse before its worker is killed and the file failed."),
     prune: bool = typer.Option(False, "--prune", help="Remove documents whose file left the tree (default: report them as stale)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; touch nothing."),
     rehash: bool = typer.Option(False, "--rehash", help="Hash every file even when size and mtime are unchanged."),
@@ -44,7 +49,7 @@ def ingest_command(
     """Parse, chunk, embed and index every file of each entity; re-runs only do what changed."""
     from ragctl.cli.progress import ProgressRenderer, summary_table
     from ragctl.discovery import discover_entities
-    from ragctl.pipeline import IngestOptions, Ingestor
+    from ragctl.ingest import IngestOptions, Limits, ingest
 
     sources = discover_entities(root, entities)  # validates ids before anything touches disk
     options = IngestOptions(
@@ -53,15 +58,16 @@ def ingest_command(
         model=model,
         precision=precision,
         device=device,
+        backend=backend,
         batch_size=batch_size,
+        limits=Limits.from_mb(max_file_mb, max_text_mb, parse_timeout),
         sharding=False if no_sharding else None,
         prune=prune,
         dry_run=dry_run,
         rehash=rehash,
     )
     with ProgressRenderer(stderr, quiet=quiet) as renderer:
-        ingestor = Ingestor(sources, options, renderer)
-        report = ingestor.run()
+        report = ingest(sources, options, renderer)
     result = report.to_json()
     if not quiet:
         stderr.print(summary_table(result))
@@ -75,6 +81,8 @@ def ingest_command(
         )
         if report.interrupted:
             stderr.print("interrupted: everything counted above is committed; re-run to finish", markup=False)
+    if report.error:  # shown even with --quiet: the run stopped early
+        stderr.print(f"error: {report.error}; what is counted above is committed", markup=False, soft_wrap=True)
     if json_out:
         print_json(result)
     if report.interrupted:

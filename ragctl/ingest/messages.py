@@ -1,0 +1,53 @@
+"""What travels to the committer. Each parse task settles as exactly one of `Embedded`,
+`Change` or `Outcome`; `EntityEnd` says how many to expect for an entity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ragctl.events import Status
+from ragctl.ingest.plan import EntityPlan
+from ragctl.storage.entity import PreparedDoc
+
+
+@dataclass(frozen=True)
+class Embedded:
+    entity_id: str
+    doc: PreparedDoc
+    precision: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """A record whose file moved (new path) or was only touched (new size/mtime)."""
+
+    entity_id: str
+    doc_id: str
+    fields: dict[str, Any]
+    path: str
+    status: Status  # moved | unchanged
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A file settled without a commit (failed, skipped; in a dry run, every file)."""
+
+    entity_id: str
+    path: str
+    status: Status
+    detail: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class EntityEnd:
+    """The planner is done with an entity: `tasks` parse tasks were sent for it."""
+
+    entity_id: str
+    tasks: int
+    plan: EntityPlan
+
+
+Settled = Embedded | Change | Outcome

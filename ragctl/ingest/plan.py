@@ -1,0 +1,200 @@
+"""Planning: what each file of an entity needs, decided from its stat and the entity's records.
+
+The planner streams: it walks an entity lazily and hands each file that needs reading to the
+parse stage at once; unchanged, unsupported and oversized files are settled here without being
+opened. Hashing happens in the parse workers (it reads the file anyway). Once a file's hash is
+known, `EntityPlan.resolve` decides between a plain re-stat (same content), a move (the content
+of a record whose file left its path), a copy (same content as another file: skipped) and new
+content. `EntityPlan` is the one place that knows the entity's records during a run; it is
+shared by the planner thread (which marks what it has seen), the router (resolve) and the
+committer (what is gone at the end) and guards itself with a lock.
+
+Memory: the entity's records (loaded anyway: they are its mapping shard) and the set of paths
+seen in this run; never the file list of the whole tree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from ragctl.discovery import EntitySource, SourceFile, walk_files
+from ragctl.ingest.options import MB, Limits
+from ragctl.storage.json_storage import Record
+
+
+@dataclass(frozen=True)
+class ParseTask:
+    """One file to read, hash and (unless `hash_only`) parse and chunk, in a worker process."""
+
+    entity_id: str
+    rel_path: str
+    abs_path: str
+    size: int
+    known_hash: str = ""  # the hash recorded for this path: equal content needs no parsing
+    hash_only: bool = False  # dry run: hash, do not parse
+
+
+class Verdict(str, Enum):
+    PARSE = "parse"
+    UNCHANGED = "unchanged"
+    SKIP = "skip"
+    FAIL = "fail"
+
+
+class Resolution(str, Enum):
+    """What a hashed file is, relative to the entity's records."""
+
+    NEW_CONTENT = "new"  # index it (indexed, or updated if its path had a record)
+    SAME_CONTENT = "same"  # the record at its path has this hash: only size/mtime changed
+    MOVE = "move"  # the content of a record whose file left its path: only the path changes
+    COPY = "copy"  # same content as another file of the entity: skipped
+
+
+def source_files(source: EntitySource) -> Iterator[SourceFile]:
+    return iter(source.files) if source.files is not None else walk_files(source.root)
+
+
+def count_tree(source: EntitySource) -> tuple[int, int]:
+    """(files, bytes) of an entity's tree, for progress totals; never raises."""
+    files = size = 0
+    for f in source_files(source):
+        files += 1
+        try:
+            size += os.stat(f.abs_path).st_size
+        except OSError:
+            pass
+    return files, size
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def on_disk(root: Path, rel_path: str) -> bool:
+    """Does the file a record names still exist? (Non-UTF-8 names are stored with \\xNN
+    escapes, see discovery: those are mapped back to the bytes on disk.)"""
+    if os.path.lexists(root / rel_path):
+        return True
+    if "\\x" in rel_path:
+        raw = _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), rel_path)
+        return os.path.lexists(root / raw)
+    return False
+
+
+class EntityPlan:
+    """One entity's records and what this run has seen and claimed (thread-safe)."""
+
+    def __init__(self, source: EntitySource, records: dict[str, Record], rehash: bool, limits: Limits) -> None:
+        from ragctl.parsing import is_supported
+
+        self.entity_id = source.entity_id
+        self.root = source.root
+        self.explicit = source.files is not None
+        self.rehash = rehash
+        self.limits = limits
+        self._is_supported = is_supported
+        self._lock = threading.Lock()
+        self.records = records
+        self.by_path: dict[str, Record] = {r["path"]: r for r in records.values()}
+        self.by_hash: dict[str, list[Record]] = {}
+        for r in records.values():
+            self.by_hash.setdefault(r["content_hash"], []).append(r)
+        self.seen: set[str] = set()
+        self.claimed: dict[str, str] = {}  # content hash -> path that owns it in this run
+        self.moved: set[str] = set()  # doc_ids whose record moved to another path
+
+    # --------------------------------------------------------------- planner thread
+    def classify(self, f: SourceFile, hash_only: bool = False) -> tuple[Verdict, Any]:
+        """(PARSE, ParseTask) or (UNCHANGED|SKIP|FAIL, (detail, size))."""
+        with self._lock:
+            self.seen.add(f.rel_path)
+        if not self._is_supported(f.abs_path):
+            suffix = f.abs_path.suffix.lower() or "(no extension)"
+            return Verdict.SKIP, (f"unsupported file type {suffix}", 0)
+        try:
+            st = os.stat(f.abs_path)
+        except OSError as exc:
+            return Verdict.FAIL, (f"cannot read: {exc.strerror or exc}", 0)
+        record = self.by_path.get(f.rel_path)
+        if (
+            record is not None
+            and not self.rehash
+            and record.get("size") == st.st_size
+            and record.get("mtime_ns") == st.st_mtime_ns
+        ):
+            return Verdict.UNCHANGED, ("", st.st_size)
+        if st.st_size > self.limits.max_file_bytes:
+            return Verdict.SKIP, (
+                f"file is {human_bytes(st.st_size)}, over the {human_bytes(self.limits.max_file_bytes)} "
+                f"limit per file (raise it with --max-file-mb)",
+                st.st_size,
+            )
+        known = record["content_hash"] if record is not None else ""
+        return Verdict.PARSE, ParseTask(self.entity_id, f.rel_path, str(f.abs_path), st.st_size, known, hash_only)
+
+    # --------------------------------------------------------------- router (after hashing)
+    def resolve(self, rel_path: str, content_hash: str) -> tuple[Resolution, Record | None, str]:
+        """(resolution, the record concerned, detail) for a file whose hash is now known."""
+        with self._lock:
+            own = self.by_path.get(rel_path)
+            if own is not None and own["content_hash"] == content_hash and own["doc_id"] not in self.moved:
+                self.claimed.setdefault(content_hash, rel_path)
+                return Resolution.SAME_CONTENT, own, ""
+            owner = self.claimed.get(content_hash)
+            if owner is not None and owner != rel_path:
+                return Resolution.COPY, None, f"same content as {owner}"
+            for record in self.by_hash.get(content_hash, []):
+                if record["path"] == rel_path or record["doc_id"] in self.moved:
+                    continue
+                if self.explicit or on_disk(self.root, record["path"]):
+                    if self._unchanged_on_disk(record):
+                        self.claimed[content_hash] = record["path"]
+                        return Resolution.COPY, record, f"same content as {record['path']}"
+                    continue  # its file has new content now: this one is new content too
+                self.moved.add(record["doc_id"])
+                self.claimed[content_hash] = rel_path
+                return Resolution.MOVE, record, ""
+            self.claimed[content_hash] = rel_path
+            return Resolution.NEW_CONTENT, own, ""
+
+    def _unchanged_on_disk(self, record: Record) -> bool:
+        try:
+            st = os.stat(self.root / record["path"])
+        except OSError:
+            return True  # explicit file lists, odd names: trust the record
+        return record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns
+
+    # --------------------------------------------------------------- committer (entity end)
+    def gone(self) -> list[Record]:
+        """Records whose file left the tree (never for explicit file lists)."""
+        if self.explicit:
+            return []
+        with self._lock:
+            return [
+                r for r in self.records.values() if r["path"] not in self.seen and r["doc_id"] not in self.moved
+            ]
+
+
+def record_change(record: Record, resolution: Resolution, rel_path: str, size: int, mtime_ns: int) -> dict[str, Any]:
+    """The fields a move (new path) or a re-stat (new size/mtime) changes in a record."""
+    fields: dict[str, Any] = {"size": size, "mtime_ns": mtime_ns}
+    if resolution is Resolution.MOVE:
+        fields.update(path=rel_path, name=rel_path.rsplit("/", 1)[-1])
+    return fields
+
+
+__all__ = ["ParseTask", "Verdict", "Resolution", "EntityPlan", "count_tree", "source_files", "MB"]

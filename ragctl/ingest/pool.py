@@ -1,0 +1,201 @@
+"""The parse stage: supervised worker processes, one file at a time each.
+
+Every worker owns one pipe; the supervisor (a thread of the ingest process) sends a worker one
+task, waits for its result, its death or its deadline, and only then sends the next. So:
+
+* a worker that crashes (SIGSEGV in a native library, OOM-kill) fails exactly the file it was
+  parsing, with the signal in the reason; a fresh worker takes its place and the run goes on
+  in parallel;
+* a file that takes longer than `--parse-timeout` gets its worker killed and is `failed` with
+  "parse timed out after N s";
+* workers never outlive the ingest process: each asks the kernel for SIGKILL when its parent
+  dies (PR_SET_PDEATHSIG), checks that the parent it was started for is still its parent (a
+  kill during start-up), and watches its parent pid from a thread (other platforms).
+
+Workers start lazily, one more each time a task finds every worker busy, up to `workers`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from ragctl.ingest.channel import END, Channel
+from ragctl.ingest.options import Limits
+from ragctl.ingest.parse import ParseOutcome, parse_file
+from ragctl.ingest.plan import ParseTask
+
+_WORKER_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "RAYON_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+# ----------------------------------------------------------------------------- worker side
+def die_with_parent(parent_pid: int) -> None:
+    """Exit as soon as `parent_pid` is gone, even if it was killed with SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before the request above
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="ragctl-parent-watch").start()
+
+
+def worker_main(conn: Connection, parent_pid: int, model_dir: str, max_tokens: int, limits: Limits) -> None:
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    os.environ.update(_WORKER_ENV)
+    from ragctl.ingest.parse import make_chunker
+
+    chunker = None
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        if chunker is None and not task.hash_only:
+            chunker = make_chunker(model_dir, max_tokens)
+        conn.send(parse_file(task, chunker, limits))
+
+
+# ----------------------------------------------------------------------------- supervisor side
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    task: ParseTask | None = None
+    started: float = 0.0
+
+
+def _death_reason(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"parser process crashed ({signal.Signals(-exitcode).name}) while parsing this file"
+        except ValueError:
+            pass
+    return f"parser process died (exit code {exitcode}) while parsing this file"
+
+
+class ParsePool:
+    """Runs the parse stage: tasks from `inbox`, outcomes to `outbox` (see module doc)."""
+
+    def __init__(self, workers: int, model_dir: str, max_tokens: int, limits: Limits) -> None:
+        import multiprocessing
+
+        self.max_workers = max(1, workers)
+        self.model_dir = model_dir
+        self.max_tokens = max_tokens
+        self.limits = limits
+        self._ctx = multiprocessing.get_context("spawn")
+        self._idle: list[_Worker] = []
+        self._busy: list[_Worker] = []
+        self.started_workers = 0
+
+    def _spawn(self) -> _Worker:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(child_conn, os.getpid(), self.model_dir, self.max_tokens, self.limits),
+            daemon=True,
+            name="ragctl-parse",
+        )
+        process.start()
+        child_conn.close()
+        self.started_workers += 1
+        return _Worker(process, parent_conn)
+
+    def _assign(self, task: ParseTask) -> None:
+        worker = self._idle.pop() if self._idle else self._spawn()
+        worker.task, worker.started = task, time.monotonic()
+        try:
+            worker.conn.send(task)
+        except (OSError, EOFError):  # died while idle: it is replaced, the task is retried
+            self._discard(worker)
+            self._assign(task)
+            return
+        self._busy.append(worker)
+
+    def _discard(self, worker: _Worker) -> None:
+        try:
+            worker.process.kill()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        worker.process.join(timeout=5)
+        worker.conn.close()
+
+    def run(self, inbox: Channel[ParseTask], outbox: Channel[ParseOutcome], stop: threading.Event) -> None:
+        timeout = self.limits.parse_timeout_s
+        input_done = False
+        try:
+            while not stop.is_set():
+                while not input_done and (self._idle or len(self._busy) < self.max_workers):
+                    task = inbox.get_nowait() if self._busy else inbox.get(timeout=0.1)
+                    if task is None:
+                        break
+                    if task is END:
+                        input_done = True
+                        break
+                    self._assign(task)
+                if input_done and not self._busy:
+                    return
+                if not self._busy:
+                    continue
+                ready = wait([w.conn for w in self._busy], timeout=0.05)
+                now = time.monotonic()
+                for worker in list(self._busy):
+                    outcome = None
+                    if worker.conn in ready:
+                        try:
+                            outcome = worker.conn.recv()
+                        except (EOFError, OSError):
+                            worker.process.join(timeout=5)
+                            outcome = ParseOutcome.failed(worker.task, _death_reason(worker.process.exitcode))
+                            self._busy.remove(worker)
+                            self._discard(worker)
+                        else:
+                            self._busy.remove(worker)
+                            self._idle.append(worker)
+                    elif timeout and now - worker.started > timeout:
+                        self._busy.remove(worker)
+                        self._discard(worker)
+                        outcome = ParseOutcome.failed(worker.task, f"parse timed out after {timeout:g} s")
+                    if outcome is not None:
+                        outbox.put(outcome, even_when_stopping=True)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for worker in self._idle:
+            try:
+                worker.conn.send(None)
+            except (OSError, EOFError):
+                pass
+        deadline = time.monotonic() + 2
+        for worker in self._idle:
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+        for worker in self._idle + self._busy:
+            if worker.process.is_alive():
+                worker.process.kill()
+            worker.process.join(timeout=5)
+            worker.conn.close()
+        self._idle, self._busy = [], []

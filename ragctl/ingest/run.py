@@ -1,0 +1,187 @@
+"""One ingest run: wiring only. The stages and who owns what:
+
+    planner thread   walks each entity lazily, settles unchanged/unsupported/oversized files,
+                     sends the rest as ParseTasks                        -> tasks channel
+    parse thread     supervises the worker processes (pool.py)           -> parsed channel
+    embed thread     routes outcomes, embeds new content with the model  -> settled channel
+    commit thread    commits per entity in batches, finishes entities
+    counter thread   counts each tree's files and bytes for progress totals (events only)
+    main thread      waits; turns Ctrl-C into a stop; never blocks without a timeout
+
+Every stage runs inside `_stage`: when it ends, for whatever reason, it closes its input (so
+its producer can never block on it) and sends END downstream (so its consumer finishes). An
+exception in a stage is recorded as "<stage> stage failed: <cause>", sets the stop event, and
+the others wind down within seconds: what is already embedded is committed, nothing else is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ragctl import events as ev
+from ragctl.discovery import EntitySource
+from ragctl.errors import UsageError
+from ragctl.events import Status
+from ragctl.ingest import messages as msg
+from ragctl.ingest.channel import Channel
+from ragctl.ingest.commit import CommitStage
+from ragctl.ingest.embed import EmbedStage
+from ragctl.ingest.options import IngestOptions, RunContext
+from ragctl.ingest.plan import EntityPlan, ParseTask, Verdict, source_files
+from ragctl.ingest.pool import ParsePool
+from ragctl.ingest.report import IngestReport, Reporter
+from ragctl.storage.entity import EntityStore
+
+_VERDICT_STATUS = {Verdict.UNCHANGED: Status.UNCHANGED, Verdict.SKIP: Status.SKIPPED, Verdict.FAIL: Status.FAILED}
+SHUTDOWN_GRACE_S = 60.0  # after a stop, how long the main thread waits for the stages
+
+
+class IngestRun:
+    def __init__(self, sources: list[EntitySource], options: IngestOptions, on_event: ev.EventSink = ev.ignore,
+                 embedder: Any = None) -> None:
+        from ragctl.embedding import cpu_count, resolve_model
+        from ragctl.storage import open_store
+
+        self.sources = sources
+        self.embedder = embedder
+        self.reporter = Reporter(on_event, dry_run=options.dry_run)
+        spec = embedder.spec if embedder is not None else resolve_model(options.model)
+        storage = open_store(options.store, create=not options.dry_run, sharding=options.sharding)
+        workers = min(options.workers or cpu_count(), cpu_count())
+        self.ctx = RunContext(options, spec, spec.identity(), storage, workers)
+        self.stores = {s.entity_id: EntityStore(storage, s.entity_id) for s in sources}
+        for store in self.stores.values():
+            store.check_model(self.ctx.identity)  # a model mismatch is refused before any work
+        self.plans: dict[str, EntityPlan] = {}
+        self.stop = threading.Event()
+        self.interrupted = threading.Event()
+        self._errors: list[BaseException] = []
+
+    # ------------------------------------------------------------------ stages
+    def _stage(self, name: str, body: Callable[[], None], inbox: Channel[Any] | None,
+               downstream: Channel[Any] | None) -> threading.Thread:
+        def target() -> None:
+            try:
+                body()
+            except BaseException as exc:  # noqa: BLE001 - every failure ends the run, visibly
+                self._errors.append(exc)
+                self.reporter.stage_failed(name, exc)
+                self.stop.set()
+            finally:
+                if inbox is not None:
+                    inbox.close()
+                if downstream is not None:
+                    downstream.end()
+
+        thread = threading.Thread(target=target, name=f"ragctl-{name}", daemon=True)
+        thread.start()
+        return thread
+
+    def _plan(self, tasks: Channel[ParseTask], settled: Channel[Any]) -> None:
+        opts = self.ctx.options
+        for source in self.sources:
+            if self.stop.is_set():
+                return
+            eid = source.entity_id
+            plan = EntityPlan(source, self.stores[eid].records(), opts.rehash, opts.limits)
+            self.plans[eid] = plan
+            self.reporter.entity_started(eid)
+            files = sent = 0
+            try:
+                for f in source_files(source):
+                    if self.stop.is_set():
+                        return
+                    files += 1
+                    verdict, payload = plan.classify(f, hash_only=opts.dry_run)
+                    if verdict is Verdict.PARSE:
+                        if not tasks.put(payload):
+                            return
+                        sent += 1
+                    else:
+                        detail, size = payload
+                        self.reporter.file_done(eid, f.rel_path, _VERDICT_STATUS[verdict], 0, detail, size)
+            finally:
+                self.reporter.entity_files(eid, files)
+            settled.put(msg.EntityEnd(eid, sent, plan), even_when_stopping=True)
+
+    def _count(self) -> None:
+        for source in self.sources:
+            files = size = 0
+            for f in source_files(source):
+                if self.stop.is_set():
+                    return
+                files += 1
+                try:
+                    size += f.abs_path.stat().st_size
+                except OSError:
+                    pass
+            self.reporter.entity_counted(source.entity_id, files, size)
+
+    def _load_embedder(self) -> Any:
+        from ragctl.embedding import Embedder
+
+        if self.embedder is None:
+            opts = self.ctx.options
+            self.reporter.phase(f"loading model {self.ctx.spec.name}")
+            self.embedder = Embedder.shared(self.ctx.spec, opts.precision, opts.device, opts.batch_size)
+        self.reporter.model_info(self.embedder.describe())
+        return self.embedder
+
+    # ------------------------------------------------------------------ the run
+    def execute(self) -> IngestReport:
+        started = time.perf_counter()
+        report = self.reporter.report
+        report.model = {"name": self.ctx.spec.name, "dim": self.ctx.spec.dim, "max_tokens": self.ctx.spec.max_tokens}
+        report.parse_workers = self.ctx.parse_workers
+        opts = self.ctx.options
+        tasks: Channel[ParseTask] = Channel("tasks", self.ctx.parse_workers * 4, self.stop)
+        parsed: Channel[Any] = Channel("parsed", 64, self.stop)
+        settled: Channel[Any] = Channel("settled", 256, self.stop)
+        pool = ParsePool(self.ctx.parse_workers, str(self.ctx.spec.path), self.ctx.spec.max_tokens, opts.limits)
+        embed = EmbedStage(self.ctx, self.plans, self.reporter, self._load_embedder)
+        commit = CommitStage(self.ctx, self.stores, self.reporter)
+        threading.Thread(target=self._count, name="ragctl-counter", daemon=True).start()
+        threads = [
+            self._stage("plan", lambda: self._plan(tasks, settled), None, tasks),
+            self._stage("parse", lambda: pool.run(tasks, parsed, self.stop), tasks, parsed),
+            self._stage("embed", lambda: embed.run(parsed, settled, self.stop), parsed, settled),
+            self._stage("commit", lambda: commit.run(settled, self.stop, self.interrupted), settled, None),
+        ]
+        self._wait(threads)
+        report.seconds = time.perf_counter() - started
+        report.interrupted = self.interrupted.is_set()
+        if embed.embedder is not None and not opts.dry_run:
+            from ragctl.storage.layout import record_last_run
+
+            record_last_run(opts.store, report.model)
+        for exc in self._errors:
+            if isinstance(exc, UsageError):  # configuration (model, device, precision): exit 2
+                raise exc
+        return report
+
+    def _wait(self, threads: list[threading.Thread]) -> None:
+        deadline: float | None = None
+        while any(t.is_alive() for t in threads):
+            try:
+                for t in threads:
+                    t.join(timeout=0.1)
+                if self.stop.is_set() and deadline is None:
+                    deadline = time.monotonic() + SHUTDOWN_GRACE_S
+                if deadline is not None and time.monotonic() > deadline:
+                    stuck = ", ".join(t.name for t in threads if t.is_alive())
+                    self.reporter.phase(f"gave up waiting for: {stuck}")
+                    return
+            except KeyboardInterrupt:
+                if not self.interrupted.is_set():
+                    self.interrupted.set()
+                    self.stop.set()
+                    self.reporter.phase("interrupted: committing what is already embedded")
+
+
+def ingest(sources: list[EntitySource], options: IngestOptions, on_event: ev.EventSink = ev.ignore,
+           embedder: Any = None) -> IngestReport:
+    """Run one ingest; progress goes to `on_event`, the result is the returned report."""
+    return IngestRun(sources, options, on_event, embedder).execute()
