@@ -154,7 +154,7 @@ _PROBE_TEXTS = [
 ]
 
 
-_shared: dict[tuple[str, str, str, int], Embedder] = {}
+_shared: dict[tuple[str, str, str, int, str], Embedder] = {}
 _shared_lock = threading.Lock()
 
 
@@ -181,8 +181,33 @@ def _pad_to_multiple(model: Any, multiple: int, max_tokens: int) -> None:
         first.processing_kwargs = {**kwargs, "text": text}
 
 
+BACKENDS = ("auto", "torch", "openvino")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+def _cuda_possible() -> bool:
+    """Whether torch could see a GPU, without importing torch for CPU-only builds."""
+    import importlib.util
+
+    found = importlib.util.find_spec("torch")
+    if found is None or not found.submodule_search_locations:
+        return False
+    lib = Path(next(iter(found.submodule_search_locations))) / "lib"
+    if not any(lib.glob("libtorch_cuda*")):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 class Embedder:
-    """One sentence-transformers model for the whole process; thread-safe `encode`."""
+    """One embedding model for the whole process; thread-safe `encode`.
+
+    backend "torch" runs sentence-transformers; "openvino" runs the same model converted
+    once and cached (ragctl.runtimes.openvino_runtime); "auto" takes OpenVINO on x86 CPUs
+    where it is installed and passes its start-up self-check, torch otherwise (and on CUDA).
+    Why auto fell back is in `describe()["backend_note"]`.
+    """
 
     def __init__(
         self,
@@ -191,12 +216,82 @@ class Embedder:
         device: str = "auto",
         batch_size: int = 32,
         threads: int | None = None,
+        backend: str = "auto",
     ) -> None:
-        if precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"--precision must be auto, fp32 or bf16, not {precision!r}")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be auto, fp32, bf16 or int8, not {precision!r}")
         if device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device must be auto, cpu or cuda, not {device!r}")
+        if backend not in BACKENDS:
+            raise ConfigError(f"--backend must be auto, torch or openvino, not {backend!r}")
         force_offline()
+        self.spec = spec
+        self.batch_size = batch_size
+        self.threads = threads or cpu_count()
+        self._lock = threading.Lock()
+        self.bf16_check: float | None = None
+        self.self_check: float | None = None
+        self.backend_note: str | None = None
+        self._runtime: Any = None
+        self.model: Any = None
+        if backend != "torch":
+            if device == "cuda" or (device == "auto" and _cuda_possible()):
+                if backend == "openvino":
+                    raise ConfigError("--backend openvino runs on CPU only (use --device cpu)")
+                self.backend_note = "CUDA device: torch backend"
+            else:
+                self._try_openvino(precision, required=backend == "openvino")
+        if self._runtime is not None:
+            self.backend, self.device = "openvino", "cpu"
+            return
+        if precision == "int8":
+            raise ConfigError(f"--precision int8 needs the OpenVINO backend: {self.backend_note or 'backend is torch'}")
+        self.backend = "torch"
+        self._init_torch(precision, device)
+
+    # -- OpenVINO -------------------------------------------------------------------------
+    def _try_openvino(self, precision: str, required: bool) -> None:
+        from ragctl.runtimes import openvino_runtime as ovr
+
+        reason = ovr.unavailable_reason()
+        if reason is None:
+            try:
+                reason = self._start_openvino(ovr, precision)
+            except ConfigError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - conversion/compile failure: fall back
+                reason = f"OpenVINO failed to start ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+        if reason is not None:
+            self._runtime = None
+            if required:
+                raise ConfigError(f"--backend openvino: {reason}")
+            self.backend_note = f"{reason} -> torch backend"
+
+    def _start_openvino(self, ovr: Any, precision: str) -> str | None:
+        """Start the runtime at the requested precision; a reason string if auto must not use it."""
+        if precision == "int8":
+            self._runtime = ovr.OpenVINORuntime(self.spec, "int8", self.threads, self.batch_size, _PROBE_TEXTS)
+            self.precision = "int8"
+            self.self_check = self._runtime.self_check
+            return None
+        candidates = {"fp32": ["f32"], "bf16": ["bf16"], "auto": ["bf16", "f32"] if cpu_has_native_bf16() else ["f32"]}[precision]
+        checks = []
+        f32_dir = None
+        for ov_precision in candidates:
+            runtime = ovr.OpenVINORuntime(self.spec, ov_precision, self.threads, self.batch_size, _PROBE_TEXTS, f32_dir)
+            f32_dir = runtime.f32_dir
+            checks.append(f"{ov_precision} {runtime.self_check:.5f}")
+            if runtime.self_check >= BF16_MIN_COSINE or precision != "auto":
+                self._runtime = runtime
+                self.precision = "bf16" if ov_precision == "bf16" else "fp32"
+                self.self_check = runtime.self_check
+                if ov_precision == "bf16":
+                    self.bf16_check = runtime.self_check
+                return None
+        return f"OpenVINO self-check failed (min cosine to torch fp32: {', '.join(checks)} < {BF16_MIN_COSINE})"
+
+    # -- torch ----------------------------------------------------------------------------
+    def _init_torch(self, precision: str, device: str) -> None:
         import torch
 
         if device == "auto":
@@ -204,25 +299,22 @@ class Embedder:
         elif device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda: no CUDA device is available")
         if device == "cpu":
-            torch.set_num_threads(threads or cpu_count())
-        self.spec = spec
+            torch.set_num_threads(self.threads)
         self.device = device
-        self.batch_size = batch_size
-        self._lock = threading.Lock()
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
 
         try:
-            self.model = SentenceTransformer(str(spec.path), device=device, local_files_only=True)
+            self.model = SentenceTransformer(str(self.spec.path), device=device, local_files_only=True)
         except Exception as exc:  # noqa: BLE001
-            raise ConfigError(f"cannot load model {spec.name!r} from {spec.path}: {exc}") from exc
-        self.model.max_seq_length = spec.max_tokens
-        _pad_to_multiple(self.model, PAD_TO_MULTIPLE_OF, spec.max_tokens)
+            raise ConfigError(f"cannot load model {self.spec.name!r} from {self.spec.path}: {exc}") from exc
+        self.model.max_seq_length = self.spec.max_tokens
+        _pad_to_multiple(self.model, PAD_TO_MULTIPLE_OF, self.spec.max_tokens)
         self.tokenizer = self.model.tokenizer
-        self.bf16_check: float | None = None
         self.precision = self._choose_precision(precision)
+        self.self_check = self.bf16_check if self.precision == "bf16" else None
 
     def _choose_precision(self, requested: str) -> str:
         import torch
@@ -246,6 +338,8 @@ class Embedder:
     def _encode(self, texts: list[str]):  # -> np.ndarray
         import numpy as np
 
+        if self._runtime is not None:
+            return self._runtime.encode(texts)
         out = self.model.encode(
             texts,
             batch_size=self.batch_size,
@@ -259,7 +353,7 @@ class Embedder:
         return vectors / norms
 
     def encode(self, texts: list[str]):  # -> np.ndarray (n, dim) float32, L2-normalised
-        """Encode in batches; sentence-transformers sorts by length inside the call."""
+        """Encode in length-sorted batches; rows come back in input order."""
         import numpy as np
 
         if not texts:
@@ -268,20 +362,34 @@ class Embedder:
             return self._encode(list(texts))
 
     @classmethod
-    def shared(cls, spec: ModelSpec, precision: str = "auto", device: str = "auto", batch_size: int = 32) -> Embedder:
-        """One instance per (model, precision, device, batch size) per process."""
-        key = (str(spec.path), precision, device, batch_size)
+    def shared(
+        cls, spec: ModelSpec, precision: str = "auto", device: str = "auto", batch_size: int = 32, backend: str = "auto"
+    ) -> Embedder:
+        """One instance per (model, precision, device, batch size, backend) per process."""
+        key = (str(spec.path), precision, device, batch_size, backend)
         with _shared_lock:
             if key not in _shared:
-                _shared[key] = cls(spec, precision, device, batch_size)
+                _shared[key] = cls(spec, precision, device, batch_size, backend=backend)
             return _shared[key]
 
     def describe(self) -> dict[str, Any]:
+        """Stable keys: name, dim, max_tokens, precision, device, backend, backend_note,
+        runtime, self_check_min_cosine, bf16_min_cosine_vs_fp32, model_cache."""
+        if self._runtime is not None:
+            extra = self._runtime.describe()
+        else:
+            import torch
+
+            extra = {"runtime": f"torch {torch.__version__}", "model_cache": None}
         return {
             "name": self.spec.name,
             "dim": self.spec.dim,
             "max_tokens": self.spec.max_tokens,
             "precision": self.precision,
             "device": self.device,
+            "backend": self.backend,
+            "backend_note": self.backend_note,
+            "self_check_min_cosine": self.self_check,
             "bf16_min_cosine_vs_fp32": self.bf16_check,
+            **extra,
         }

@@ -1,0 +1,1 @@
+"""Model runtimes other than plain torch (imported lazily by ragctl.embedding)."""
