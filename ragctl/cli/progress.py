@@ -177,7 +177,7 @@ class ProgressRenderer:
                 state.embedded_pending += n
                 self._embedded_per_entity += n
                 touched.append(entity_id)
-            if not event.per_entity and self.live and self.overall is not None:
+            if not event.per_entity and self.live and self.overall is not None and self.entities:
                 self._refresh_overall()  # the rate moved
         elif isinstance(event, ev.FileDone):
             self._file_done(event)
@@ -231,6 +231,10 @@ class ProgressRenderer:
 
     # ----------------------------------------------------------------------------- bars
     def _update(self, entity_ids: list[str]) -> None:
+        if self.live and entity_ids and self.overall is None:  # the overall bar comes first
+            self.overall = self.progress.add_task(
+                "all entities", total=None, files="", size="", chunks="0", rate="", eta="-:--:--"
+            )
         for eid in dict.fromkeys(entity_ids):
             state = self.entities[eid]
             completed = state.completed(self.by_bytes)
@@ -285,8 +289,7 @@ class ProgressRenderer:
         self._overall_speed.add(now, completed)
         eta = self._overall_speed.eta(now, completed, total)
         rate = f"{self.embedded / elapsed:6.1f} chunks/s"
-        if self.overall is None:
-            self.overall = self.progress.add_task("all entities", total=None, rate=rate, eta=eta, **fields)
+        assert self.overall is not None
         self.progress.update(self.overall, completed=completed, rate=rate, eta=eta, **fields)
         if total is not None:
             self.progress.update(self.overall, total=total)
