@@ -363,25 +363,26 @@ def describe_corpus(root: Path) -> CorpusInfo:
 
 # =============================================================================== store reading
 def _open_storage(store: Path):  # -> JSONStorage
-    from ragctl.query import open_storage
+    from ragctl.storage.layout import open_store
 
-    return open_storage(store)
+    return open_store(store, create=False)
 
 
 def store_snapshot(store: Path, texts: bool = False) -> dict[str, dict[str, Any]]:
     """{entity: {path: chunk_count}} (or {path: [chunk texts]} with texts=True)."""
     from ragctl.storage.layout import StoreLayout
-    from ragctl.storage.vector_store import EntityVectorStore, vector_ids
+    from ragctl.storage.entity import EntityStore
+    from ragctl.storage.owners import vector_ids
 
     storage = _open_storage(store)
     out: dict[str, dict[str, Any]] = {}
     for entity_id in StoreLayout(store).entity_ids():
-        entity = EntityVectorStore(storage, entity_id)
+        entity = EntityStore(storage, entity_id)
         records = entity.records()
         if not texts:
             out[entity_id] = {r["path"]: int(r["chunk_count"]) for r in records.values()}
             continue
-        rows = entity.chunk_texts([i for r in records.values() for i in vector_ids(r)])
+        rows = entity.texts.fetch([i for r in records.values() for i in vector_ids(r)])
         out[entity_id] = {r["path"]: [rows.get(i) for i in vector_ids(r)] for r in records.values()}
     return out
 
@@ -414,16 +415,17 @@ def _short(value: Any) -> str:
 def chunk_texts_in_order(store: Path, entities: list[str] | None = None) -> list[str]:
     """Every chunk text of the store, entity by entity in commit order (ids ascending)."""
     from ragctl.storage.layout import StoreLayout
-    from ragctl.storage.vector_store import EntityVectorStore, referenced_ids
+    from ragctl.storage.entity import EntityStore
+    from ragctl.storage.owners import referenced_ids
 
     storage = _open_storage(store)
     texts: list[str] = []
     for entity_id in entities or StoreLayout(store).entity_ids():
-        entity = EntityVectorStore(storage, entity_id)
-        if not entity.chunks_path.exists():
+        entity = EntityStore(storage, entity_id)
+        if not entity.texts.exists():
             continue
-        keep = referenced_ids(entity.records().values())
-        with closing(sqlite3.connect(f"file:{entity.chunks_path}?mode=ro", uri=True)) as conn:
+        keep = set(referenced_ids(entity.records().values()).tolist())
+        with closing(sqlite3.connect(f"file:{entity.texts.path}?mode=ro", uri=True)) as conn:
             texts.extend(t for i, t in conn.execute("SELECT id, text FROM chunks ORDER BY id") if i in keep)
     return texts
 

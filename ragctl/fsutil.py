@@ -1,14 +1,46 @@
-"""Crash-safe file writes: temp file in the same directory, flush, fsync, replace, fsync dir."""
+"""File primitives, each defined once: atomic writes (temp file in the same directory, flush,
+fsync, replace, fsync dir), JSON encoding, per-file locks, timestamps."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ragctl.errors import StorageError
+
+
+def now_iso() -> str:
+    """UTC timestamp used in every record, manifest and meta file."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def lock_path_for(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".lock")
+
+
+@contextmanager
+def file_lock(path: Path, timeout: float) -> Iterator[None]:
+    """Hold `<path>.lock` (flock). A fresh FileLock per acquisition: flock on separate
+    descriptors excludes other threads of this process as well as other processes, and the
+    kernel releases it when the holder dies. Lock files are never deleted while in use."""
+    from filelock import FileLock, Timeout
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path_for(path)), timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise StorageError(f"{path}: timed out after {timeout}s waiting for its lock") from exc
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def fsync_dir(directory: Path) -> None:
@@ -40,11 +72,20 @@ def _file_mode(path: Path) -> int:
     return 0o666 & ~_umask_cache[0]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a reader sees the old or the new file, never a mix.
+def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None, sync_dir: bool = True) -> None:
+    """Replace `path` with `data` so that a reader sees the old or the new file, never a mix."""
+    atomic_write(path, lambda handle: handle.write(data), mode=mode, sync_dir=sync_dir)
+
+
+def atomic_write(
+    path: Path, fill: Callable[[BinaryIO], object], *, mode: int | None = None, sync_dir: bool = True
+) -> None:
+    """Replace `path` with what `fill(handle)` writes: temp file in the same directory, flush,
+    fsync, `os.replace`, fsync the directory. The only place ragctl replaces a file.
 
     A crash before the replace leaves the previous file intact; an OSError (disk full,
     permission denied) is raised as StorageError naming the file, the temp file is removed.
+    `sync_dir=False` leaves the directory fsync to the caller (one fsync after many files).
     """
     path = Path(path)
     directory = path.parent
@@ -53,13 +94,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), _file_mode(path))
-            handle.write(data)
+            os.fchmod(handle.fileno(), _file_mode(path) if mode is None else mode)
+            fill(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
         tmp_name = None
-        fsync_dir(directory)
+        if sync_dir:
+            fsync_dir(directory)
     except OSError as exc:
         raise StorageError(f"{path}: cannot write: {exc.strerror or exc}") from exc
     finally:
@@ -70,9 +112,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
                 pass
 
 
+def json_bytes(obj: Any) -> bytes:
+    """The one JSON encoding of store files: compact, UTF-8, sorted keys."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
-    data = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-    atomic_write_bytes(path, data.encode("utf-8"))
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def read_json(path: Path, default: Any = None) -> Any:

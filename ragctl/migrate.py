@@ -38,21 +38,18 @@ import time
 from array import array
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from filelock import FileLock, Timeout
-
 from ragctl.errors import StorageError, UsageError
-from ragctl.fsutil import atomic_write_json, fsync_dir
-from ragctl.storage.json_storage import DEFAULT_LOCK_TIMEOUT, record_shards
+from ragctl.fsutil import atomic_write, atomic_write_bytes, atomic_write_json, file_lock, fsync_dir, json_bytes, now_iso
+from ragctl.storage.json_storage import DEFAULT_LOCK_TIMEOUT, load_records, record_shards
 from ragctl.storage.layout import (
     MAPPING_COLLECTION,
     MODE_SHARDED,
     StoreLayout,
-    lock_path_for,
     read_manifest,
     set_mapping_mode,
 )
@@ -441,19 +438,6 @@ def _drop_superseded(records: dict[str, Any], scan: _Scan, group_name: str) -> i
 # --------------------------------------------------------------------------- locks and files
 
 
-@contextmanager
-def _lock(path: Path, timeout: float) -> Iterator[None]:
-    lock = FileLock(str(lock_path_for(path)), timeout=timeout)
-    try:
-        lock.acquire()
-    except Timeout as exc:
-        raise StorageError(f"{path}: timed out after {timeout}s waiting for its lock") from exc
-    try:
-        yield
-    finally:
-        lock.release()
-
-
 def _remove_stale_temps(path: Path) -> None:
     """Remove temp files a killed atomic write of `path` left behind (caller holds its lock)."""
     pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
@@ -469,51 +453,13 @@ def _remove_stale_temps(path: Path) -> None:
                 pass
 
 
-def _read_records(path: Path) -> dict[str, Any]:
-    """A shard as a dict (no cache: the bytes on disk now). Missing file -> {}."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise StorageError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise StorageError(f"{path}: not valid JSON: {exc}") from exc
-    if data is None:
-        return {}
-    if isinstance(data, list):
-        out: dict[str, Any] = {}
-        for item in data:
-            if not isinstance(item, dict) or "doc_id" not in item:
-                raise StorageError(f"{path}: list entry without 'doc_id': {str(item)[:80]}")
-            out[str(item["doc_id"])] = item
-        return out
-    if not isinstance(data, dict):
-        raise StorageError(f"{path}: expected a JSON object of records, got {type(data).__name__}")
-    return data
-
-
 def _write_shard(path: Path, records: dict[str, Any], mode: int, text: str | None = None) -> None:
-    """Atomic replace like fsutil.atomic_write_json (same temp names), except that
-    the directory is fsynced once after all shards (before the legacy file is retired) instead
-    of once per shard: a thousand directory fsyncs cost seconds and buy nothing here, since
-    the legacy file keeps every record until that single fsync has happened."""
-    if text is None:
-        text = json.dumps(records, ensure_ascii=False, separators=(",", ":"))
-    data = text.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)  # mkstemp's 0o600 would lock other users out
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise StorageError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    """fsutil's atomic write, except that the directory is fsynced once after all shards
+    (before the legacy file is retired) instead of once per shard: a thousand directory fsyncs
+    cost seconds and buy nothing here, since the legacy file keeps every record until that
+    single fsync has happened."""
+    data = json_bytes(records) if text is None else text.encode("utf-8")
+    atomic_write_bytes(path, data, mode=mode, sync_dir=False)
 
 
 def backup_paths(store: Path) -> list[Path]:
@@ -531,7 +477,7 @@ def _backup(legacy: Path) -> Path:
             continue
         if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
             return existing
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    stamp = now_iso().replace("-", "").replace(":", "")
     target = legacy.with_name(f"{legacy.name}{BACKUP_INFIX}{stamp}")
     n = 1
     while target.exists():
@@ -540,15 +486,10 @@ def _backup(legacy: Path) -> Path:
     try:
         os.link(legacy, target)
     except OSError:
-        tmp = target.with_name(f".{target.name}.copy.tmp")
         try:
-            with open(legacy, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-                dst.flush()
-                os.fsync(dst.fileno())
-            os.replace(tmp, target)
+            with open(legacy, "rb") as src:
+                atomic_write(target, lambda dst: shutil.copyfileobj(src, dst, 1 << 20), sync_dir=False)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise StorageError(f"{target}: cannot create the backup of {legacy}: {exc.strerror or exc}") from exc
     fsync_dir(legacy.parent)
     return target
@@ -587,7 +528,7 @@ def migrate_to_sharded(
             # Nothing in the store changes: no locks, no temp files there, no manifest update.
             spill_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ragctl-migrate-")))
         else:
-            stack.enter_context(_lock(legacy, lock_timeout))
+            stack.enter_context(file_lock(legacy, lock_timeout))
             _remove_stale_temps(legacy)
             if report.mode_before != MODE_SHARDED:
                 # Before any shard is written: from now on writers use shards, so a record in a
@@ -645,8 +586,8 @@ def migrate_to_sharded(
 
         # Every shard is written and was re-read with the right counts: retire the legacy file.
         for entity_id in scan.groups:
-            if not layout.shard_path(entity_id).exists():
-                raise StorageError(f"{layout.shard_path(entity_id)}: vanished after migration; legacy file kept")
+            if not layout.shard_path(MAPPING_COLLECTION, entity_id).exists():
+                raise StorageError(f"{layout.shard_path(MAPPING_COLLECTION, entity_id)}: vanished after migration; legacy file kept")
         fsync_dir(layout.shard_dir())  # the shards' names are durable before the legacy one goes
         report.backup = str(_backup(legacy))
         if residual:
@@ -678,13 +619,13 @@ def _merge_entity(
     if _drop_superseded(incoming, scan, entity_id):
         body = None
     (spill.directory / f"{entity_id}.part").unlink(missing_ok=True)
-    shard = layout.shard_path(entity_id)
+    shard = layout.shard_path(MAPPING_COLLECTION, entity_id)
     result = EntityResult(records=len(incoming))
     with ExitStack() as stack:
         if not dry_run:
             shard.parent.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(_lock(shard, lock_timeout))
-        current = _read_records(shard)
+            stack.enter_context(file_lock(shard, lock_timeout))
+        current = load_records(shard)
         for key, record in incoming.items():
             have = current.get(key)
             if have is None and key not in current:
@@ -709,7 +650,7 @@ def _merge_entity(
         except FileNotFoundError:
             mode = file_mode
         _write_shard(shard, merged, mode, body)
-        check = _read_records(shard)
+        check = load_records(shard)
         if len(check) != len(merged) or any(key not in check for key in incoming):
             raise StorageError(
                 f"{shard}: re-read after writing shows {len(check)} records, expected {len(merged)}; "

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from ragctl.storage.layout import StoreLayout
-from ragctl.storage.vector_store import EntityVectorStore
+from ragctl.storage.entity import EntityStore
+from ragctl.storage.layout import MAPPING_COLLECTION, open_store, require_store
 
 
 def _bytes_under(path: Path) -> int:
@@ -16,19 +17,18 @@ def _bytes_under(path: Path) -> int:
 
 
 def store_stats(store: Path) -> dict[str, Any]:
-    from ragctl.query import open_storage
-
-    storage = open_storage(store)
+    require_store(store)
+    storage = open_store(store, create=False)
     layout = StoreLayout(store)
     entities: dict[str, Any] = {}
     for entity_id in layout.entity_ids():
-        entity = EntityVectorStore(storage, entity_id)
+        entity = EntityStore(storage, entity_id)
         records = entity.records()
         meta = entity.meta() or {}
         entities[entity_id] = {
             "documents": len(records),
             "chunks": sum(int(r.get("chunk_count", 0)) for r in records.values()),
-            "bytes": _bytes_under(layout.entity_dir(entity_id)) + _bytes_under(layout.shard_path(entity_id)),
+            "bytes": _bytes_under(layout.entity_dir(entity_id)) + _bytes_under(layout.shard_path(MAPPING_COLLECTION, entity_id)),
             "last_ingest": meta.get("last_ingest"),
             "model": meta.get("model", {}).get("name"),
         }

@@ -3,6 +3,12 @@
 Orphan vectors (in the index, referenced by no record) are a normal, invisible leftover of an
 interrupted commit (see the commit protocol in docs/storage.md): they are reported, not counted
 as problems, and `--repair` drops them. Problems are things a query could get wrong.
+
+`--repair` fixes only what loses nothing searchable (orphan vectors; records whose vectors or
+chunk texts are gone, dropped so the next ingest re-indexes the file; the full-text index). It
+reports one line per thing it fixed (`repaired`) and then checks the entity again, so
+`problems` lists exactly what is still wrong (e.g. a record with missing fields, content
+indexed twice), and the store stays "not ok" until those are fixed.
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ragctl.errors import StorageError
+from ragctl.storage.entity import EntityStore
 from ragctl.storage.json_storage import JSONStorage
-from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout
-from ragctl.storage.vector_store import EntityVectorStore, vector_ids
+from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, open_store, require_store, upgrade_manifest
+from ragctl.storage.owners import vector_ids
 
 REQUIRED_FIELDS = ("doc_id", "entity_id", "name", "path", "content_hash", "chunk_count")
 
@@ -24,6 +31,7 @@ class EntityCheck:
     documents: int = 0
     vectors: int = 0
     orphans: int = 0
+    full_text: str = "ok"  # ok | missing (store older than the full-text index) | inconsistent
     problems: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
 
@@ -37,6 +45,7 @@ class EntityCheck:
             "documents": self.documents,
             "vectors": self.vectors,
             "orphans": self.orphans,
+            "full_text": self.full_text,
             "problems": self.problems,
             "repaired": self.repaired,
         }
@@ -44,14 +53,14 @@ class EntityCheck:
 
 def check_entity(storage: JSONStorage, entity_id: str, repair: bool = False) -> EntityCheck:
     check = EntityCheck()
-    store = EntityVectorStore(storage, entity_id)
+    store = EntityStore(storage, entity_id)
     try:
         records = store.records()
     except StorageError as exc:
         check.problems.append(f"mapping shard unreadable: {exc}")
         return check
     check.documents = len(records)
-    broken: list[str] = []
+    broken: dict[str, list[str]] = {}  # record key -> its repairable problems
     for key, record in records.items():
         missing = [f for f in REQUIRED_FIELDS if f not in record]
         if missing:
@@ -72,8 +81,14 @@ def check_entity(storage: JSONStorage, entity_id: str, repair: bool = False) -> 
         check.vectors = int(index.ntotal)
         if meta and meta.get("model", {}).get("dim") not in (None, index.d):
             check.problems.append(f"index dimension {index.d} != model dimension {meta['model']['dim']}")
-    present = store.index_ids(index)
-    rows = store.chunk_row_ids()
+    present = set(store.index.ids(index).tolist())
+    rows = set(store.texts.row_ids().tolist())
+    try:
+        check.full_text = store.texts.full_text_state()
+    except StorageError as exc:
+        check.problems.append(str(exc))
+    if check.full_text == "inconsistent":
+        check.problems.append("full-text index disagrees with the chunk texts")
     seen_ids: dict[int, str] = {}
     seen_hashes: dict[str, str] = {}
     for key, record in records.items():
@@ -84,12 +99,14 @@ def check_entity(storage: JSONStorage, entity_id: str, repair: bool = False) -> 
             check.problems.append(f"{record['path']}: chunk_count {record['chunk_count']} is not valid")
         lost = [i for i in ids if i not in present]
         if lost:
-            check.problems.append(f"{record['path']}: {len(lost)} of {len(ids)} vectors missing from the index")
-            broken.append(key)
+            problem = f"{record['path']}: {len(lost)} of {len(ids)} vectors missing from the index"
+            check.problems.append(problem)
+            broken.setdefault(key, []).append(problem)
         no_text = [i for i in ids if i not in rows]
         if no_text:
-            check.problems.append(f"{record['path']}: {len(no_text)} chunk texts missing")
-            broken.append(key)
+            problem = f"{record['path']}: {len(no_text)} chunk texts missing"
+            check.problems.append(problem)
+            broken.setdefault(key, []).append(problem)
         for i in ids:
             if i in seen_ids:
                 check.problems.append(f"{record['path']}: vector id {i} also used by {seen_ids[i]}")
@@ -100,24 +117,43 @@ def check_entity(storage: JSONStorage, entity_id: str, repair: bool = False) -> 
             check.problems.append(f"{record['path']}: same content as {other} (indexed twice)")
     check.orphans = len(present - set(seen_ids))
     if repair:
-        if broken:
-            # A record whose vectors are gone is not searchable: drop it so the next ingest
-            # re-indexes the file. Nothing searchable is lost.
-            storage.delete(MAPPING_COLLECTION, {"doc_id": sorted(set(broken)), "entity_id": entity_id})
-            check.repaired.append(f"dropped {len(set(broken))} unsearchable records (re-run ingest to re-index them)")
-        if check.orphans or broken:
-            removed = store.gc()
-            if removed:
-                check.repaired.append(f"removed {removed} orphan vectors")
-        if broken:
-            check.problems = [p for p in check.problems if "missing" not in p]
+        repaired = _repair(storage, store, entity_id, check, broken)
+        if repaired:
+            # Report exactly what is still wrong: check again, after the repairs.
+            after = check_entity(storage, entity_id)
+            after.repaired = repaired
+            return after
     return check
 
 
-def verify_store(store: Path, repair: bool = False) -> dict[str, Any]:
-    from ragctl.query import open_storage
+def _repair(storage: JSONStorage, store: EntityStore, entity_id: str, check: EntityCheck, broken: dict[str, list[str]]) -> list[str]:
+    """Fix what can be fixed without losing anything searchable; one line per thing fixed."""
+    repaired: list[str] = []
+    if broken:
+        # A record whose vectors or texts are gone is not searchable: drop it so the next
+        # ingest re-indexes the file. Nothing searchable is lost.
+        storage.delete(MAPPING_COLLECTION, {"doc_id": sorted(broken), "entity_id": entity_id})
+        for key in sorted(broken):
+            for problem in broken[key]:
+                repaired.append(f"{problem}: dropped the record (re-run ingest to re-index the file)")
+    if check.orphans or broken:
+        removed = store.gc()
+        if removed:
+            repaired.append(f"removed {removed} orphan vectors")
+    if check.full_text == "missing":
+        store.texts.ensure_full_text()
+        repaired.append("built the full-text index")
+    elif check.full_text == "inconsistent":
+        store.texts.rebuild_full_text()
+        repaired.append("rebuilt the full-text index")
+    return repaired
 
-    storage = open_storage(store)
+
+def verify_store(store: Path, repair: bool = False) -> dict[str, Any]:
+    require_store(store)
+    if repair:
+        upgrade_manifest(store)
+    storage = open_store(store, create=False)
     entities = {e: check_entity(storage, e, repair) for e in StoreLayout(store).entity_ids()}
     store_problems: list[str] = []
     try:

@@ -2,7 +2,7 @@
 """Storage contention: N threads writing N different entities vs N threads writing one entity.
 
 Each thread makes K commits of one small document (C chunks, random unit vectors of DIM
-dimensions) through EntityVectorStore.commit, the same call the ingest's committer makes. Writers
+dimensions) through EntityStore.commit, the same call the ingest's committer makes. Writers
 of different entities take different locks and should scale; writers of one entity serialise on
 its mapping-shard lock. The contention ratio is same-entity wall time / different-entities wall
 time (1.0 = no contention; N = fully serial with no overlap at all). For reference it also
@@ -27,7 +27,7 @@ import numpy as np
 
 from ragctl.storage.json_storage import JSONStorage
 from ragctl.storage.layout import open_store_manifest
-from ragctl.storage.vector_store import EntityVectorStore, PreparedDoc
+from ragctl.storage.entity import EntityStore, PreparedDoc
 from ragctl.verify import verify_store
 
 
@@ -48,7 +48,7 @@ def run(root: Path, threads: int, docs: int, chunks: int, dim: int, same_entity:
 
     def writer(t: int) -> None:
         try:
-            store = EntityVectorStore(JSONStorage(root), "shared" if same_entity else f"ent-{t}")
+            store = EntityStore(JSONStorage(root), "shared" if same_entity else f"ent-{t}")
             rng = np.random.default_rng(t)
             prepared = [make_doc(t, k, chunks, dim, rng) for k in range(docs)]
             mine = []

@@ -70,7 +70,7 @@ def test_ingest_summary_counts_every_file(ingested):
 
 def test_shards_follow_the_mapping_contract(ingested):
     from ragctl.storage.json_storage import JSONStorage
-    from ragctl.storage.vector_store import EntityVectorStore
+    from ragctl.storage.entity import EntityStore
 
     store, summary = ingested
     for entity in ENTITIES:
@@ -82,7 +82,7 @@ def test_shards_follow_the_mapping_contract(ingested):
             source = SAMPLE_DOCS / entity / record["path"]
             assert source.is_file() and record["name"] == source.name
             assert record["content_hash"] == hashlib.sha256(source.read_bytes()).hexdigest()
-        vectors = EntityVectorStore(JSONStorage(store), entity).load_index()
+        vectors = EntityStore(JSONStorage(store), entity).load_index()
         assert vectors.ntotal == sum(r["chunk_count"] for r in records.values())
         assert sum(r["chunk_count"] for r in records.values()) == summary["entities"][entity]["chunks"]
     assert not (store / "doc_id_name_mapping.json").exists()
@@ -122,7 +122,7 @@ def test_query_finds_the_document_that_holds_the_answer(ingested):
     out = json_out(result)
     assert out["entity"] == "acme-corp"
     top = out["results"][0]
-    assert set(top) == {"doc_id", "path", "score", "text"}
+    assert {"doc_id", "path", "score", "text", "vector_rank", "text_rank"} <= set(top)
     assert "refund" in top["path"] and "45" in top["text"]
     scores = [r["score"] for r in out["results"]]
     assert scores == sorted(scores, reverse=True)

@@ -21,7 +21,8 @@ import pytest
 
 from ragctl.storage.json_storage import JSONStorage
 from ragctl.storage.layout import open_store_manifest
-from ragctl.storage.vector_store import EntityVectorStore, PreparedDoc, vector_ids
+from ragctl.storage.entity import EntityStore, PreparedDoc
+from ragctl.storage.owners import vector_ids
 from ragctl.verify import verify_store
 
 DIM = 8
@@ -71,7 +72,7 @@ def assert_consistent(root: Path, expected: dict[str, dict[str, str]]) -> None:
     assert report["ok"], json.dumps(report, indent=1)
     storage = JSONStorage(root)
     for entity, docs in expected.items():
-        store = EntityVectorStore(storage, entity)
+        store = EntityStore(storage, entity)
         store.gc()  # pending orphans (replaced versions) go; what remains must match exactly
         records = store.records()
         assert report["entities"][entity]["documents"] == len(docs)
@@ -84,8 +85,8 @@ def assert_consistent(root: Path, expected: dict[str, dict[str, str]]) -> None:
         assert max(refs.values()) == 1, "a vector id is referenced twice"
         index = store.load_index()
         assert index is not None and index.d == DIM
-        assert store.index_ids(index) == set(refs) == store.chunk_row_ids()
-        texts = store.chunk_texts(sorted(refs))
+        assert set(store.index.ids(index).tolist()) == set(refs) == set(store.texts.row_ids().tolist())
+        texts = store.texts.fetch(sorted(refs))
         for path, text in docs.items():
             record = by_path[path]
             want = make_doc(path, text, int(record["chunk_count"]))
@@ -112,7 +113,7 @@ def test_threads_writing_different_entities(store_root):
 
     def writer(t: int) -> dict[str, str]:
         entity = f"ent-{t}"
-        store = EntityVectorStore(storage, entity)
+        store = EntityStore(storage, entity)
         written = {}
         for r in range(ROUNDS):
             docs = {f"r{r}/d{j}.md": f"entity {entity} round {r} doc {j}" for j in range(PER_COMMIT)}
@@ -130,12 +131,12 @@ def test_threads_writing_different_entities(store_root):
 def test_threads_writing_the_same_entity(store_root, shared_instance):
     """Own documents, identical documents from every thread, and one path every thread rewrites."""
     storage = JSONStorage(store_root)
-    shared_store = EntityVectorStore(storage, "acme")
+    shared_store = EntityStore(storage, "acme")
     statuses: list[tuple[str, str]] = []
     lock = threading.Lock()
 
     def writer(t: int) -> dict[str, str]:
-        store = shared_store if shared_instance else EntityVectorStore(JSONStorage(store_root), "acme")
+        store = shared_store if shared_instance else EntityStore(JSONStorage(store_root), "acme")
         own = {}
         for r in range(ROUNDS):
             docs = {f"t{t}/r{r}-{j}.md": f"thread {t} round {r} doc {j}" for j in range(PER_COMMIT)}
@@ -163,7 +164,7 @@ def test_threads_writing_the_same_entity(store_root, shared_instance):
     assert per_path["common/contended.md"] == Counter(indexed=1, updated=8 * ROUNDS - 1)
 
     expected = {p: x for docs in results for p, x in docs.items()}
-    records = EntityVectorStore(storage, "acme").records()
+    records = EntityStore(storage, "acme").records()
     by_path = {r["path"]: r for r in records.values()}
     for r in range(ROUNDS):
         text = f"the same text every thread sends, round {r}"
@@ -260,7 +261,7 @@ def test_two_ingest_processes_on_one_store(tmp_path, sample_docs, ragctl_cmd):
         # every file indexed by exactly one of the two runs; the other saw it as unchanged
         assert sum(row["indexed"] for row in rows) == len(paths), rows
         assert sum(row["unchanged"] for row in rows) == len(paths), rows
-        records = EntityVectorStore(storage, entity).records()
+        records = EntityStore(storage, entity).records()
         assert sorted(r["path"] for r in records.values()) == sorted(paths)
         assert len({r["content_hash"] for r in records.values()}) == len(paths)
         for r in records.values():
@@ -278,7 +279,7 @@ def test_two_ingest_processes_on_one_store(tmp_path, sample_docs, ragctl_cmd):
 def test_vector_ids_are_never_reused_after_orphans_are_dropped(store_root):
     """A reader holding an old id must never find another document's text under it."""
     storage = JSONStorage(store_root)
-    entity = EntityVectorStore(storage, "acme")
+    entity = EntityStore(storage, "acme")
     entity.commit(FAKE_MODEL, adds=[make_doc("a.md", "first file", n_chunks=3)])
     entity.commit(FAKE_MODEL, adds=[make_doc("b.md", "second file", n_chunks=3)])
     b = next(r for r in entity.records().values() if r["path"] == "b.md")

@@ -31,7 +31,8 @@ from ragctl.errors import StorageError
 from ragctl.fsutil import atomic_write_bytes
 from ragctl.storage.json_storage import JSONStorage
 from ragctl.storage.layout import open_store_manifest
-from ragctl.storage.vector_store import EntityVectorStore, PreparedDoc, vector_ids
+from ragctl.storage.entity import EntityStore, PreparedDoc
+from ragctl.storage.owners import vector_ids
 
 C = "doc_id_name_mapping"
 FAKE_MODEL = {"name": "fake-8d", "digest": "f" * 64, "dim": 8}
@@ -131,7 +132,7 @@ def test_failed_replace_keeps_the_previous_file_and_no_temp_file(tmp_path, monke
 def test_disk_full_while_saving_is_a_clear_error_and_keeps_data(tmp_path, monkeypatch):
     root = tmp_path / "store"
     open_store_manifest(root)
-    store = EntityVectorStore(JSONStorage(root), "acme")
+    store = EntityStore(JSONStorage(root), "acme")
     store.commit(FAKE_MODEL, [doc("one.md", "first document")])
     before = tree_state(root)
     real_fsync = os.fsync
@@ -238,13 +239,13 @@ HALF_TRANSACTION = textwrap.dedent(
 def test_kill_inside_a_chunk_text_transaction_leaves_a_readable_store(copy):
     root, store = copy
     chunks = store / "entities" / "alpha" / "chunks.sqlite"
-    rows_before = EntityVectorStore(JSONStorage(store), "alpha").chunk_row_ids()
+    rows_before = EntityStore(JSONStorage(store), "alpha").texts.row_ids().tolist()
     proc = subprocess.run([sys.executable, "-c", HALF_TRANSACTION, str(chunks)], timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert chunks.with_name("chunks.sqlite-journal").exists()  # a hot journal
     code, report = verify_json(store)  # readers roll it back instead of failing
     assert code == 0, report
-    assert EntityVectorStore(JSONStorage(store), "alpha").chunk_row_ids() == rows_before
+    assert EntityStore(JSONStorage(store), "alpha").texts.row_ids().tolist() == rows_before
     result = cli("query", "alpha", "reef the mainsail", "--store", store, "--json", "-k", "1")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["results"][0]["path"] == "boats.txt"
@@ -263,7 +264,7 @@ def test_kill_between_creating_the_chunk_database_and_its_table(copy):
     assert empty.exists() and empty.stat().st_size == 0
     code, report = verify_json(store)
     assert code == 0 and report["entities"]["delta"] == {**report["entities"]["delta"], "ok": True, "documents": 0}
-    assert EntityVectorStore(JSONStorage(store), "delta").chunk_texts([0, 1]) == {}
+    assert EntityStore(JSONStorage(store), "delta").texts.fetch([0, 1]) == {}
     make_tree(root, {"delta/first.md": "# First\n\nThe first document of a new entity.\n"})
     result = cli("ingest", root, "--store", store, "--json", "--quiet")
     assert result.exit_code == 0 and json.loads(result.stdout)["entities"]["delta"]["indexed"] == 1, result.output
@@ -406,7 +407,7 @@ def test_ingest_with_another_model_is_refused_and_touches_nothing(copy, tmp_path
     result = cli("ingest", root, "--store", store, "--model", model, "--json")
     assert result.exit_code == 2, result.output
     assert "refusing to add vectors" in result.output and "other-model" in result.output
-    assert "Use the same --model" in result.output
+    assert "Use the same model" in result.output
     assert tree_state(store) == before
 
 
@@ -554,7 +555,7 @@ def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path, ragctl_cmd):
             outcome["orphans"] = sum(e["orphans"] for e in report["entities"].values())
             storage = JSONStorage(store)
             for entity in report["entities"]:
-                records = EntityVectorStore(storage, entity).records().values()
+                records = EntityStore(storage, entity).records().values()
                 assert max(Counter(r["content_hash"] for r in records).values(), default=1) == 1
                 for r in records:
                     assert r["content_hash"] in versions[(entity, r["path"])], f"{entity}/{r['path']}: unknown content"
@@ -581,12 +582,12 @@ def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path, ragctl_cmd):
         assert row["indexed"] + row["updated"] + row["unchanged"] == row["files"] == len(files), row
         assert again["entities"][entity]["unchanged"] + again["entities"][entity]["indexed"] == len(files)
         assert again["entities"][entity]["unchanged"] == len(files)
-        records = EntityVectorStore(storage, entity).records()
+        records = EntityStore(storage, entity).records()
         assert {r["path"]: r["content_hash"] for r in records.values()} == files
         assert max(Counter(r["content_hash"] for r in records.values()).values()) == 1
         assert report["entities"][entity]["documents"] == len(files)
         assert report["entities"][entity]["orphans"] == 0
-        vs = EntityVectorStore(storage, entity)
+        vs = EntityStore(storage, entity)
         refs = Counter(i for r in records.values() for i in vector_ids(r))
         assert max(refs.values()) == 1
-        assert vs.index_ids(vs.load_index()) == set(refs) == vs.chunk_row_ids()
+        assert set(vs.index.ids(vs.load_index()).tolist()) == set(refs) == set(vs.texts.row_ids().tolist())

@@ -523,10 +523,10 @@ def test_a_monolithic_writer_that_waited_out_a_migration_writes_nothing(tmp_path
     back into the legacy file after migrate-to-sharded moved them (they would be duplicated)."""
     import numpy as np
 
-    from ragctl.storage.vector_store import EntityVectorStore, PreparedDoc
+    from ragctl.storage.entity import EntityStore, PreparedDoc
 
     store = make_store(tmp_path / "store", [make_record(i, "ent-000") for i in range(5)])
-    stale_writer = EntityVectorStore(JSONStorage(store, enable_sharding=False), "ent-000")
+    stale_writer = EntityStore(JSONStorage(store, enable_sharding=False), "ent-000")
     migrate_to_sharded(store)
     vector = np.ones((1, 4), dtype=np.float32) / 2.0
     doc = PreparedDoc("new.md", "f" * 64, 10, 1, ["new text"], vector)

@@ -115,7 +115,7 @@ def test_parallel_and_sequential_build_identical_stores(stores: dict[str, Path])
 
 
 def test_known_sentence_is_found_in_the_same_document(stores: dict[str, Path], embedder: Any) -> None:
-    from ragctl.query import open_entity
+    from ragctl.storage.entity import open_entity
 
     query = embedder.encode([NEEDLE_QUERY])
     found = {}

@@ -191,7 +191,7 @@ BAD_IDS = ["..", ".", "a/b", "/abs", "", "a\x00b", "x" * 129, "-lead", "a b", "Ã
 @pytest.mark.parametrize("bad", BAD_IDS, ids=repr)
 @pytest.mark.parametrize("sharding", [True, False], ids=["sharded", "monolithic"])
 def test_invalid_entity_ids_are_rejected_before_touching_disk(tmp_path, bad, sharding):
-    from ragctl.storage.vector_store import EntityVectorStore
+    from ragctl.storage.entity import EntityStore
 
     s = JSONStorage(tmp_path / "store", enable_sharding=sharding)
     s.insert(C, rec("ok1", "acme"))
@@ -209,7 +209,7 @@ def test_invalid_entity_ids_are_rejected_before_touching_disk(tmp_path, bad, sha
         "edit": lambda: s.edit(C, bad).__enter__(),
         "shard_path": lambda: s.shard_path(C, bad),
         "drop_shard": lambda: s.drop_shard(C, bad),
-        "vector_store": lambda: EntityVectorStore(s, bad),
+        "vector_store": lambda: EntityStore(s, bad),
     }
     if sharding:
         attempts["records_for_entity"] = lambda: s.records_for_entity(C, bad)

@@ -22,7 +22,7 @@ def delete_command(
 ) -> None:
     """Remove one document, or a whole entity with every file of it, from the store."""
     from ragctl.manager import delete_document, delete_entity
-    from ragctl.query import open_entity
+    from ragctl.storage.entity import open_entity
 
     root = store_path(store)
     open_entity(root, entity)  # validates the id; unknown entity -> exit 2

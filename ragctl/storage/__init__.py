@@ -1,23 +1,42 @@
-"""Storage engine: sharded JSON mapping, per-entity vector stores, store layout."""
+"""Storage engine: one module per on-disk thing, and the commit protocol.
 
-from ragctl.storage.json_storage import JSONStorage, matches, record_shards
-from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, default_store_dir
+    layout.py        where files live, store.json, open_store()/require_store()
+    json_storage.py  sharded JSON mapping files (JSONStorage)
+    vector_index.py  the FAISS index file of an entity (VectorIndex)
+    chunk_texts.py   chunk texts + full-text index in SQLite (ChunkTexts)
+    entity_meta.py   entity.json (model identity, id high-water mark)
+    owners.py        vector id -> mapping record
+    entity.py        EntityStore: the commit protocol, gc, search; open_entity()
+
+Heavy modules (faiss, numpy) are imported lazily: importing this package is cheap.
+"""
+
+from ragctl.storage.json_storage import JSONStorage, load_records, matches, record_shards
+from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, default_store_dir, open_store, require_store
 
 __all__ = [
     "JSONStorage",
     "MAPPING_COLLECTION",
     "StoreLayout",
     "default_store_dir",
+    "load_records",
     "matches",
+    "open_store",
+    "require_store",
     "record_shards",
-    "EntityVectorStore",
+    "EntityStore",
     "PreparedDoc",
+    "CommitResult",
+    "Hit",
+    "open_entity",
 ]
+
+_LAZY = ("EntityStore", "PreparedDoc", "CommitResult", "Hit", "open_entity")
 
 
 def __getattr__(name: str):
-    if name in ("EntityVectorStore", "PreparedDoc"):
-        from ragctl.storage import vector_store
+    if name in _LAZY:
+        from ragctl.storage import entity
 
-        return getattr(vector_store, name)
+        return getattr(entity, name)
     raise AttributeError(name)

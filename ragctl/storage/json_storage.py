@@ -23,12 +23,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from ragctl.errors import StorageError, UsageError
-from ragctl.fsutil import atomic_write_json, read_json
+from ragctl.fsutil import atomic_write_json, file_lock, lock_path_for, read_json
 from ragctl.ids import is_valid_entity_id, validate_entity_id
-from ragctl.storage.layout import MAPPING_COLLECTION, lock_path_for
+from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout
 
 Record = dict[str, Any]
 Query = dict[str, Any]
@@ -85,8 +83,13 @@ def matches(record: Record, query: Query | None) -> bool:
 _MISSING = object()
 
 
+def load_records(path: Path, id_field: str = "doc_id") -> dict[str, Record]:
+    """The records of one mapping file as the bytes on disk say now (no cache); missing -> {}.
+    Accepts `{id: record}` or a list of records (legacy); anything else is a StorageError."""
+    return _as_record_dict(read_json(path, None), Path(path), id_field)
+
+
 def _as_record_dict(raw: Any, path: Path, id_field: str) -> dict[str, Record]:
-    """Accept `{id: record}` or a list of records (legacy); anything else is corrupt."""
     if raw is None:
         return {}
     if isinstance(raw, dict):
@@ -119,25 +122,13 @@ class JSONStorage:
 
     # ----------------------------------------------------------------- paths and locks
     def shard_path(self, collection: str, entity_id: str) -> Path:
-        return self.root / collection / f"{validate_entity_id(entity_id)}.json"
+        return StoreLayout(self.root).shard_path(collection, entity_id)
 
     def legacy_path(self, collection: str) -> Path:
-        return self.root / f"{collection}.json"
+        return StoreLayout(self.root).legacy_path(collection)
 
-    @contextmanager
-    def _locked(self, path: Path) -> Iterator[None]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # A fresh FileLock per acquisition: flock on separate descriptors excludes other
-        # threads of this process as well as other processes. Lock files are never deleted.
-        lock = FileLock(str(lock_path_for(path)), timeout=self.lock_timeout)
-        try:
-            lock.acquire()
-        except Timeout as exc:
-            raise StorageError(f"{path}: timed out after {self.lock_timeout}s waiting for its lock") from exc
-        try:
-            yield
-        finally:
-            lock.release()
+    def _locked(self, path: Path):
+        return file_lock(path, self.lock_timeout)
 
     # ----------------------------------------------------------------- reading
     def _read(self, path: Path) -> dict[str, Record]:
@@ -153,7 +144,7 @@ class JSONStorage:
             cached = self._cache.get(path)
         if cached and cached[0] == signature:
             return cached[1]
-        data = _as_record_dict(read_json(path, None), path, self.id_field)
+        data = load_records(path, self.id_field)
         with self._cache_lock:
             self._cache[path] = (signature, data)
         return data
@@ -211,7 +202,7 @@ class JSONStorage:
                 validate_entity_id(entity_id)  # the same rule with sharding off
             path = self.legacy_path(collection)
         with self._locked(path):
-            current = _as_record_dict(read_json(path, None), path, self.id_field)
+            current = load_records(path, self.id_field)
             working = {k: dict(v) for k, v in current.items()}
             yield working
             if working != current or not path.exists():
@@ -305,4 +296,4 @@ class JSONStorage:
         lock_path_for(path).unlink(missing_ok=True)
 
 
-__all__ = ["JSONStorage", "MAPPING_COLLECTION", "record_shards", "matches"]
+__all__ = ["JSONStorage", "MAPPING_COLLECTION", "load_records", "record_shards", "matches"]

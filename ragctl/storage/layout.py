@@ -5,23 +5,29 @@
       doc_id_name_mapping/<entity>.json  sharded mapping {doc_id: record} (+ <entity>.json.lock)
       doc_id_name_mapping.json           legacy monolithic mapping (+ .lock)
       entities/<entity>/index.faiss      FAISS IndexIDMap2(IndexFlatIP(dim))
-      entities/<entity>/chunks.sqlite    chunk texts by vector id
+      entities/<entity>/chunks.sqlite    chunk texts by vector id + their full-text index (FTS5)
       entities/<entity>/entity.json      model identity, dimension, precision, last ingest
 """
 
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ragctl.errors import ConfigError
-from ragctl.fsutil import atomic_write_json, read_json
+from ragctl.errors import ConfigError, UsageError
+from ragctl.fsutil import atomic_write_json, file_lock, now_iso, read_json
 from ragctl.ids import validate_entity_id
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:
+    from ragctl.storage.json_storage import JSONStorage
+
+# 2: chunks.sqlite also holds the full-text index `chunks_fts` (FTS5), written in the same
+#    transaction as the chunk texts. Version-1 stores are read and upgraded in place: the
+#    manifest on the next ingest (or `verify --repair`), each entity's index on its first use.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAPPING_COLLECTION = "doc_id_name_mapping"
 MODE_SHARDED = "sharded"
 MODE_MONOLITHIC = "monolithic"
@@ -30,10 +36,6 @@ DEFAULT_STORE = "ragstore"
 
 def default_store_dir() -> Path:
     return Path(os.environ.get("RAGCTL_STORE") or DEFAULT_STORE)
-
-
-def lock_path_for(path: Path) -> Path:
-    return path.with_name(path.name + ".lock")
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class StoreLayout:
     def shard_dir(self, collection: str = MAPPING_COLLECTION) -> Path:
         return self.root / collection
 
-    def shard_path(self, entity_id: str, collection: str = MAPPING_COLLECTION) -> Path:
+    def shard_path(self, collection: str, entity_id: str) -> Path:
         return self.shard_dir(collection) / f"{validate_entity_id(entity_id)}.json"
 
     def legacy_path(self, collection: str = MAPPING_COLLECTION) -> Path:
@@ -86,10 +88,10 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     if manifest is None:
         return None
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ConfigError(
             f"{StoreLayout(root).manifest_path}: store format version {version!r} is not "
-            f"supported by this ragctl (expects {FORMAT_VERSION})"
+            f"supported by this ragctl (reads {', '.join(map(str, READABLE_VERSIONS))})"
         )
     return manifest
 
@@ -108,9 +110,46 @@ def open_store_manifest(root: Path, sharding: bool | None = None) -> dict[str, A
             return _create_manifest(root, sharding)
     if sharding is False and manifest.get("mapping_mode") == MODE_SHARDED:
         raise ConfigError(
-            f"{root}: this store uses sharded mappings; --no-sharding only applies to new stores"
+            f"{root}: this store uses sharded mappings; monolithic mode only applies to new stores"
         )
+    if manifest.get("format_version") != FORMAT_VERSION:
+        manifest = upgrade_manifest(root)
     return manifest
+
+
+def upgrade_manifest(root: Path) -> dict[str, Any]:
+    """Record the current format version (entities' full-text indexes are built on first use)."""
+    with manifest_lock(root):
+        manifest = read_manifest(root) or {}
+        if manifest and manifest.get("format_version") != FORMAT_VERSION:
+            manifest["format_version"] = FORMAT_VERSION
+            manifest["upgraded_at"] = now_iso()
+            atomic_write_json(StoreLayout(root).manifest_path, manifest)
+        return manifest
+
+
+def open_store(root: Path, *, create: bool, sharding: bool | None = None) -> JSONStorage:
+    """The store's JSONStorage in its recorded mapping mode.
+
+    create=True: create the store on first use (and upgrade an older format's manifest).
+    create=False: write nothing; a store that does not exist yet is seen as the empty store
+    `create=True` would make (what a dry run plans against). Whether a missing store is an
+    error is the caller's decision (`require_store`)."""
+    from ragctl.storage.json_storage import JSONStorage
+
+    root = Path(root)
+    if create:
+        manifest = open_store_manifest(root, sharding)
+    else:
+        manifest = read_manifest(root) or {
+            "mapping_mode": MODE_MONOLITHIC if sharding is False else MODE_SHARDED
+        }
+    return JSONStorage(root, enable_sharding=manifest["mapping_mode"] == MODE_SHARDED)
+
+
+def require_store(root: Path) -> None:
+    if read_manifest(Path(root)) is None:
+        raise UsageError(f"{root}: no ragctl store here (nothing has been ingested into it)")
 
 
 def _create_manifest(root: Path, sharding: bool | None) -> dict[str, Any]:
@@ -123,7 +162,7 @@ def _create_manifest(root: Path, sharding: bool | None) -> dict[str, Any]:
         manifest = {
             "format_version": FORMAT_VERSION,
             "mapping_mode": mode,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created_at": now_iso(),
         }
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(StoreLayout(root).manifest_path, manifest)
@@ -132,10 +171,7 @@ def _create_manifest(root: Path, sharding: bool | None) -> dict[str, Any]:
 
 def manifest_lock(root: Path):
     """Serialises read-modify-writes of store.json (ingest runs, migration)."""
-    from filelock import FileLock
-
-    Path(root).mkdir(parents=True, exist_ok=True)
-    return FileLock(str(lock_path_for(StoreLayout(Path(root)).manifest_path)), timeout=600)
+    return file_lock(StoreLayout(Path(root)).manifest_path, timeout=600)
 
 
 def set_mapping_mode(root: Path, mode: str) -> None:
@@ -152,7 +188,7 @@ def record_last_run(root: Path, model: dict[str, Any]) -> None:
         if manifest is None:
             return
         manifest["last_ingest"] = {
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "at": now_iso(),
             **{k: model.get(k) for k in ("name", "dim", "precision", "device")},
         }
         atomic_write_json(StoreLayout(root).manifest_path, manifest)

@@ -1,0 +1,48 @@
+"""`entities/<entity>/entity.json`: the model identity an entity is bound to, its precision,
+dates and the vector-id high-water mark (`next_vector_id`, ids are never reused)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ragctl.errors import ConfigError
+from ragctl.fsutil import atomic_write_json, now_iso, read_json
+
+
+class EntityMeta:
+    def __init__(self, path: Path, entity_id: str) -> None:
+        self.path = Path(path)
+        self.entity_id = entity_id
+
+    def read(self) -> dict[str, Any] | None:
+        return read_json(self.path, None)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def next_vector_id(self) -> int:
+        return int((self.read() or {}).get("next_vector_id", 0))
+
+    def check_model(self, model: dict[str, Any]) -> None:
+        """Refuse to mix models: the entity is bound to the model that first indexed it."""
+        meta = self.read()
+        if not meta:
+            return
+        have = meta.get("model", {})
+        if have.get("dim") != model.get("dim") or have.get("digest") != model.get("digest"):
+            raise ConfigError(
+                f"entity {self.entity_id!r} was indexed with model {have.get('name')!r} "
+                f"(dim {have.get('dim')}, digest {str(have.get('digest'))[:12]}); refusing to add "
+                f"vectors from {model.get('name')!r} (dim {model.get('dim')}, digest "
+                f"{str(model.get('digest'))[:12]}). Use the same model, or another store."
+            )
+
+    def write(self, model: dict[str, Any], precision: str, next_id: int = 0) -> None:
+        meta = self.read() or {"entity_id": self.entity_id, "created_at": now_iso()}
+        meta["next_vector_id"] = max(int(meta.get("next_vector_id", 0)), next_id)
+        meta["model"] = {k: model[k] for k in ("name", "digest", "dim") if k in model}
+        if precision:
+            meta["precision"] = precision
+        meta["last_ingest"] = now_iso()
+        atomic_write_json(self.path, meta)
