@@ -28,8 +28,9 @@ from ragctl.storage.entity import PreparedDoc
 class _DocState:
     """A document whose chunks are being embedded, possibly over several windows."""
 
-    def __init__(self, outcome: ParseOutcome) -> None:
+    def __init__(self, outcome: ParseOutcome, not_a_copy_of: frozenset[str]) -> None:
         self.outcome = outcome
+        self.not_a_copy_of = not_a_copy_of
         self.vectors: Any = None
         self.missing = len(outcome.chunks)
 
@@ -43,13 +44,14 @@ class _DocState:
         return self.missing == 0
 
 
-def route(outcome: ParseOutcome, plan: EntityPlan, dry_run: bool) -> msg.Settled | None:
-    """What a parse outcome means for the entity; None: new content to embed."""
+def route(outcome: ParseOutcome, plan: EntityPlan, dry_run: bool) -> msg.Settled | frozenset[str]:
+    """What a parse outcome means for the entity, or (new content to embed) the doc_ids it
+    must not be taken for a copy of (see `PreparedDoc.not_a_copy_of`)."""
     eid, path = outcome.entity_id, outcome.rel_path
     if outcome.status not in (OK, HASHED):
         status = Status.FAILED if outcome.status == FAILED else Status.SKIPPED
         return msg.Outcome(eid, path, status, outcome.error, outcome.size)
-    resolution, record, detail = plan.resolve(path, outcome.content_hash)
+    resolution, record, detail, stale_twins = plan.resolve(path, outcome.content_hash)
     if resolution is Resolution.COPY:
         return msg.Outcome(eid, path, Status.SKIPPED, detail, outcome.size)
     if resolution in (Resolution.SAME_CONTENT, Resolution.MOVE):
@@ -63,7 +65,7 @@ def route(outcome: ParseOutcome, plan: EntityPlan, dry_run: bool) -> msg.Settled
         return msg.Outcome(eid, path, Status.UPDATED if record else Status.INDEXED, "", outcome.size)
     if outcome.status == HASHED:  # its recorded content moved elsewhere during this run
         return msg.Outcome(eid, path, Status.FAILED, "content changed during the run; run again", outcome.size)
-    return None
+    return stale_twins
 
 
 def release_freed_memory() -> None:
@@ -112,11 +114,11 @@ class EmbedStage:
                     finished = True
                     break
                 settled = route(item, self.plans[item.entity_id], self.ctx.dry_run)
-                if settled is not None:
+                if not isinstance(settled, frozenset):
                     outbox.put(settled, even_when_stopping=True)
                     continue
                 self.reporter.parsed(item.entity_id, item.rel_path, len(item.chunks), item.size)
-                state = _DocState(item)
+                state = _DocState(item, settled)
                 pending.extend((state, i) for i in range(len(item.chunks)))
             if not pending or stop.is_set():
                 continue
@@ -140,5 +142,6 @@ class EmbedStage:
         for (state, i), vector in zip(batch, vectors):
             if state.put(i, vector):
                 out = state.outcome
-                doc = PreparedDoc(out.rel_path, out.content_hash, out.size, out.mtime_ns, out.chunks, state.vectors, out.parser)
+                doc = PreparedDoc(out.rel_path, out.content_hash, out.size, out.mtime_ns, out.chunks, state.vectors,
+                                  out.parser, state.not_a_copy_of)
                 outbox.put(msg.Embedded(out.entity_id, doc, precision), even_when_stopping=True)

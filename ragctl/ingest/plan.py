@@ -147,29 +147,32 @@ class EntityPlan:
         return Verdict.PARSE, ParseTask(self.entity_id, f.rel_path, str(f.abs_path), st.st_size, known, hash_only)
 
     # --------------------------------------------------------------- router (after hashing)
-    def resolve(self, rel_path: str, content_hash: str) -> tuple[Resolution, Record | None, str]:
-        """(resolution, the record concerned, detail) for a file whose hash is now known."""
+    def resolve(self, rel_path: str, content_hash: str) -> tuple[Resolution, Record | None, str, frozenset[str]]:
+        """(resolution, the record concerned, detail, doc_ids of records with this content whose
+        file now holds other content) for a file whose hash is now known."""
+        stale_twins: set[str] = set()
         with self._lock:
             own = self.by_path.get(rel_path)
             if own is not None and own["content_hash"] == content_hash and own["doc_id"] not in self.moved:
                 self.claimed.setdefault(content_hash, rel_path)
-                return Resolution.SAME_CONTENT, own, ""
+                return Resolution.SAME_CONTENT, own, "", frozenset()
             owner = self.claimed.get(content_hash)
             if owner is not None and owner != rel_path:
-                return Resolution.COPY, None, f"same content as {owner}"
+                return Resolution.COPY, None, f"same content as {owner}", frozenset()
             for record in self.by_hash.get(content_hash, []):
                 if record["path"] == rel_path or record["doc_id"] in self.moved:
                     continue
                 if self.explicit or on_disk(self.root, record["path"]):
                     if self._unchanged_on_disk(record):
                         self.claimed[content_hash] = record["path"]
-                        return Resolution.COPY, record, f"same content as {record['path']}"
+                        return Resolution.COPY, record, f"same content as {record['path']}", frozenset()
+                    stale_twins.add(record["doc_id"])
                     continue  # its file has new content now: this one is new content too
                 self.moved.add(record["doc_id"])
                 self.claimed[content_hash] = rel_path
-                return Resolution.MOVE, record, ""
+                return Resolution.MOVE, record, "", frozenset()
             self.claimed[content_hash] = rel_path
-            return Resolution.NEW_CONTENT, own, ""
+            return Resolution.NEW_CONTENT, own, "", frozenset(stale_twins)
 
     def _unchanged_on_disk(self, record: Record) -> bool:
         try:

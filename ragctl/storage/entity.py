@@ -52,6 +52,9 @@ class PreparedDoc:
     chunks: list[str]
     vectors: Any  # np.ndarray (len(chunks), dim) float32, L2-normalised
     parser: str = ""
+    # doc_ids of records with this content whose own file now holds something else (a file
+    # renamed and its old name re-created): this document is not a copy of those.
+    not_a_copy_of: frozenset[str] = frozenset()
 
     @property
     def name(self) -> str:
@@ -339,6 +342,8 @@ def _accept(adds: Sequence[PreparedDoc], view: dict[str, Record], result: Commit
     accepted: list[tuple[PreparedDoc, str, str]] = []
     for doc in adds:
         same_hash = by_hash.get(doc.content_hash)
+        if same_hash is not None and same_hash.get("doc_id") in doc.not_a_copy_of:
+            same_hash = None
         if same_hash is not None:
             if same_hash["path"] == doc.path:
                 result.status[doc.path] = "unchanged"

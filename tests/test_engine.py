@@ -1,0 +1,185 @@
+"""The ingest engine never hangs: every failure of a stage ends the run within seconds with a
+one-line reason, the documented exit code, what was committed, and a store `verify` passes.
+
+Failures are real: an exception raised in the committer's and the embedder's own threads, a
+parser process that dies by SIGSEGV or SIGKILL in the middle of a file, a parser that never
+returns, a full disk (tests/test_crash.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ragctl.cli.app import app
+from tests.conftest import make_tree
+
+FAULTS = Path(__file__).parent / "fault"
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def paragraphs(topic: str, n: int = 3) -> str:
+    return "\n\n".join(f"{topic} paragraph {i}: " + " ".join(f"{topic}{i}w{j}" for j in range(40)) for i in range(n))
+
+
+def verify_ok(store: Path) -> dict:
+    result = cli("verify", "--store", store, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def tree(tmp_path: Path, entities=("alpha", "beta"), per_entity: int = 3) -> Path:
+    root = tmp_path / "docs"
+    make_tree(root, {f"{e}/doc{i}.md": paragraphs(f"{e}{i}") for e in entities for i in range(per_entity)})
+    return root
+
+
+@pytest.mark.timeout(120)
+def test_an_exception_in_the_committer_stops_the_run_with_a_reason(tmp_path, monkeypatch, embedder):
+    from ragctl.storage.entity import EntityStore
+
+    root, store = tree(tmp_path), tmp_path / "store"
+
+    def broken_commit(self, *args, **kwargs):
+        raise RuntimeError("boom in commit")
+
+    monkeypatch.setattr(EntityStore, "commit", broken_commit)
+    started = time.monotonic()
+    result = cli("ingest", root, "--store", store, "--json", "--quiet", "--workers", "2")
+    assert time.monotonic() - started < 60
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["error"] == "commit stage failed: RuntimeError: boom in commit"
+    assert "commit stage failed: RuntimeError: boom in commit" in result.stderr
+    assert "Traceback" not in result.output
+    monkeypatch.undo()
+    verify_ok(store)
+    rerun = json.loads(cli("ingest", root, "--store", store, "--json", "--quiet").stdout)
+    assert sum(e["indexed"] for e in rerun["entities"].values()) == 6
+
+
+@pytest.mark.timeout(120)
+def test_an_exception_in_the_embedder_stops_the_run_and_keeps_what_was_committed(tmp_path, monkeypatch, embedder):
+    root, store = tree(tmp_path), tmp_path / "store"
+    assert cli("ingest", root, "--store", store, "--quiet").exit_code == 0
+    (root / "alpha" / "new.md").write_text(paragraphs("fresh"))
+    before = (store / "doc_id_name_mapping" / "alpha.json").read_bytes()
+
+    def out_of_memory(texts):
+        raise MemoryError("cannot allocate 3 GB")
+
+    monkeypatch.setattr(embedder, "encode", out_of_memory)
+    started = time.monotonic()
+    result = cli("ingest", root, "--store", store, "--json", "--quiet")
+    assert time.monotonic() - started < 60
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["error"] == "embed stage failed: MemoryError: cannot allocate 3 GB"
+    assert (store / "doc_id_name_mapping" / "alpha.json").read_bytes() == before
+    monkeypatch.undo()
+    verify_ok(store)
+
+
+@pytest.mark.timeout(120)
+def test_a_store_failure_in_one_entity_never_stops_the_others(tmp_path, monkeypatch, embedder):
+    from ragctl.errors import StorageError
+    from ragctl.storage.entity import EntityStore
+
+    root, store = tree(tmp_path), tmp_path / "store"
+    real_commit = EntityStore.commit
+
+    def flaky(self, *args, **kwargs):
+        if self.entity_id == "alpha":
+            raise StorageError(f"{store}/entities/alpha/index.faiss: cannot write: No space left on device")
+        return real_commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(EntityStore, "commit", flaky)
+    result = cli("ingest", root, "--store", store, "--json", "--quiet")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["error"] is None
+    assert report["entities"]["beta"]["indexed"] == 3
+    assert report["entities"]["alpha"]["failed"] == 3
+    assert all("No space left on device" in f["error"] and f["entity"] == "alpha" for f in report["failures"])
+    monkeypatch.undo()
+    verify_ok(store)
+
+
+def run_with_faults(root: Path, store: Path, *extra: str, timeout: float = 150) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FAULTS), os.environ.get("PYTHONPATH", "")]), "RAGCTL_FAULTS": "1"}
+    cmd = [sys.executable, "-m", "ragctl", "ingest", str(root), "--store", str(store), "--json", "--quiet", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.timeout(240)
+def test_a_parser_that_crashes_or_hangs_fails_only_its_file(tmp_path):
+    """SIGSEGV and SIGKILL in the middle of a file, and a parser that never returns: each fails
+    its own file with the reason; every other file is indexed, in parallel, in one run."""
+    root = tree(tmp_path, per_entity=6)
+    make_tree(root, {"alpha/crash.segv": "x", "alpha/oom.killme": "x", "beta/stuck.hang": "x", "beta/crash2.segv": "x"})
+    store = tmp_path / "store"
+    started = time.monotonic()
+    result = run_with_faults(root, store, "--workers", "2", "--parse-timeout", "5")
+    took = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    report = json.loads(result.stdout)
+    assert report["parse_workers"] == 2
+    errors = {f["path"]: f["error"] for f in report["failures"]}
+    assert errors == {
+        "crash.segv": "parser process crashed (SIGSEGV) while parsing this file",
+        "oom.killme": "parser process crashed (SIGKILL) while parsing this file",
+        "stuck.hang": "parse timed out after 5 s",
+        "crash2.segv": "parser process crashed (SIGSEGV) while parsing this file",
+    }
+    assert report["entities"]["alpha"]["indexed"] == 6 and report["entities"]["beta"]["indexed"] == 6
+    assert took < 120
+    verify_ok(store)
+    # the next run does not trip over the same files again: they fail the same way, alone
+    again = json.loads(run_with_faults(root, store, "--workers", "2", "--parse-timeout", "5").stdout)
+    assert sorted(f["path"] for f in again["failures"]) == sorted(errors)
+    assert again["entities"]["alpha"]["unchanged"] == 6
+
+
+@pytest.mark.timeout(120)
+def test_rename_and_recreate_indexes_both_files_in_one_run(tmp_path, embedder):
+    root, store = tmp_path / "docs", tmp_path / "store"
+    make_tree(root, {"e/a.md": paragraphs("original"), "e/other.md": paragraphs("other")})
+    first = json.loads(cli("ingest", root, "--store", store, "--json", "--quiet").stdout)
+    assert first["entities"]["e"]["indexed"] == 2
+    os.rename(root / "e" / "a.md", root / "e" / "b.md")
+    (root / "e" / "a.md").write_text(paragraphs("replacement"))
+    report = json.loads(cli("ingest", root, "--store", store, "--json", "--quiet").stdout)
+    ent = report["entities"]["e"]
+    assert (ent["updated"], ent["indexed"], ent["skipped"], ent["unchanged"]) == (1, 1, 0, 1), report
+    hits = {h["path"] for q in ("original paragraph", "replacement paragraph")
+            for h in json.loads(cli("query", "e", q, "--store", store, "--json", "-k", "10").stdout)["results"]}
+    assert {"a.md", "b.md"} <= hits
+    check = verify_ok(store)
+    assert check["entities"]["e"]["documents"] == 3
+
+
+@pytest.mark.timeout(120)
+def test_a_moved_file_keeps_its_doc_id_and_a_copy_is_skipped(tmp_path, embedder):
+    root, store = tmp_path / "docs", tmp_path / "store"
+    make_tree(root, {"e/a.md": paragraphs("moving")})
+    cli("ingest", root, "--store", store, "--quiet")
+    doc_id = next(iter(json.loads((store / "doc_id_name_mapping" / "e.json").read_text())))
+    (root / "e" / "sub").mkdir()
+    os.rename(root / "e" / "a.md", root / "e" / "sub" / "a.md")
+    (root / "e" / "copy.md").write_bytes((root / "e" / "sub" / "a.md").read_bytes())
+    report = json.loads(cli("ingest", root, "--store", store, "--json", "--quiet").stdout)
+    ent = report["entities"]["e"]
+    assert (ent["moved"], ent["skipped"], ent["indexed"]) == (1, 1, 0), report
+    records = json.loads((store / "doc_id_name_mapping" / "e.json").read_text())
+    assert list(records) == [doc_id] and records[doc_id]["path"] in ("sub/a.md", "copy.md")
