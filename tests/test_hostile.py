@@ -96,14 +96,15 @@ def test_a_file_that_grows_while_it_is_read_is_indexed_as_read(tmp_path):
     from ragctl.ingest.parse import read_snapshot
 
     log = tmp_path / "live.log"
-    log.write_text("start\n" * 1000)
+    log.write_text("start\n" * 2_000_000)  # 12 MB: the read takes long enough to see it grow
     stop = threading.Event()
 
     def writer() -> None:
         with open(log, "a") as fh:
-            while not stop.is_set():
+            while not stop.is_set():  # a busy log: ~30 MB/s at most
                 fh.write("more log line\n" * 2000)
                 fh.flush()
+                time.sleep(0.001)
 
     t = threading.Thread(target=writer)
     t.start()

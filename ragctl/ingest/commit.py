@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ragctl.errors import StorageError
@@ -21,7 +21,7 @@ from ragctl.ingest import messages as msg
 from ragctl.ingest.channel import END, Channel
 from ragctl.ingest.options import RunContext
 from ragctl.ingest.report import Reporter, describe_exception
-from ragctl.storage.entity import EntityStore, PreparedDoc
+from ragctl.storage.entity import EntityStore
 
 # Failures of one entity's store: its files fail, other entities go on.
 ENTITY_FAILURES = (StorageError, OSError, sqlite3.Error)
@@ -31,45 +31,47 @@ def commit_documents(
     store: EntityStore,
     ctx: RunContext,
     reporter: Reporter,
-    adds: Sequence[PreparedDoc] = (),
+    adds: Sequence[msg.Embedded] = (),
     changes: Sequence[msg.Change] = (),
     removes: Sequence[str] = (),
-    precision: str = "",
 ) -> None:
     """One locked commit of an entity's batch, every file's status reported."""
     eid = store.entity_id
+    docs = [a.doc for a in adds]
+    precision = next((a.precision for a in adds if a.precision), "")
     try:
-        result = store.commit(ctx.identity, adds, [(c.doc_id, c.fields) for c in changes], removes, precision)
+        result = store.commit(ctx.identity, docs, [(c.doc_id, c.fields) for c in changes], removes, precision)
     except ENTITY_FAILURES as exc:
         reason = f"not committed: {describe_exception(exc)}"
-        for doc in adds:
-            reporter.file_done(eid, doc.path, Status.FAILED, 0, reason, doc.size)
+        for add in adds:
+            reporter.file_done(eid, add.doc.path, Status.FAILED, 0, reason, add.doc.size, add.tag)
         for change in changes:
-            reporter.file_done(eid, change.path, Status.FAILED, 0, reason, change.size)
+            reporter.file_done(eid, change.path, Status.FAILED, 0, reason, change.size, change.tag)
         return
-    for doc in adds:
+    for add in adds:
+        doc = add.doc
         status = result.status.get(doc.path, "failed")
         if status == "duplicate":
-            reporter.file_done(eid, doc.path, Status.SKIPPED, 0, result.note.get(doc.path, "duplicate content"), doc.size)
+            note = result.note.get(doc.path, "duplicate content")
+            reporter.file_done(eid, doc.path, Status.SKIPPED, 0, note, doc.size, add.tag)
         elif status in ("indexed", "updated"):
-            reporter.file_done(eid, doc.path, Status(status), len(doc.chunks), "", doc.size)
+            reporter.file_done(eid, doc.path, Status(status), len(doc.chunks), "", doc.size, add.tag)
         else:
-            reporter.file_done(eid, doc.path, Status.UNCHANGED, 0, "", doc.size)
+            reporter.file_done(eid, doc.path, Status.UNCHANGED, 0, "", doc.size, add.tag)
     for change in changes:
-        reporter.file_done(eid, change.path, change.status, 0, "", change.size)
+        reporter.file_done(eid, change.path, change.status, 0, "", change.size, change.tag)
 
 
 class CommitStage:
-    def __init__(self, ctx: RunContext, stores: dict[str, EntityStore], reporter: Reporter) -> None:
+    def __init__(self, ctx: RunContext, store_for: Callable[[str], EntityStore], reporter: Reporter) -> None:
         self.ctx = ctx
-        self.stores = stores
+        self.store_for = store_for
         self.reporter = reporter
-        self.adds: dict[str, list[PreparedDoc]] = defaultdict(list)
+        self.adds: dict[str, list[msg.Embedded]] = defaultdict(list)  # per entity, across work units
         self.changes: dict[str, list[msg.Change]] = defaultdict(list)
-        self.precision: dict[str, str] = {}
         self.oldest: dict[str, float] = {}
-        self.settled: dict[str, int] = defaultdict(int)
-        self.ends: dict[str, msg.EntityEnd] = {}
+        self.settled: dict[tuple[str, str], int] = defaultdict(int)  # per work unit
+        self.ends: dict[tuple[str, str], msg.EntityEnd] = {}
 
     def run(self, inbox: Channel[Any], stop: Any, interrupted: Any) -> None:
         import faiss
@@ -87,28 +89,27 @@ class CommitStage:
                 size = len(self.adds[eid]) + len(self.changes[eid])
                 if size >= opts.commit_docs or now - self.oldest[eid] >= opts.commit_seconds:
                     self._flush(eid)
-            for eid in [e for e, end in self.ends.items() if self.settled[e] >= end.tasks]:
-                self._finish(eid)
+            for key in [k for k, end in self.ends.items() if self.settled[k] >= end.tasks]:
+                self._finish(key)
         # What is embedded gets committed, also when the run stops early (Ctrl-C, another
         # stage failed): those documents are complete, and re-runs skip what is committed.
         for eid in list(self.oldest):
             self._flush(eid)
         if not stop.is_set() and not interrupted.is_set():
-            for eid in list(self.ends):
-                self._finish(eid)
+            for key in list(self.ends):
+                self._finish(key)
 
     def _take(self, item: Any) -> None:
         if isinstance(item, msg.EntityEnd):
-            self.ends[item.entity_id] = item
+            self.ends[item.key] = item
             return
         eid = item.entity_id
-        self.settled[eid] += 1
+        self.settled[(eid, item.tag)] += 1
         if isinstance(item, msg.Outcome):
-            self.reporter.file_done(eid, item.path, item.status, 0, item.detail, item.size)
+            self.reporter.file_done(eid, item.path, item.status, 0, item.detail, item.size, item.tag)
             return
         if isinstance(item, msg.Embedded):
-            self.adds[eid].append(item.doc)
-            self.precision[eid] = item.precision
+            self.adds[eid].append(item)
         else:
             self.changes[eid].append(item)
         self.oldest.setdefault(eid, time.monotonic())
@@ -117,12 +118,13 @@ class CommitStage:
         adds, changes = self.adds.pop(eid, []), self.changes.pop(eid, [])
         self.oldest.pop(eid, None)
         if adds or changes:
-            commit_documents(self.stores[eid], self.ctx, self.reporter, adds, changes, (), self.precision.get(eid, ""))
+            commit_documents(self.store_for(eid), self.ctx, self.reporter, adds, changes)
 
-    def _finish(self, eid: str) -> None:
-        end = self.ends.pop(eid)
-        self._flush(eid)
-        finish_entity(self.stores[eid], end.plan.gone(), self.ctx, self.reporter)
+    def _finish(self, key: tuple[str, str]) -> None:
+        end = self.ends.pop(key)
+        self.settled.pop(key, None)
+        self._flush(end.entity_id)
+        finish_entity(self.store_for(end.entity_id), end.plan.gone(), self.ctx, self.reporter)
 
 
 def finish_entity(store: EntityStore, gone: list[dict[str, Any]], ctx: RunContext, reporter: Reporter) -> None:

@@ -47,24 +47,24 @@ class _DocState:
 def route(outcome: ParseOutcome, plan: EntityPlan, dry_run: bool) -> msg.Settled | frozenset[str]:
     """What a parse outcome means for the entity, or (new content to embed) the doc_ids it
     must not be taken for a copy of (see `PreparedDoc.not_a_copy_of`)."""
-    eid, path = outcome.entity_id, outcome.rel_path
+    eid, path, size, tag = outcome.entity_id, outcome.rel_path, outcome.size, outcome.tag
     if outcome.status not in (OK, HASHED):
         status = Status.FAILED if outcome.status == FAILED else Status.SKIPPED
-        return msg.Outcome(eid, path, status, outcome.error, outcome.size)
+        return msg.Outcome(eid, path, status, outcome.error, size, tag)
     resolution, record, detail, stale_twins = plan.resolve(path, outcome.content_hash)
     if resolution is Resolution.COPY:
-        return msg.Outcome(eid, path, Status.SKIPPED, detail, outcome.size)
+        return msg.Outcome(eid, path, Status.SKIPPED, detail, size, tag)
     if resolution in (Resolution.SAME_CONTENT, Resolution.MOVE):
         assert record is not None
         status = Status.MOVED if resolution is Resolution.MOVE else Status.UNCHANGED
         if dry_run:
-            return msg.Outcome(eid, path, status, "", outcome.size)
-        fields = record_change(record, resolution, path, outcome.size, outcome.mtime_ns)
-        return msg.Change(eid, record["doc_id"], fields, path, status, outcome.size)
+            return msg.Outcome(eid, path, status, "", size, tag)
+        fields = record_change(record, resolution, path, size, outcome.mtime_ns)
+        return msg.Change(eid, record["doc_id"], fields, path, status, size, tag)
     if dry_run:
-        return msg.Outcome(eid, path, Status.UPDATED if record else Status.INDEXED, "", outcome.size)
+        return msg.Outcome(eid, path, Status.UPDATED if record else Status.INDEXED, "", size, tag)
     if outcome.status == HASHED:  # its recorded content moved elsewhere during this run
-        return msg.Outcome(eid, path, Status.FAILED, "content changed during the run; run again", outcome.size)
+        return msg.Outcome(eid, path, Status.FAILED, "content changed during the run; run again", size, tag)
     return stale_twins
 
 
@@ -92,7 +92,7 @@ _malloc_trim: Any = None
 
 
 class EmbedStage:
-    def __init__(self, ctx: RunContext, plans: dict[str, EntityPlan], reporter: Reporter,
+    def __init__(self, ctx: RunContext, plans: dict[tuple[str, str], EntityPlan], reporter: Reporter,
                  load_embedder: Callable[[], Any]) -> None:
         self.ctx = ctx
         self.plans = plans
@@ -113,7 +113,7 @@ class EmbedStage:
                 if item is END:
                     finished = True
                     break
-                settled = route(item, self.plans[item.entity_id], self.ctx.dry_run)
+                settled = route(item, self.plans[item.key], self.ctx.dry_run)
                 if not isinstance(settled, frozenset):
                     outbox.put(settled, even_when_stopping=True)
                     continue
@@ -144,4 +144,4 @@ class EmbedStage:
                 out = state.outcome
                 doc = PreparedDoc(out.rel_path, out.content_hash, out.size, out.mtime_ns, out.chunks, state.vectors,
                                   out.parser, state.not_a_copy_of)
-                outbox.put(msg.Embedded(out.entity_id, doc, precision), even_when_stopping=True)
+                outbox.put(msg.Embedded(out.entity_id, doc, precision, out.tag), even_when_stopping=True)

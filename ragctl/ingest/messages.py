@@ -1,5 +1,6 @@
 """What travels to the committer. Each parse task settles as exactly one of `Embedded`,
-`Change` or `Outcome`; `EntityEnd` says how many to expect for an entity."""
+`Change` or `Outcome`; `EntityEnd` says how many to expect for a work unit (an entity's tree,
+or one upload job). `tag` is the work unit's label, carried into every report."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from ragctl.storage.entity import PreparedDoc
 class Embedded:
     entity_id: str
     doc: PreparedDoc
-    precision: str
+    precision: str = ""
+    tag: str = ""
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Change:
     path: str
     status: Status  # moved | unchanged
     size: int = 0
+    tag: str = ""
 
 
 @dataclass(frozen=True)
@@ -39,15 +42,20 @@ class Outcome:
     status: Status
     detail: str = ""
     size: int = 0
+    tag: str = ""
 
 
 @dataclass(frozen=True)
 class EntityEnd:
-    """The planner is done with an entity: `tasks` parse tasks were sent for it."""
+    """The planner is done with a work unit: `tasks` parse tasks were sent for it."""
 
     entity_id: str
     tasks: int
     plan: EntityPlan
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.entity_id, self.plan.tag)
 
 
 Settled = Embedded | Change | Outcome

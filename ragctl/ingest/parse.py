@@ -40,10 +40,15 @@ class ParseOutcome:
     size: int = 0
     mtime_ns: int = 0
     error: str = ""
+    tag: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.entity_id, self.tag)
 
     @classmethod
     def failed(cls, task: ParseTask, error: str) -> ParseOutcome:
-        return cls(task.entity_id, task.rel_path, FAILED, size=task.size, error=error)
+        return cls(task.entity_id, task.rel_path, FAILED, size=task.size, error=error, tag=task.tag)
 
 
 class _Skip(Exception):
@@ -108,7 +113,7 @@ def parse_file(task: ParseTask, chunker: Any, limits: Limits) -> ParseOutcome:
     input; `chunker` is a `ragctl.chunking.Chunker` (None only for `hash_only` tasks)."""
     from ragctl.parsing import parse_bytes
 
-    out = ParseOutcome(task.entity_id, task.rel_path, FAILED, size=task.size)
+    out = ParseOutcome(task.entity_id, task.rel_path, FAILED, size=task.size, tag=task.tag)
     suffix = Path(task.abs_path).suffix.lower()
     try:
         if is_text_format(suffix) and task.size > limits.max_text_bytes:

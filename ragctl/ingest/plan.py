@@ -39,6 +39,20 @@ class ParseTask:
     size: int
     known_hash: str = ""  # the hash recorded for this path: equal content needs no parsing
     hash_only: bool = False  # dry run: hash, do not parse
+    tag: str = ""  # the work unit's label (serve: the job id), carried to every report
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """What the planner is given: an entity's tree or file list, labelled with `tag`. A CLI
+    run has one unit per entity; the upload service one per job."""
+
+    source: EntitySource
+    tag: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.source.entity_id, self.tag)
 
 
 class Verdict(str, Enum):
@@ -98,10 +112,12 @@ def on_disk(root: Path, rel_path: str) -> bool:
 class EntityPlan:
     """One entity's records and what this run has seen and claimed (thread-safe)."""
 
-    def __init__(self, source: EntitySource, records: dict[str, Record], rehash: bool, limits: Limits) -> None:
+    def __init__(self, source: EntitySource, records: dict[str, Record], rehash: bool, limits: Limits,
+                 tag: str = "") -> None:
         from ragctl.parsing import is_supported
 
         self.entity_id = source.entity_id
+        self.tag = tag
         self.root = source.root
         self.explicit = source.files is not None
         self.rehash = rehash
@@ -144,7 +160,7 @@ class EntityPlan:
                 st.st_size,
             )
         known = record["content_hash"] if record is not None else ""
-        return Verdict.PARSE, ParseTask(self.entity_id, f.rel_path, str(f.abs_path), st.st_size, known, hash_only)
+        return Verdict.PARSE, ParseTask(self.entity_id, f.rel_path, str(f.abs_path), st.st_size, known, hash_only, self.tag)
 
     # --------------------------------------------------------------- router (after hashing)
     def resolve(self, rel_path: str, content_hash: str) -> tuple[Resolution, Record | None, str, frozenset[str]]:
@@ -200,4 +216,4 @@ def record_change(record: Record, resolution: Resolution, rel_path: str, size: i
     return fields
 
 
-__all__ = ["ParseTask", "Verdict", "Resolution", "EntityPlan", "count_tree", "source_files", "MB"]
+__all__ = ["ParseTask", "WorkUnit", "Verdict", "Resolution", "EntityPlan", "count_tree", "source_files", "MB"]

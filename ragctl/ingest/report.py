@@ -70,9 +70,10 @@ class IngestReport:
 class Reporter:
     """The report's only writer; each call also emits the matching event."""
 
-    def __init__(self, sink: ev.EventSink, dry_run: bool = False) -> None:
+    def __init__(self, sink: ev.EventSink, dry_run: bool = False, keep_file_lists: bool = True) -> None:
         self.report = IngestReport(dry_run=dry_run)
         self._sink = sink
+        self._keep_lists = keep_file_lists  # False for a long-running service: events only
         self._lock = threading.Lock()
 
     def _entity(self, entity_id: str) -> EntityReport:
@@ -105,7 +106,9 @@ class Reporter:
             rep = self._entity(entity_id)
             setattr(rep, status.value, getattr(rep, status.value) + 1)
             rep.chunks += chunks
-            if status is Status.FAILED:
+            if not self._keep_lists:
+                pass
+            elif status is Status.FAILED:
                 self.report.failures.append({"entity": entity_id, "path": path, "error": detail})
             elif status is Status.SKIPPED:
                 self.report.skipped_files.append({"entity": entity_id, "path": path, "reason": detail})

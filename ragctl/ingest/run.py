@@ -1,6 +1,7 @@
 """One ingest run: wiring only. The stages and who owns what:
 
-    planner thread   walks each entity lazily, settles unchanged/unsupported/oversized files,
+    planner thread   takes work units (an entity's tree; an upload job) one by one, walks each
+                     lazily, settles unchanged/unsupported/oversized files,
                      sends the rest as ParseTasks                        -> tasks channel
     parse thread     supervises the worker processes (pool.py)           -> parsed channel
     embed thread     routes outcomes, embeds new content with the model  -> settled channel
@@ -18,19 +19,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ragctl import events as ev
 from ragctl.discovery import EntitySource
-from ragctl.errors import UsageError
+from ragctl.errors import ConfigError, UsageError
 from ragctl.events import Status
 from ragctl.ingest import messages as msg
 from ragctl.ingest.channel import Channel
 from ragctl.ingest.commit import CommitStage
 from ragctl.ingest.embed import EmbedStage
 from ragctl.ingest.options import IngestOptions, RunContext
-from ragctl.ingest.plan import EntityPlan, ParseTask, Verdict, source_files
+from ragctl.ingest.plan import EntityPlan, ParseTask, Verdict, WorkUnit, source_files
 from ragctl.ingest.pool import ParsePool
 from ragctl.ingest.report import IngestReport, Reporter
 from ragctl.storage.entity import EntityStore
@@ -40,25 +41,41 @@ SHUTDOWN_GRACE_S = 60.0  # after a stop, how long the main thread waits for the 
 
 
 class IngestRun:
-    def __init__(self, sources: list[EntitySource], options: IngestOptions, on_event: ev.EventSink = ev.ignore,
-                 embedder: Any = None) -> None:
+    """One run over `units`: a list (a CLI ingest: totals are counted beside the work and every
+    model mismatch is refused before any work) or any iterable, consumed as it yields (the
+    upload service: the run lasts as long as the iterable)."""
+
+    def __init__(self, units: Iterable[WorkUnit], options: IngestOptions, on_event: ev.EventSink = ev.ignore,
+                 embedder: Any = None, keep_file_lists: bool = True) -> None:
         from ragctl.embedding import cpu_count, resolve_model
         from ragctl.storage import open_store
 
-        self.sources = sources
+        self.units = units
         self.embedder = embedder
-        self.reporter = Reporter(on_event, dry_run=options.dry_run)
+        self.reporter = Reporter(on_event, dry_run=options.dry_run, keep_file_lists=keep_file_lists)
         spec = embedder.spec if embedder is not None else resolve_model(options.model)
         storage = open_store(options.store, create=not options.dry_run, sharding=options.sharding)
         workers = min(options.workers or cpu_count(), cpu_count())
         self.ctx = RunContext(options, spec, spec.identity(), storage, workers)
-        self.stores = {s.entity_id: EntityStore(storage, s.entity_id) for s in sources}
-        for store in self.stores.values():
-            store.check_model(self.ctx.identity)  # a model mismatch is refused before any work
-        self.plans: dict[str, EntityPlan] = {}
+        self._stores: dict[str, EntityStore] = {}
+        self._stores_lock = threading.Lock()
+        if isinstance(units, list):
+            for unit in units:
+                self.store_for(unit.source.entity_id)  # a model mismatch is refused before any work
+        self.plans: dict[tuple[str, str], EntityPlan] = {}
         self.stop = threading.Event()
         self.interrupted = threading.Event()
         self._errors: list[BaseException] = []
+
+    def store_for(self, entity_id: str) -> EntityStore:
+        """The entity's store, opened once per run (ConfigError if it has another model)."""
+        with self._stores_lock:
+            store = self._stores.get(entity_id)
+            if store is None:
+                store = EntityStore(self.ctx.storage, entity_id)
+                store.check_model(self.ctx.identity)
+                self._stores[entity_id] = store
+            return store
 
     # ------------------------------------------------------------------ stages
     def _stage(self, name: str, body: Callable[[], None], inbox: Channel[Any] | None,
@@ -81,34 +98,48 @@ class IngestRun:
         return thread
 
     def _plan(self, tasks: Channel[ParseTask], settled: Channel[Any]) -> None:
-        opts = self.ctx.options
-        for source in self.sources:
+        for unit in self.units:
             if self.stop.is_set():
                 return
-            eid = source.entity_id
-            plan = EntityPlan(source, self.stores[eid].records(), opts.rehash, opts.limits)
-            self.plans[eid] = plan
-            self.reporter.entity_started(eid)
-            files = sent = 0
-            try:
-                for f in source_files(source):
-                    if self.stop.is_set():
-                        return
-                    files += 1
-                    verdict, payload = plan.classify(f, hash_only=opts.dry_run)
-                    if verdict is Verdict.PARSE:
-                        if not tasks.put(payload):
-                            return
-                        sent += 1
-                    else:
-                        detail, size = payload
-                        self.reporter.file_done(eid, f.rel_path, _VERDICT_STATUS[verdict], 0, detail, size)
-            finally:
-                self.reporter.entity_files(eid, files)
-            settled.put(msg.EntityEnd(eid, sent, plan), even_when_stopping=True)
+            if not self._plan_unit(unit, tasks, settled):
+                return
+
+    def _plan_unit(self, unit: WorkUnit, tasks: Channel[ParseTask], settled: Channel[Any]) -> bool:
+        opts, source, tag = self.ctx.options, unit.source, unit.tag
+        eid = source.entity_id
+        self.reporter.entity_started(eid)
+        try:
+            store = self.store_for(eid)
+        except ConfigError as exc:  # a unit that arrived during the run (serve): it alone fails
+            for f in source_files(source):
+                self.reporter.file_done(eid, f.rel_path, Status.FAILED, 0, str(exc), 0, tag)
+            self.reporter.entity_done(eid)
+            return True
+        plan = EntityPlan(source, store.records(), opts.rehash, opts.limits, tag)
+        self.plans[unit.key] = plan
+        files = sent = 0
+        try:
+            for f in source_files(source):
+                if self.stop.is_set():
+                    return False
+                files += 1
+                verdict, payload = plan.classify(f, hash_only=opts.dry_run)
+                if verdict is Verdict.PARSE:
+                    if not tasks.put(payload):
+                        return False
+                    sent += 1
+                else:
+                    detail, size = payload
+                    self.reporter.file_done(eid, f.rel_path, _VERDICT_STATUS[verdict], 0, detail, size, tag)
+        finally:
+            self.reporter.entity_files(eid, files)
+        settled.put(msg.EntityEnd(eid, sent, plan), even_when_stopping=True)
+        return True
 
     def _count(self) -> None:
-        for source in self.sources:
+        if not isinstance(self.units, list):
+            return
+        for source in (u.source for u in self.units):
             files = size = 0
             for f in source_files(source):
                 if self.stop.is_set():
@@ -142,7 +173,7 @@ class IngestRun:
         settled: Channel[Any] = Channel("settled", 256, self.stop)
         pool = ParsePool(self.ctx.parse_workers, str(self.ctx.spec.path), self.ctx.spec.max_tokens, opts.limits)
         embed = EmbedStage(self.ctx, self.plans, self.reporter, self._load_embedder)
-        commit = CommitStage(self.ctx, self.stores, self.reporter)
+        commit = CommitStage(self.ctx, self.store_for, self.reporter)
         threading.Thread(target=self._count, name="ragctl-counter", daemon=True).start()
         threads = [
             self._stage("plan", lambda: self._plan(tasks, settled), None, tasks),
@@ -184,4 +215,4 @@ class IngestRun:
 def ingest(sources: list[EntitySource], options: IngestOptions, on_event: ev.EventSink = ev.ignore,
            embedder: Any = None) -> IngestReport:
     """Run one ingest; progress goes to `on_event`, the result is the returned report."""
-    return IngestRun(sources, options, on_event, embedder).execute()
+    return IngestRun([WorkUnit(s) for s in sources], options, on_event, embedder).execute()
