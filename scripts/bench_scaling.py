@@ -115,7 +115,7 @@ def ragctl_run(corpus: Path, precision: str, workers: int, batch_size: int = 32)
     """In this process: load the model (timed apart), then the parallel pipeline (timed)."""
     from ragctl.discovery import discover_entities
     from ragctl.embedding import Embedder, resolve_model
-    from ragctl.pipeline import IngestOptions, Ingestor
+    from ragctl.ingest import IngestOptions, ingest
 
     t0 = time.perf_counter()
     embedder = Embedder(resolve_model(), precision, batch_size=batch_size)
@@ -123,7 +123,7 @@ def ragctl_run(corpus: Path, precision: str, workers: int, batch_size: int = 32)
     with tempfile.TemporaryDirectory(prefix="ragctl-baseline-cmp-") as tmp:
         options = IngestOptions(store=Path(tmp) / "store", workers=workers, precision=embedder.precision)
         started = time.perf_counter()
-        report = Ingestor(discover_entities(corpus), options, embedder=embedder).run()
+        report = ingest(discover_entities(corpus), options, embedder=embedder)
         seconds = time.perf_counter() - started
     docs = sum(r.indexed + r.updated for r in report.entities.values())
     return {"docs": docs, "chunks": report.total_chunks, "seconds": round(seconds, 3), "load_s": round(load_s, 3),

@@ -19,7 +19,7 @@ lives here and not in a README inside the tree.
 
 Text formats are plain files in the tree; this script writes only the binary ones, with
 fixed timestamps so that re-running it reproduces byte-identical files (content hashes stay
-stable). The writers live in ``ragctl.parsing.samples``; the PDFs come from its tiny
+stable). The writers live in ``ragctl.bench.samples``; the PDFs come from its tiny
 generator (standard Helvetica font, WinAnsiEncoding; no reportlab). Run from anywhere::
 
     python scripts/make_sample_docs.py [--out sample_docs] [--check]
@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ragctl.parsing.samples import make_docx, make_pdf, make_pptx  # noqa: E402
+from ragctl.bench.samples import make_docx, make_pdf, make_pptx  # noqa: E402
 
 # --------------------------------------------------------------------------- documents
 

@@ -3,18 +3,13 @@
 Under pytest (small sizes; one model load for the whole session, conftest's `embedder`):
 the parallel pipeline and the sequential design build identical stores (paths, chunk counts,
 chunk texts per entity) and a query for a known sentence finds the same document in both;
-`ragctl bench --json` works.
-
-As a script, the original design's comparison table::
-
-    python tests/test_parallel_upload.py --entities 10 --docs 5 --workers 16 [--json] [--repeat 2]
+`ragctl bench --json` works. (The comparison table itself: `ragctl bench`, see
+docs/benchmarks.md.)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +50,16 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _ingest(corpus: Path, store: Path, embedder: Any, sequential: bool, workers: int = 2) -> Any:
+    from ragctl.bench.sequential import ingest_sequential
     from ragctl.discovery import discover_entities
-    from ragctl.pipeline import IngestOptions, Ingestor
+    from ragctl.ingest import IngestOptions, ingest
 
-    options = IngestOptions(store=store, workers=workers, sequential=sequential, precision=embedder.precision)
-    report = Ingestor(discover_entities(corpus), options, embedder=embedder).run()
+    sources = discover_entities(corpus)
+    if sequential:
+        report = ingest_sequential(sources, store, embedder)
+    else:
+        options = IngestOptions(store=store, workers=workers, precision=embedder.precision)
+        report = ingest(sources, options, embedder=embedder)
     assert not report.failures, report.failures
     return report
 
@@ -169,7 +169,7 @@ def test_run_bench_checks_and_measures(corpus: Path, embedder: Any, tmp_path: Pa
 
 
 def test_run_bench_fails_loudly_when_stores_differ(corpus: Path, embedder: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ragctl.bench as bench
+    import ragctl.bench.run as bench
 
     real = bench.store_snapshot
 
@@ -231,40 +231,3 @@ def test_cli_bench_usage_errors(tmp_path: Path) -> None:
     assert result.exit_code == 2
     result = CliRunner().invoke(app, ["bench", "--entities", "0"])
     assert result.exit_code == 2
-
-
-# ----------------------------------------------------------------------------- as a script
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Sequential (original design) vs parallel ingest, and vs the bare model.")
-    ap.add_argument("--entities", type=int, default=10)
-    ap.add_argument("--docs", type=int, default=5)
-    ap.add_argument("--workers", type=int, default=0, help="0 = number of cores")
-    ap.add_argument("--corpus", type=Path, default=None)
-    ap.add_argument("--precision", default="auto")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--keep", type=Path, default=None)
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
-
-    from ragctl import events as ev
-
-    def progress(event: ev.Event) -> None:
-        if isinstance(event, ev.Phase):
-            print(event.message, file=sys.stderr, flush=True)
-
-    config = BenchConfig(
-        entities=args.entities, docs=args.docs, workers=args.workers, corpus=args.corpus,
-        precision=args.precision, seed=args.seed, repeat=args.repeat, keep=args.keep,
-    )
-    try:
-        result = run_bench(config, progress)
-    except BenchMismatch as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(result.to_json(), indent=2) if args.json else format_table(result))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

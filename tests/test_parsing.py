@@ -26,7 +26,7 @@ from ragctl.parsing import (
 )
 from ragctl.parsing import fallback
 from ragctl.parsing.native import READERS, Reader
-from ragctl.parsing.samples import make_docx, make_msg, make_pdf, make_pptx
+from ragctl.bench.samples import make_docx, make_msg, make_pdf, make_pptx
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DOCS = REPO / "sample_docs"

@@ -1,4 +1,7 @@
-"""`ragctl bench`: sequential (the original design) vs the parallel pipeline vs the bare model."""
+"""`ragctl bench`: one document at a time (the original design) vs the engine vs the bare model.
+
+The benchmark code lives in `ragctl.bench`, imported only when the command runs. --json on
+stdout; the result table, phases and warnings on stderr."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from ragctl.cli.common import EXIT_PROBLEMS, JsonOption, fail, handle_errors, print_json, stderr
+from ragctl.cli.common import EXIT_PROBLEMS, JsonOption, fail, handle_errors, plain, print_json, stderr
 
 
 def register(app: typer.Typer) -> None:
@@ -43,7 +46,7 @@ def bench_command(
 
     def progress(event: ev.Event) -> None:
         if not quiet and isinstance(event, ev.Phase):
-            stderr.print(f"[dim]{event.message}[/]", markup=True)
+            stderr.print(plain(event.message, "dim"), soft_wrap=True)
 
     config = BenchConfig(
         entities=entities, docs=docs, workers=workers, corpus=corpus, precision=precision, model=model,
@@ -57,7 +60,7 @@ def bench_command(
     if json_out:
         print_json(result.to_json())
     else:
-        typer.echo(format_table(result))
+        stderr.print(plain(format_table(result)), soft_wrap=True)  # a table: stderr, like every table
     if not quiet:
         for warning in result.warnings:
-            stderr.print(f"warning: {warning}", markup=False)
+            stderr.print(plain(f"warning: {warning}"), soft_wrap=True)

@@ -1,4 +1,5 @@
-"""Small, dependency-light document writers for tests, benchmarks and ``sample_docs``.
+"""Small, dependency-light document writers for tests, benchmarks and ``sample_docs`` (not
+used at run time: this lives in ``ragctl.bench`` so the runtime package does not carry it).
 
 * ``make_pdf`` – a valid PDF 1.4 with a real text layer (standard Helvetica, WinAnsiEncoding,
   no font embedding, no reportlab).

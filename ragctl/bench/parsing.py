@@ -1,6 +1,7 @@
-"""Parse-throughput benchmark of the readers: ``python -m ragctl.parsing.bench [--scale 1.0]``.
+"""Parse-throughput benchmark of the readers: ``python -m ragctl.bench.parsing [--scale 1.0]``.
 
-Generates one synthetic document per format in memory (fixed seed), parses it with
+Generates one synthetic document per format in memory (fixed seed; the text is the corpus
+generator's prose, `ragctl.bench.corpus.Prose`), parses it with
 ``parse_bytes`` a few times and prints input KB/s, extracted-text KB/s and blocks/s. For scale:
 embedding runs at roughly 70 chunks/s of ~250 tokens, i.e. ~70 KB/s of text, so every native
 reader should be far above that. "first s" includes one-off costs (imports; for the
@@ -15,23 +16,22 @@ import random
 import time
 from typing import Callable
 
+from ragctl.bench.corpus import Prose
 from ragctl.parsing import parse_bytes
 
-_WORDS = (
-    "drone battery policy refund customer cluster outage etcd report cover sheet procedure "
-    "warehouse freight tracking invoice pricing meeting notes onboarding engineer platform "
-    "kubernetes service ledger interest mainframe migration rounding review quality desk "
-    "the a of to and in for with on by at from is are was be this that it as or"
-).split()
-
-
 def _sentence(rng: random.Random, n: int = 14) -> str:
-    words = [rng.choice(_WORDS) for _ in range(n)]
-    return " ".join(words).capitalize() + "."
+    """About `n` words of the corpus prose (a short label for small n)."""
+    words = Prose(rng).sentence().split()
+    return " ".join(words[:n]) if n < len(words) else " ".join(words)
 
 
 def _para(rng: random.Random, sentences: int = 5) -> str:
-    return " ".join(_sentence(rng) for _ in range(sentences))
+    prose = Prose(rng)
+    return " ".join(prose.sentence() for _ in range(sentences))
+
+
+def _word(rng: random.Random) -> str:
+    return rng.choice(Prose(rng).sentence().rstrip(".").split())
 
 
 def gen_txt(rng: random.Random, scale: float) -> bytes:
@@ -71,7 +71,7 @@ def gen_html(rng: random.Random, scale: float) -> bytes:
 
 
 def gen_pdf(rng: random.Random, scale: float) -> bytes:
-    from ragctl.parsing.samples import make_pdf
+    from ragctl.bench.samples import make_pdf
 
     pages = []
     for i in range(int(120 * scale)):
@@ -80,7 +80,7 @@ def gen_pdf(rng: random.Random, scale: float) -> bytes:
 
 
 def gen_docx(rng: random.Random, scale: float) -> bytes:
-    from ragctl.parsing.samples import make_docx
+    from ragctl.bench.samples import make_docx
 
     items: list[tuple] = []
     for i in range(int(300 * scale)):
@@ -93,7 +93,7 @@ def gen_docx(rng: random.Random, scale: float) -> bytes:
 
 
 def gen_pptx(rng: random.Random, scale: float) -> bytes:
-    from ragctl.parsing.samples import make_pptx
+    from ragctl.bench.samples import make_pptx
 
     slides = [
         {"title": f"Slide {i}", "bullets": [_sentence(rng) for _ in range(5)], "notes": _para(rng, 2)}
@@ -104,7 +104,7 @@ def gen_pptx(rng: random.Random, scale: float) -> bytes:
 
 def gen_csv(rng: random.Random, scale: float) -> bytes:
     rows = ["id,name,description,price"]
-    rows += [f'{i},{rng.choice(_WORDS)},"{_sentence(rng, 10)}",{i * 3}' for i in range(int(20000 * scale))]
+    rows += [f'{i},{_word(rng)},"{_sentence(rng, 10)}",{i * 3}' for i in range(int(20000 * scale))]
     return "\n".join(rows).encode()
 
 
@@ -114,7 +114,7 @@ def gen_tsv(rng: random.Random, scale: float) -> bytes:
 
 def gen_json(rng: random.Random, scale: float) -> bytes:
     records = [
-        {"id": i, "name": _sentence(rng, 3), "meta": {"tags": [rng.choice(_WORDS) for _ in range(3)],
+        {"id": i, "name": _sentence(rng, 3), "meta": {"tags": [_word(rng) for _ in range(3)],
                                                      "text": _para(rng, 2)}}
         for i in range(int(6000 * scale))
     ]
@@ -123,7 +123,7 @@ def gen_json(rng: random.Random, scale: float) -> bytes:
 
 def gen_jsonl(rng: random.Random, scale: float) -> bytes:
     return "\n".join(
-        json.dumps({"id": i, "text": _para(rng, 2), "tags": [rng.choice(_WORDS)]})
+        json.dumps({"id": i, "text": _para(rng, 2), "tags": [_word(rng)]})
         for i in range(int(6000 * scale))
     ).encode()
 
@@ -139,14 +139,14 @@ def gen_eml(rng: random.Random, scale: float) -> bytes:
 
 def gen_xml(rng: random.Random, scale: float) -> bytes:
     items = "".join(
-        f"<item id='{i}'><name>{rng.choice(_WORDS)}</name><text>{_para(rng, 2)}</text></item>"
+        f"<item id='{i}'><name>{_word(rng)}</name><text>{_para(rng, 2)}</text></item>"
         for i in range(int(6000 * scale))
     )
     return f"<?xml version='1.0' encoding='utf-8'?><items>{items}</items>".encode()
 
 
 def gen_msg(rng: random.Random, scale: float) -> bytes:
-    from ragctl.parsing.samples import make_msg
+    from ragctl.bench.samples import make_msg
 
     return make_msg("Bench message", "\n\n".join(_para(rng, 2) for _ in range(3)), "a@example.com", "b@example.com")
 
