@@ -182,3 +182,33 @@ def test_verify_repair_reports_exactly_what_it_repaired_and_what_it_did_not(inge
     assert plain.exit_code == 1
     assert f"problem: {unrepairable}" in plain.stdout and "store has problems" in plain.stdout
     assert "boats.md" not in plain.stdout  # repaired by the previous run: nothing left to say
+
+
+def test_bench_table_goes_to_stderr_and_json_to_stdout(monkeypatch):
+    import ragctl.bench
+    from ragctl.bench import BenchResult
+
+    result = BenchResult(
+        sequential_s=2.0, parallel_s=1.0, model_limit_s=0.9, docs=4, chunks=40, workers=2, cores=2,
+        parse_workers=2, precision="fp32", embed_window=256, corpus={"entities": 2, "documents": 4},
+        model_load_s=1.0, warmup_s=0.5, sequential_encode_s=1.5, parallel_encode_s=0.9,
+        parallel_first_embed_s=0.2, failed=0, repeat=1, model={"name": "m [x]"},
+    )
+    monkeypatch.setattr(ragctl.bench, "run_bench", lambda config, on_event=None, embedder=None: result)
+    plain = cli("bench", "--entities", "1", "--docs", "1")
+    assert plain.exit_code == 0, plain.output
+    assert plain.stdout == "" and "Speedup" in plain.stderr and "m [x] fp32" in plain.stderr
+    as_json_out = cli("bench", "--entities", "1", "--docs", "1", "--json", "--quiet")
+    assert json.loads(as_json_out.stdout)["speedup"] == 2.0 and "Speedup" not in as_json_out.output
+
+
+@pytest.mark.xfail(reason="ragctl/ingest/plan.py builds the 'unsupported file type' reason from the on-disk "
+                   "name (surrogate escapes), not from the \\xNN identity; owner: ingest", strict=False)
+def test_unsupported_non_utf8_suffix_reason_is_valid_utf8(tmp_path, embedder):
+    root = make_tree(tmp_path / "docs", {"e/ok.md": "# Ok\n\nA small document about harbour ledgers.\n"})
+    with open(os.path.join(os.fsencode(root / "e"), b"odd.t\xe9xt"), "wb") as fh:
+        fh.write(b"hello")
+    result = cli("ingest", root, "--store", tmp_path / "store", "--json", "--quiet")
+    reasons = [s["reason"] for s in json.loads(result.stdout)["skipped_files"]]
+    for reason in reasons:
+        reason.encode("utf-8")  # a surrogate escape cannot be encoded
