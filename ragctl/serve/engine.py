@@ -1,0 +1,236 @@
+"""The service's one ingest run: a background thread feeds upload jobs to `IngestRun`.
+
+    request handlers --submit--> job queue --(generator `_units`)--> IngestRun planner
+                                                                      parse / embed / commit
+    IngestRun events (FileDone tag=job_id) --> Engine._on_event --> job.outcomes
+    a job with every file settled --> finisher thread: doc_ids from the mapping, job.json
+                                      rewritten as `done`, staged bytes removed
+
+One IngestRun lives as long as the server: one model, one parse pool, and chunks of concurrent
+uploads (to any entities) share the engine's encode windows. Commits take the same per-entity
+shard locks as `ragctl ingest`, so a CLI ingest or another server on the same store stays
+exactly-once. If the run dies (a stage failed), the jobs it held go back to the queue and a new
+run starts; a job that fails that way three times is marked `failed`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ragctl import events as ev
+from ragctl.discovery import EntitySource, SourceFile
+from ragctl.fsutil import now_iso
+from ragctl.ingest.options import IngestOptions
+from ragctl.ingest.plan import WorkUnit
+from ragctl.serve.config import ServeConfig
+from ragctl.serve.jobs import DONE, FAILED, RUNNING, Job, JobStore, Staging
+
+log = logging.getLogger("ragctl.serve")
+MAX_ATTEMPTS = 3
+_STATUS_OUT = {"moved": "updated"}  # the API's vocabulary: indexed|updated|unchanged|skipped|failed
+
+
+class Engine:
+    def __init__(self, config: ServeConfig, jobs: JobStore, staging: Staging) -> None:
+        self.config = config
+        self.jobs = jobs
+        self.staging = staging
+        self.state = "starting"  # starting -> loading -> running -> stopping -> stopped
+        self.error: str | None = None
+        self.shutdown = threading.Event()
+        self._queue: queue.Queue[Job] = queue.Queue()
+        self._active: dict[str, Job] = {}  # submitted and not finished
+        self._active_lock = threading.Lock()
+        self._finished: queue.Queue[Job | None] = queue.Queue()
+        self._run: Any = None
+        self._thread: threading.Thread | None = None
+        self._finisher: threading.Thread | None = None
+        self.counters = {"encode_calls": 0, "chunks_embedded": 0, "files_done": 0, "jobs_done": 0}
+        self._counter_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, resume: list[Job]) -> None:
+        for job in resume:
+            self.staging.reserve(job.total_bytes, len(job.files))  # held until they finish
+            self.submit(job)
+        self._thread = threading.Thread(target=self._supervise, name="ragctl-serve-engine", daemon=True)
+        self._thread.start()
+        self._finisher = threading.Thread(target=self._finish_loop, name="ragctl-serve-finisher", daemon=True)
+        self._finisher.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what the run already took (the queue stays on disk for the next start)."""
+        self.state = "stopping"
+        self.shutdown.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive() and self._run is not None:
+                self._run.stop.set()
+                self._thread.join(10)
+        self._finished.put(None)
+        if self._finisher is not None:
+            self._finisher.join(10)
+        self.state = "stopped"
+
+    def submit(self, job: Job) -> None:
+        with self._active_lock:
+            self._active[job.job_id] = job
+        self._queue.put(job)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._active_lock:
+            return self._active.get(job_id)
+
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def active(self) -> int:
+        with self._active_lock:
+            return len(self._active)
+
+    def stats(self) -> dict[str, Any]:
+        with self._counter_lock:
+            counters = dict(self.counters)
+        return {"state": self.state, "error": self.error, "jobs_active": self.active(),
+                "jobs_queued": self.queued(), **counters}
+
+    # ------------------------------------------------------------------ the run
+    def _options(self) -> IngestOptions:
+        c = self.config
+        return IngestOptions(store=c.store, workers=c.workers, model=c.model, precision=c.precision,
+                             device=c.device, backend=c.backend, batch_size=c.batch_size, limits=c.limits)
+
+    def _supervise(self) -> None:
+        from ragctl.embedding import Embedder, resolve_model
+        from ragctl.ingest.run import IngestRun
+
+        options = self._options()
+        try:
+            self.state = "loading"
+            embedder = Embedder.shared(resolve_model(options.model), options.precision, options.device,
+                                       options.batch_size, backend=options.backend)
+        except Exception as exc:  # noqa: BLE001 - the service reports it on /healthz
+            self.error = f"cannot load the model: {exc}"
+            self.state = "failed"
+            log.error("%s", self.error)
+            return
+        self.state = "running"
+        while not self.shutdown.is_set():
+            taken: list[Job] = []
+            try:
+                run = IngestRun(self._units(taken), options, self._on_event, embedder=embedder, keep_file_lists=False)
+                self._run = run
+                report = run.execute()
+                error = report.error
+            except Exception as exc:  # noqa: BLE001 - a run that cannot start is retried
+                error = f"{type(exc).__name__}: {exc}"
+            if self.shutdown.is_set():
+                break
+            self.error = error or "ingest run ended unexpectedly"
+            log.error("ingest run ended: %s; restarting it", self.error)
+            for job in taken:  # give back what the dead run held
+                if job.done_event.is_set():
+                    continue
+                job.attempts += 1
+                if job.attempts >= MAX_ATTEMPTS:
+                    job.error = self.error
+                    self._finished.put(job)
+                else:
+                    self._queue.put(job)
+            time.sleep(1.0)
+
+    def _units(self, taken: list[Job]) -> Iterator[WorkUnit]:
+        while not self.shutdown.is_set():
+            try:
+                job = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if job.done_event.is_set():
+                continue
+            taken[:] = [j for j in taken if not j.done_event.is_set()] + [job]
+            job.status = RUNNING
+            files_dir = job.directory / "files"
+            files = tuple(SourceFile(f.path, job.directory / f.staged) for f in job.files)
+            yield WorkUnit(EntitySource(job.entity_id, files_dir, files=files), tag=job.job_id)
+
+    def _on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.ChunksEmbedded):
+            with self._counter_lock:
+                self.counters["encode_calls"] += 1
+                self.counters["chunks_embedded"] += event.count
+            return
+        if not isinstance(event, ev.FileDone) or not event.tag:
+            return
+        job = self.get(event.tag)
+        if job is None:
+            return
+        with self._counter_lock:
+            self.counters["files_done"] += 1
+        status = _STATUS_OUT.get(str(event.status), str(event.status))
+        job.outcomes.setdefault(event.path, (status, event.chunks, event.detail))
+        if len(job.outcomes) >= len({f.path for f in job.files}) and not job.done_event.is_set():
+            run = self._run
+            if run is not None:  # the run keeps a plan per work unit; this one is settled
+                run.plans.pop((job.entity_id, job.job_id), None)
+            self._finished.put(job)
+
+    # ------------------------------------------------------------------ finishing jobs
+    def _finish_loop(self) -> None:
+        while True:
+            job = self._finished.get()
+            if job is None:
+                return
+            if job.done_event.is_set():
+                continue
+            try:
+                self._finish(job)
+            except Exception as exc:  # noqa: BLE001 - never lose the finisher thread
+                log.error("job %s: cannot record its results: %s", job.job_id, exc)
+
+    def _finish(self, job: Job) -> None:
+        records = self._records(job.entity_id)
+        by_path = {r.get("path"): r for r in records.values()}
+        by_hash: dict[str, dict[str, Any]] = {}
+        for r in records.values():
+            by_hash.setdefault(r.get("content_hash", ""), r)
+        results = []
+        for f in job.files:
+            status, chunks, detail = job.outcomes.get(f.path, ("failed", 0, job.error or "not processed"))
+            record = None
+            if status in ("indexed", "updated", "unchanged"):
+                record = by_path.get(f.path)
+            elif status == "skipped":
+                record = by_hash.get(f.sha256)  # same content already indexed: its document
+            results.append({
+                "path": f.path,
+                "status": status,
+                "doc_id": record.get("doc_id") if record else None,
+                "chunks": int(record.get("chunk_count", chunks)) if record else chunks,
+                "bytes": f.bytes,
+                "sha256": f.sha256,
+                "error": (detail or None) if status in ("failed", "skipped") else None,
+            })
+        job.results = results
+        job.status = FAILED if job.outcomes == {} and job.error else DONE
+        job.finished_at = now_iso()
+        self.jobs.finish(job)
+        self.staging.release(job.total_bytes, len(job.files))
+        with self._active_lock:
+            self._active.pop(job.job_id, None)
+        with self._counter_lock:
+            self.counters["jobs_done"] += 1
+        job.done_event.set()
+
+    def _records(self, entity_id: str) -> dict[str, Any]:
+        from ragctl.storage.entity import EntityStore
+        from ragctl.storage.layout import open_store
+
+        try:
+            return EntityStore(open_store(self.config.store, create=False), entity_id).records()
+        except Exception:  # noqa: BLE001 - results without doc_ids beat no results
+            return {}
