@@ -84,6 +84,10 @@ class CommitStage:
                 break
             if item is not None:
                 self._take(item)
+            if stop.is_set():  # take what is already here; don't wait for an encode in progress
+                while (item := inbox.get_nowait()) is not None and item is not END:
+                    self._take(item)
+                break
             now = time.monotonic()
             for eid in list(self.oldest):
                 size = len(self.adds[eid]) + len(self.changes[eid])

@@ -17,6 +17,7 @@ the others wind down within seconds: what is already embedded is committed, noth
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -37,7 +38,8 @@ from ragctl.ingest.report import IngestReport, Reporter
 from ragctl.storage.entity import EntityStore
 
 _VERDICT_STATUS = {Verdict.UNCHANGED: Status.UNCHANGED, Verdict.SKIP: Status.SKIPPED, Verdict.FAIL: Status.FAILED}
-SHUTDOWN_GRACE_S = 60.0  # after a stop, how long the main thread waits for the stages
+SHUTDOWN_GRACE_S = 60.0  # after a stop, how long the main thread waits for the committer
+STRAGGLER_GRACE_S = 3.0  # ... and then for the other stages (an encode call cannot be cut short)
 
 
 class IngestRun:
@@ -53,6 +55,14 @@ class IngestRun:
         self.units = units
         self.embedder = embedder
         self.reporter = Reporter(on_event, dry_run=options.dry_run, keep_file_lists=keep_file_lists)
+        if embedder is None and options.remote is not None:  # no network until the first encode
+            from ragctl.runtimes.remote import RemoteEmbedder, remote_spec
+
+            embedder = RemoteEmbedder(remote_spec(options.model, options.remote), options.remote)
+            # every request of a window in flight at once: the window holds concurrency x batch
+            wide = options.remote.concurrency * options.remote.batch
+            options = dataclasses.replace(options, embed_window=max(options.embed_window, wide))
+            self.embedder = embedder
         spec = embedder.spec if embedder is not None else resolve_model(options.model)
         storage = open_store(options.store, create=not options.dry_run, sharding=options.sharding)
         workers = min(options.workers or cpu_count(), cpu_count())
@@ -158,6 +168,8 @@ class IngestRun:
             opts = self.ctx.options
             self.reporter.phase(f"loading model {self.ctx.spec.name}")
             self.embedder = Embedder.shared(self.ctx.spec, opts.precision, opts.device, opts.batch_size)
+        if hasattr(self.embedder, "stop_when"):  # a remote service: no new request after a stop
+            self.embedder.stop_when(self.stop)
         self.reporter.model_info(self.embedder.describe())
         return self.embedder
 
@@ -194,6 +206,9 @@ class IngestRun:
         return report
 
     def _wait(self, threads: list[threading.Thread]) -> None:
+        """Until every stage is done; after a stop, until the committer is done (it commits what
+        was handed to it) plus a short grace for the others, which are daemons."""
+        committer = threads[-1]
         deadline: float | None = None
         while any(t.is_alive() for t in threads):
             try:
@@ -201,9 +216,9 @@ class IngestRun:
                     t.join(timeout=0.1)
                 if self.stop.is_set() and deadline is None:
                     deadline = time.monotonic() + SHUTDOWN_GRACE_S
+                if deadline is not None and not committer.is_alive():
+                    deadline = min(deadline, time.monotonic() + STRAGGLER_GRACE_S)
                 if deadline is not None and time.monotonic() > deadline:
-                    stuck = ", ".join(t.name for t in threads if t.is_alive())
-                    self.reporter.phase(f"gave up waiting for: {stuck}")
                     return
             except KeyboardInterrupt:
                 if not self.interrupted.is_set():
