@@ -15,7 +15,6 @@ from typing import Any
 
 from ragctl import events as ev
 from ragctl.discovery import EntitySource
-from ragctl.events import Status
 
 
 def ingest_sequential(
@@ -29,6 +28,7 @@ def ingest_sequential(
     from ragctl.ingest.parse import make_chunker, parse_file
     from ragctl.ingest.plan import EntityPlan, Verdict, source_files
     from ragctl.ingest.report import Reporter
+    from ragctl.ingest.run import _VERDICT_STATUS as verdict_status
     from ragctl.storage import open_store
     from ragctl.storage.entity import EntityStore, PreparedDoc
 
@@ -42,7 +42,6 @@ def ingest_sequential(
     report.parse_workers = 1
     reporter.model_info(embedder.describe())
     chunker = make_chunker(str(spec.path), spec.max_tokens)
-    verdict_status = {Verdict.UNCHANGED: Status.UNCHANGED, Verdict.SKIP: Status.SKIPPED, Verdict.FAIL: Status.FAILED}
 
     for source in sources:
         eid = source.entity_id
@@ -63,17 +62,17 @@ def ingest_sequential(
             if isinstance(settled, msg.Outcome):
                 reporter.file_done(eid, settled.path, settled.status, 0, settled.detail, settled.size)
             elif isinstance(settled, msg.Change):
-                commit_documents(entity, ctx, reporter, changes=[settled], precision=embedder.precision)
-            else:  # new content: embed this document alone, then commit it alone
+                commit_documents(entity, ctx, reporter, changes=[settled])
+            else:  # new content (`settled`: the doc_ids it is not a copy of): embed it alone, commit it alone
                 reporter.parsed(eid, outcome.rel_path, len(outcome.chunks), outcome.size)
                 t0 = time.perf_counter()
                 vectors = embedder.encode(outcome.chunks)
                 reporter.embedded(len(outcome.chunks), time.perf_counter() - t0, {eid: len(outcome.chunks)})
                 doc = PreparedDoc(
                     outcome.rel_path, outcome.content_hash, outcome.size, outcome.mtime_ns, outcome.chunks,
-                    vectors, outcome.parser,
+                    vectors, outcome.parser, frozenset(settled or ()),
                 )
-                commit_documents(entity, ctx, reporter, adds=[doc], precision=embedder.precision)
+                commit_documents(entity, ctx, reporter, adds=[msg.Embedded(eid, doc, embedder.precision)])
         reporter.entity_files(eid, files)
         finish_entity(entity, plan.gone(), ctx, reporter)
     report.seconds = time.perf_counter() - started

@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ragctl import events as ev
+from ragctl.ingest.plan import human_bytes as _size
 
 MAX_VISIBLE_ENTITIES = 12
 ETA_WINDOW_S = 60.0  # the ETA uses the speed over this many seconds
@@ -83,13 +84,6 @@ class _Speed:
         minutes, secs = divmod(seconds, 60)
         hours, minutes = divmod(minutes, 60)
         return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
-def _size(n: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
 
 
 class ProgressRenderer:
