@@ -31,8 +31,9 @@ def _root(
 
 def _register() -> None:
     from ragctl.cli import bench, delete, ingest, migrate, query, stats, verify
+    from ragctl.cli import serve as serve_cli
 
-    for module in (ingest, query, verify, stats, delete, migrate, bench):
+    for module in (ingest, query, verify, stats, delete, migrate, bench, serve_cli):
         module.register(app)
 
 
