@@ -9,23 +9,37 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragctl.embedding import ModelSpec, resolve_model
 from ragctl.errors import ConfigError, UsageError
 from ragctl.storage.chunk_texts import match_expression
 from ragctl.storage.entity import EntityStore, Hit, open_entity
 
+if TYPE_CHECKING:
+    from ragctl.runtimes.remote import RemoteSettings
+
 MODES = ("hybrid", "vector", "text")
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
 MIN_DEPTH = 40  # candidates taken from each list before fusing
 
 
-def model_for_entity(entity: EntityStore, model: str | None) -> ModelSpec:
-    """The model the entity was indexed with (or `model`, which must be the same one)."""
+def model_for_entity(entity: EntityStore, model: str | None, remote: RemoteSettings | None = None) -> ModelSpec:
+    """The model the entity was indexed with (or `model`, which must be the same one); with
+    `remote`, the embedding service's identity (host, model, dim) must be the recorded one."""
     meta = entity.meta() or {}
     recorded = meta.get("model", {})
-    spec = resolve_model(model if model is not None else recorded.get("name"))
+    if remote is not None:
+        from ragctl.runtimes.remote import remote_spec
+
+        spec: ModelSpec = remote_spec(model, remote)
+    elif str(recorded.get("name", "")).startswith("remote:"):
+        raise ConfigError(
+            f"entity {entity.entity_id!r} was indexed through an embedding service ({recorded['name']}); "
+            "pass the same --embed-url/--embed-model to query it"
+        )
+    else:
+        spec = resolve_model(model if model is not None else recorded.get("name"))
     if recorded and (recorded.get("digest") != spec.digest or recorded.get("dim") != spec.dim):
         raise ConfigError(
             f"entity {entity.entity_id!r} was indexed with model {recorded.get('name')!r}; "
@@ -54,12 +68,18 @@ def fuse(
 class Searcher:
     """Loads the model once (only if a mode needs it) and answers many queries of one entity."""
 
-    def __init__(self, store: Path, entity_id: str, model: str | None = None) -> None:
+    def __init__(self, store: Path, entity_id: str, model: str | None = None,
+                 remote: RemoteSettings | None = None) -> None:
         self.entity = open_entity(store, entity_id)
-        self.spec = model_for_entity(self.entity, model)
-        self._embedder = None
+        self.spec = model_for_entity(self.entity, model, remote)
+        self.remote = remote
+        self._embedder: Any = None
 
     def _encode(self, queries: list[str]):
+        if self._embedder is None and self.remote is not None:
+            from ragctl.runtimes.remote import RemoteEmbedder
+
+            self._embedder = RemoteEmbedder(self.spec, self.remote)  # type: ignore[arg-type]
         if self._embedder is None:
             from ragctl.embedding import Embedder
 

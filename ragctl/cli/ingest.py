@@ -7,6 +7,14 @@ from pathlib import Path
 import typer
 
 from ragctl.ingest.options import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_TEXT_MB, DEFAULT_PARSE_TIMEOUT_S
+from ragctl.cli.remote_options import (
+    EmbedBatchOption,
+    EmbedConcurrencyOption,
+    EmbedDimOption,
+    EmbedKeyEnvOption,
+    EmbedModelOption,
+    EmbedUrlOption,
+)
 from ragctl.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
@@ -43,6 +51,12 @@ def ingest_command(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; touch nothing."),
     rehash: bool = typer.Option(False, "--rehash", help="Hash every file even when size and mtime are unchanged."),
     no_sharding: bool = typer.Option(False, "--no-sharding", help="Create a new store with one monolithic mapping file (legacy layout)."),
+    embed_url: str = EmbedUrlOption,
+    embed_model: str = EmbedModelOption,
+    embed_key_env: str = EmbedKeyEnvOption,
+    embed_concurrency: int = EmbedConcurrencyOption,
+    embed_batch: int = EmbedBatchOption,
+    embed_dim: int = EmbedDimOption,
     json_out: bool = JsonOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
 ) -> None:
@@ -50,6 +64,7 @@ def ingest_command(
     from ragctl.cli.progress import ProgressRenderer, summary_table
     from ragctl.discovery import discover_entities
     from ragctl.ingest import IngestOptions, Limits, ingest
+    from ragctl.runtimes.remote import settings_from
 
     sources = discover_entities(root, entities)  # validates ids before anything touches disk
     options = IngestOptions(
@@ -65,6 +80,7 @@ def ingest_command(
         prune=prune,
         dry_run=dry_run,
         rehash=rehash,
+        remote=settings_from(embed_url, embed_model, embed_key_env, embed_concurrency, embed_batch, embed_dim),
     )
     with ProgressRenderer(stderr, quiet=quiet) as renderer:
         report = ingest(sources, options, renderer)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ragctl.cli.remote_options import EmbedDimOption, EmbedKeyEnvOption, EmbedModelOption, EmbedUrlOption
 from ragctl.cli.common import JsonOption, StoreOption, fail, handle_errors, print_json, store_path, EXIT_USAGE
 
 
@@ -22,11 +23,16 @@ def query_command(
     queries: str = typer.Option(None, "--queries", help="File with one query per line ('-' for stdin)."),
     store: Path = StoreOption,
     model: str = typer.Option(None, "--model", help="Model override (must be the entity's model)."),
+    embed_url: str = EmbedUrlOption,
+    embed_model: str = EmbedModelOption,
+    embed_key_env: str = EmbedKeyEnvOption,
+    embed_dim: int = EmbedDimOption,
     json_out: bool = JsonOption,
 ) -> None:
     """Top-k chunks of one entity for a query (or a batch of queries, one model load)."""
     from ragctl.ids import validate_entity_id
     from ragctl.query import Searcher, hit_json
+    from ragctl.runtimes.remote import settings_from
 
     validate_entity_id(entity)
     if (text is None) == (queries is None):
@@ -39,7 +45,8 @@ def query_command(
         batch = [line.strip() for line in raw.splitlines() if line.strip()]
     else:
         batch = [text]
-    searcher = Searcher(store_path(store), entity, model)
+    remote = settings_from(embed_url, embed_model, embed_key_env, dim=embed_dim)
+    searcher = Searcher(store_path(store), entity, model, remote)
     results = searcher.search(batch, k)
     if json_out:
         if queries is None:

@@ -5,7 +5,9 @@ Routing happens here because this is where a file's hash first meets the entity'
 (`EntityPlan.resolve`): same content (a re-stat), a move, a copy, or new content to embed.
 The model is loaded on the first document that needs it, so a run with nothing new never
 loads it. Chunks are encoded in windows of `embed_window` gathered across documents; a big
-document spans several windows, and each window reports its progress.
+document spans several windows, and each window reports its progress. An embedder may
+fail some rows of a window only (`EncodeFailure`: a remote service refused one request):
+the documents owning those rows settle as failed with its reason; the rest go on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ragctl.errors import EncodeFailure
 from ragctl.events import Status
 from ragctl.ingest import messages as msg
 from ragctl.ingest.channel import END, Channel
@@ -33,13 +36,18 @@ class _DocState:
         self.not_a_copy_of = not_a_copy_of
         self.vectors: Any = None
         self.missing = len(outcome.chunks)
+        self.failure: str | None = None  # why one of its chunks could not be embedded
 
-    def put(self, i: int, vector: Any) -> bool:
+    def put(self, i: int, vector: Any, failure: str | None = None) -> bool:
+        """Store chunk i's vector (or its failure); True once every chunk is accounted for."""
         import numpy as np
 
-        if self.vectors is None:
-            self.vectors = np.zeros((len(self.outcome.chunks), vector.shape[0]), dtype=np.float32)
-        self.vectors[i] = vector
+        if failure is not None:
+            self.failure = self.failure or failure
+        else:
+            if self.vectors is None:
+                self.vectors = np.zeros((len(self.outcome.chunks), vector.shape[0]), dtype=np.float32)
+            self.vectors[i] = vector
         self.missing -= 1
         return self.missing == 0
 
@@ -132,16 +140,25 @@ class EmbedStage:
         if self.embedder is None:
             self.embedder = self._load_embedder()
         t0 = time.perf_counter()
-        vectors = self.embedder.encode([s.outcome.chunks[i] for s, i in batch])
+        failed: dict[int, str] = {}
+        try:
+            vectors = self.embedder.encode([s.outcome.chunks[i] for s, i in batch])
+        except EncodeFailure as exc:  # some rows only (a remote service refused their request)
+            vectors, failed = exc.vectors, exc.failed
         took = time.perf_counter() - t0
         per_entity: dict[str, int] = {}
         for state, _ in batch:
             per_entity[state.outcome.entity_id] = per_entity.get(state.outcome.entity_id, 0) + 1
         self.reporter.embedded(len(batch), took, per_entity)
         precision = self.embedder.precision
-        for (state, i), vector in zip(batch, vectors):
-            if state.put(i, vector):
-                out = state.outcome
+        for row, ((state, i), vector) in enumerate(zip(batch, vectors)):
+            if not state.put(i, vector, failed.get(row)):
+                continue
+            out = state.outcome
+            if state.failure is not None:  # the document fails alone; the run goes on
+                outbox.put(msg.Outcome(out.entity_id, out.rel_path, Status.FAILED, state.failure, out.size, out.tag),
+                           even_when_stopping=True)
+            else:
                 doc = PreparedDoc(out.rel_path, out.content_hash, out.size, out.mtime_ns, out.chunks, state.vectors,
                                   out.parser, state.not_a_copy_of)
                 outbox.put(msg.Embedded(out.entity_id, doc, precision, out.tag), even_when_stopping=True)

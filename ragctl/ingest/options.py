@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ragctl.embedding import ModelSpec
+    from ragctl.runtimes.remote import RemoteSettings
     from ragctl.storage.json_storage import JSONStorage
 
 MB = 1 << 20
@@ -55,6 +56,7 @@ class IngestOptions:
     commit_docs: int = 64
     commit_seconds: float = 2.0
     embed_window: int = 256  # chunks per encode call (sorted by length inside it)
+    remote: RemoteSettings | None = None  # an embedding service instead of the local model (--embed-url)
 
 
 @dataclass(frozen=True)
