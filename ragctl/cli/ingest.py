@@ -57,6 +57,10 @@ def ingest_command(
     embed_concurrency: int = EmbedConcurrencyOption,
     embed_batch: int = EmbedBatchOption,
     embed_dim: int = EmbedDimOption,
+    ray: str = typer.Option(None, "--ray", help="Parse, chunk and embed on Ray: local (a cluster on this machine), auto (the running cluster) or HOST:PORT. Needs pip install -e '.[ray]'."),
+    ray_actors: int = typer.Option(0, "--ray-actors", min=0, help="Ray actors [default: cluster CPUs minus one, or cluster GPUs / --ray-gpus-per-actor]."),
+    ray_gpus_per_actor: float = typer.Option(0.0, "--ray-gpus-per-actor", min=0, help="GPUs each Ray actor reserves (0: CPU actors)."),
+    shared_fs: bool = typer.Option(False, "--shared-fs", help="With --ray: workers read files by path (same paths on every node) instead of bytes sent by this process."),
     json_out: bool = JsonOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
 ) -> None:
@@ -80,6 +84,10 @@ def ingest_command(
         prune=prune,
         dry_run=dry_run,
         rehash=rehash,
+        ray=ray,
+        ray_actors=ray_actors,
+        ray_gpus_per_actor=ray_gpus_per_actor,
+        shared_fs=shared_fs,
         remote=settings_from(embed_url, embed_model, embed_key_env, embed_concurrency, embed_batch, embed_dim),
     )
     with ProgressRenderer(stderr, quiet=quiet) as renderer:

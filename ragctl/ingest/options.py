@@ -57,6 +57,11 @@ class IngestOptions:
     commit_seconds: float = 2.0
     embed_window: int = 256  # chunks per encode call (sorted by length inside it)
     remote: RemoteSettings | None = None  # an embedding service instead of the local model (--embed-url)
+    # Ray (docs/distributed.md): parse, chunk and embed on Ray actors; plan and commit stay here
+    ray: str | None = None  # None: local processes; "local", "auto" or a cluster address
+    ray_actors: int = 0  # 0: one per cluster CPU but one (or one per ray_gpus_per_actor GPUs)
+    ray_gpus_per_actor: float = 0.0
+    shared_fs: bool = False  # Ray workers read the files' paths instead of bytes sent by the driver
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,17 @@ class IngestRun:
         self.reporter.model_info(self.embedder.describe())
         return self.embedder
 
+    def _ray_stage(self) -> Any:
+        opts = self.ctx.options
+        if not (opts.ray or opts.ray_actors or opts.ray_gpus_per_actor or opts.shared_fs):
+            return None
+        from ragctl.ingest.ray_stage import RayStage, check_options
+
+        check_options(opts)
+        stage = RayStage(self.ctx, self.plans, self.reporter)
+        stage.connect()
+        return stage
+
     # ------------------------------------------------------------------ the run
     def execute(self) -> IngestReport:
         started = time.perf_counter()
@@ -186,17 +197,28 @@ class IngestRun:
         pool = ParsePool(self.ctx.parse_workers, str(self.ctx.spec.path), self.ctx.spec.max_tokens, opts.limits)
         embed = EmbedStage(self.ctx, self.plans, self.reporter, self._load_embedder)
         commit = CommitStage(self.ctx, self.store_for, self.reporter)
+        ray_stage = self._ray_stage()  # --ray: connects now (exit 2 before any work if it cannot)
         threading.Thread(target=self._count, name="ragctl-counter", daemon=True).start()
+        if ray_stage is None:
+            middle = [
+                self._stage("parse", lambda: pool.run(tasks, parsed, self.stop), tasks, parsed),
+                self._stage("embed", lambda: embed.run(parsed, settled, self.stop), parsed, settled),
+            ]
+        else:  # Ray actors parse, chunk and embed (ray_stage.py)
+            middle = [self._stage("ray", lambda: ray_stage.run(tasks, settled, self.stop), tasks, settled)]
         threads = [
             self._stage("plan", lambda: self._plan(tasks, settled), None, tasks),
-            self._stage("parse", lambda: pool.run(tasks, parsed, self.stop), tasks, parsed),
-            self._stage("embed", lambda: embed.run(parsed, settled, self.stop), parsed, settled),
+            *middle,
             self._stage("commit", lambda: commit.run(settled, self.stop, self.interrupted), settled, None),
         ]
-        self._wait(threads)
+        try:
+            self._wait(threads)
+        finally:
+            if ray_stage is not None:
+                ray_stage.close()
         report.seconds = time.perf_counter() - started
         report.interrupted = self.interrupted.is_set()
-        if embed.embedder is not None and not opts.dry_run:
+        if (embed.embedder is not None or (ray_stage is not None and ray_stage.loaded)) and not opts.dry_run:
             from ragctl.storage.layout import record_last_run
 
             record_last_run(opts.store, report.model)

@@ -1,0 +1,481 @@
+"""The Ray stage (`ingest --ray ...`): parse, chunk and embed on a Ray cluster.
+
+In a Ray run this one driver thread replaces the parse pool and the embed stage; the planner,
+the commit stage, the per-entity locks and the store stay on the driver (see run.py):
+
+    planner thread   -> tasks channel -> RAY STAGE -> settled channel -> commit thread
+                                          |      ^
+              batches of files (bytes, or |      | parse outcomes + vectors, as each call finishes
+              paths with --shared-fs)     v      |
+                                 IngestActor x N (Ray actors: parser, chunker, model loaded once)
+
+Why plain actors and not Ray Data (docs/distributed.md): the input is a stream produced by the
+driver's planner thread (lazy tree walks, change detection against the entity's records), not a
+dataset that exists before the run; results must come back to the driver's commit thread as
+they finish. So the stage keeps its own small actor pool: at most `DEPTH` calls in flight per
+actor (the next batch is already transferred when an actor finishes one) and at most
+`MAX_INFLIGHT_BYTES` of file bytes in flight, which bounds the driver's memory.
+
+On the driver, per file: without --shared-fs the driver reads the file once (the same bounded,
+consistent read as a parse worker) and hashes it; a dry run and a file whose content equals its
+record's are settled right there, without Ray. Everything else goes to an actor, which parses,
+chunks and embeds it and returns the outcome with its vectors. `embed.route` then runs on the
+driver, exactly as in a local run: moves, copies and same content are decided there. A moved
+or copied file was therefore embedded for nothing (accepted: it costs model time, never
+correctness).
+
+Faults: actors are created with `max_restarts` and `max_task_retries`, so a worker process
+killed mid-call (kill -9, OOM) is restarted and its calls are run again; the driver settles a
+file only when its call returned, so each file is settled once. A call that still fails is
+split into one call per file (a file that kills its worker every time fails alone, with the
+reason). A killed driver leaves what it committed; a re-run resumes as in local mode.
+Every Ray wait has a timeout and watches the run's stop event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from ragctl.errors import ConfigError, UsageError
+from ragctl.events import Status
+from ragctl.ingest import messages as msg
+from ragctl.ingest.channel import END, Channel
+from ragctl.ingest.embed import route
+from ragctl.ingest.options import IngestOptions, Limits, RunContext
+from ragctl.ingest.parse import FAILED, HASHED, OK, SKIPPED, ParseOutcome, _Skip, read_snapshot
+from ragctl.ingest.plan import EntityPlan, ParseTask
+from ragctl.ingest.report import Reporter
+from ragctl.storage.entity import PreparedDoc
+
+INSTALL_HINT = 'pip install -e ".[ray]"'
+MAX_FILES_PER_CALL = 32  # files per actor call (their chunks are encoded together)
+MAX_BYTES_PER_CALL = 8 << 20  # file bytes per actor call
+GATHER_S = 0.05  # how long a started batch waits for more files
+DEPTH = 2  # calls in flight per actor
+MAX_INFLIGHT_BYTES = 256 << 20  # file bytes in flight in all (a bigger single file still goes, alone)
+MAX_RESTARTS = 4  # per actor: Ray restarts a dead actor's process this often
+MAX_TASK_RETRIES = 3  # per call: Ray re-runs a call whose actor died this often
+WAIT_S = 0.2  # every ray.wait slice; the stop event is checked between slices
+GET_TIMEOUT_S = 60.0  # ray.get of a result that ray.wait reported ready
+CONNECT_TIMEOUT_S = 5.0
+
+
+# ----------------------------------------------------------------------------- connecting
+def import_ray() -> Any:
+    """`ray`, with usage stats off unless the user turned them on; UsageError if missing."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(f"--ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+def _reachable(address: str) -> None:
+    """Fail fast (Ray itself retries an unreachable GCS for minutes)."""
+    hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray {address!r}: expected auto, local or HOST:PORT (or ray://HOST:PORT)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UsageError(f"--ray {address}: cannot reach a Ray cluster there ({exc.strerror or exc})") from None
+
+
+def connect(address: str) -> bool:
+    """Connect this process to Ray; True if it did (and must disconnect at the end), False
+    if Ray was already initialised by the caller (a library user, a test), which is reused."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    common = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False}
+    try:
+        if address == "local":
+            from ragctl.embedding import cpu_count
+
+            ray.init(address="local", num_cpus=cpu_count(), **common)
+            return True
+        target = address
+        if address == "auto":
+            from ray._private.services import canonicalize_bootstrap_address
+
+            target = canonicalize_bootstrap_address("auto") or ""
+            if not target:
+                raise UsageError("--ray auto: no running Ray cluster found (start one with `ray start --head`, "
+                                 "set RAY_ADDRESS, or use --ray local)")
+        _reachable(target)
+        ray.init(address=address, **common)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is a configuration error
+        from ragctl.parsing.textutil import one_line
+
+        raise UsageError(f"--ray {address}: cannot connect: {one_line(exc, 200)}") from None
+    return True
+
+
+def check_options(options: IngestOptions) -> None:
+    if not options.ray:
+        if options.ray_actors or options.ray_gpus_per_actor or options.shared_fs:
+            raise UsageError("--ray-actors, --ray-gpus-per-actor and --shared-fs need --ray")
+        return
+    if getattr(options, "remote", None) is not None:
+        raise UsageError("--ray embeds on the Ray actors; it cannot be combined with --embed-url")
+    if options.ray_actors < 0 or options.ray_gpus_per_actor < 0:
+        raise UsageError("--ray-actors and --ray-gpus-per-actor must not be negative")
+
+
+# ----------------------------------------------------------------------------- actor side
+class IngestActor:
+    """One Ray actor: parses, chunks and embeds batches of files. Nothing is loaded until the
+    first call needs it (a dry run with --shared-fs only hashes)."""
+
+    def __init__(self, model: str | None, limits: Limits, precision: str, device: str, backend: str,
+                 batch_size: int, threads: int) -> None:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        self.model, self.limits = model, limits
+        self.precision, self.device, self.backend = precision, device, backend
+        self.batch_size, self.threads = batch_size, threads
+        self._spec: Any = None
+        self._chunker: Any = None
+        self._embedder: Any = None
+        self._tmp = tempfile.mkdtemp(prefix="ragctl-ray-")
+
+    def _load(self) -> None:
+        from ragctl.embedding import Embedder, resolve_model
+        from ragctl.ingest.parse import make_chunker
+
+        if self._spec is None:
+            self._spec = resolve_model(self.model)
+        if self._chunker is None:
+            self._chunker = make_chunker(str(self._spec.path), self._spec.max_tokens)
+        if self._embedder is None:
+            # Ray sets OMP threads to the actor's num_cpus (1): torch's threads are set here, deliberately
+            import torch
+
+            torch.set_num_threads(self.threads)
+            self._embedder = Embedder(self._spec, self.precision, self.device, self.batch_size,
+                                      threads=self.threads, backend=self.backend)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def work(self, items: list[tuple[ParseTask, bytes | None, int]]) -> dict[str, Any]:
+        """Parse each file ((task, bytes or None to read task.abs_path, mtime_ns of the bytes)),
+        embed all their chunks in one encode call; outcomes in input order."""
+        from ragctl.ingest.parse import parse_file
+
+        if any(not task.hash_only for task, _, _ in items):
+            self._load()
+        outcomes: list[ParseOutcome] = []
+        for task, data, mtime_ns in items:
+            if data is None:
+                outcomes.append(parse_file(task, self._chunker, self.limits))
+            else:
+                outcomes.append(self._parse_bytes(task, data, mtime_ns))
+        texts = [c for o in outcomes if o.status == OK for c in o.chunks]
+        result: dict[str, Any] = {"pid": os.getpid(), "encode_seconds": 0.0, "chunks": len(texts)}
+        vectors: list[Any] = [None] * len(outcomes)
+        if texts:
+            t0 = time.perf_counter()
+            encoded = self._embedder.encode(texts)
+            result["encode_seconds"] = time.perf_counter() - t0
+            at = 0
+            for i, o in enumerate(outcomes):
+                if o.status == OK:
+                    vectors[i] = encoded[at:at + len(o.chunks)].copy()
+                    at += len(o.chunks)
+        if self._embedder is not None:
+            result["identity"] = self._spec.identity()
+            result["precision"] = self._embedder.precision
+            result["info"] = self._embedder.describe()
+        result["results"] = list(zip(outcomes, vectors))
+        return result
+
+    def _parse_bytes(self, task: ParseTask, data: bytes, mtime_ns: int) -> ParseOutcome:
+        from ragctl.ingest.parse import parse_file
+
+        tmp = Path(self._tmp) / f"file{Path(task.abs_path).suffix.lower()}"
+        tmp.write_bytes(data)
+        try:
+            local = dataclasses.replace(task, abs_path=str(tmp), size=len(data), known_hash="", hash_only=False)
+            out = parse_file(local, self._chunker, self.limits)
+        finally:
+            tmp.unlink(missing_ok=True)
+        out.size, out.mtime_ns = len(data), mtime_ns  # the stat the driver read the bytes at
+        return out
+
+
+# ----------------------------------------------------------------------------- driver side
+@dataclasses.dataclass
+class _Call:
+    slot: int
+    items: list[tuple[ParseTask, bytes | None, int]]
+    nbytes: int
+    alone: bool  # a retry of one file whose batch failed
+
+
+class RayStage:
+    """Consumes ParseTasks, produces Embedded/Change/Outcome (see the module docstring)."""
+
+    def __init__(self, ctx: RunContext, plans: dict[tuple[str, str], EntityPlan], reporter: Reporter) -> None:
+        self.ctx = ctx
+        self.plans = plans
+        self.reporter = reporter
+        self.options = ctx.options
+        self.owned = False  # this run connected to Ray and disconnects at the end
+        self.loaded = False  # some actor loaded the model (the run embedded something)
+        self.actors: list[Any] = []
+        self.replacements = 0
+        self._inflight: dict[Any, _Call] = {}
+        self._per_slot: list[int] = []
+        self._bytes_inflight = 0
+        self._retry: deque[tuple[ParseTask, bytes | None, int]] = deque()
+        self._lock = threading.Lock()
+        self._ray: Any = None
+        self._threads = 1
+
+    # --------------------------------------------------------------- lifecycle
+    def connect(self) -> None:
+        """Before any work: a missing Ray or an unreachable cluster is a one-line UsageError."""
+        self.owned = connect(self.options.ray or "local")
+        self._ray = import_ray()
+
+    def close(self) -> None:
+        ray = self._ray
+        if ray is None:
+            return
+        with self._lock:
+            actors, self.actors = self.actors, []
+        for actor in actors:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+
+    def actor_pids(self, timeout: float = 30.0) -> list[int]:
+        """The worker process ids of the actors (for tests and operators)."""
+        with self._lock:
+            actors = list(self.actors)
+        return list(self._ray.get([a.pid.remote() for a in actors], timeout=timeout))
+
+    def _plan_pool(self) -> tuple[int, int]:
+        """(actors, torch threads per actor). CPU actors: one CPU each, one fewer than the
+        cluster's CPUs (Ray must never hand every CPU to actors); threads share the rest."""
+        resources = self._ray.cluster_resources()
+        cpus = max(1, int(resources.get("CPU", 1)))
+        gpus = self.options.ray_gpus_per_actor
+        if self.options.ray_actors:
+            actors = self.options.ray_actors
+        elif gpus:
+            actors = max(1, int(resources.get("GPU", 0) / gpus))
+        else:
+            actors = max(1, cpus - 1)
+        threads = 2 if gpus else max(1, cpus // actors)
+        return actors, threads
+
+    def _new_actor(self) -> Any:
+        opts = self.options
+        gpus = opts.ray_gpus_per_actor
+        remote_opts: dict[str, Any] = {
+            "num_cpus": 1, "max_restarts": MAX_RESTARTS, "max_task_retries": MAX_TASK_RETRIES,
+        }
+        if gpus:  # never num_gpus=0: Ray reads any num_gpus as a request
+            remote_opts["num_gpus"] = gpus
+        device = opts.device if opts.device != "auto" else ("cuda" if gpus else "cpu")
+        cls = self._ray.remote(IngestActor).options(**remote_opts)
+        return cls.remote(opts.model, opts.limits, opts.precision, device, opts.backend, opts.batch_size,
+                          self._threads)
+
+    def _start_actors(self) -> None:
+        actors, self._threads = self._plan_pool()
+        self.reporter.phase(f"starting {actors} Ray actor(s), {self._threads} thread(s) each")
+        with self._lock:
+            self.actors = [self._new_actor() for _ in range(actors)]
+        self._per_slot = [0] * actors
+
+    # --------------------------------------------------------------- the loop
+    def run(self, inbox: Channel[ParseTask], outbox: Channel[msg.Settled], stop: threading.Event) -> None:
+        finished = False
+        while not stop.is_set():
+            if not finished or self._retry:
+                finished = self._fill(inbox, outbox, stop, finished) or finished
+            if finished and not self._inflight and not self._retry:
+                return
+            if not self._inflight:
+                continue
+            ready, _ = self._ray.wait(list(self._inflight), num_returns=1, timeout=WAIT_S)
+            for ref in ready:
+                self._settle(ref, outbox)
+
+    def _has_room(self) -> bool:
+        if not self.actors:
+            return True
+        if self._inflight and self._bytes_inflight >= MAX_INFLIGHT_BYTES:
+            return False
+        return min(self._per_slot) < DEPTH
+
+    def _fill(self, inbox: Channel[ParseTask], outbox: Channel[msg.Settled], stop: threading.Event,
+              finished: bool) -> bool:
+        """Send batches while there is room; True once the planner's END was taken."""
+        while self._has_room() and not stop.is_set():
+            if self._retry:
+                self._submit([self._retry.popleft()], alone=True)
+                continue
+            if finished:
+                return True
+            batch: list[tuple[ParseTask, bytes | None, int]] = []
+            nbytes = 0
+            started: float | None = None
+            ended = False
+            while len(batch) < MAX_FILES_PER_CALL and nbytes < MAX_BYTES_PER_CALL and not stop.is_set():
+                wait = WAIT_S if started is None else max(0.0, GATHER_S - (time.monotonic() - started))
+                item = inbox.get(timeout=wait) if wait > 0 else inbox.get_nowait()
+                if item is None:
+                    if started is not None or self._inflight:
+                        break  # a batch to send, or results to collect
+                    continue
+                if item is END:
+                    ended = True
+                    break
+                prepared = self._prepare(item, outbox)
+                if prepared is None:
+                    continue
+                batch.append(prepared)
+                nbytes += len(prepared[1] or b"")
+                started = started if started is not None else time.monotonic()
+            if batch:
+                self._submit(batch, alone=False, nbytes=nbytes)
+            if ended:
+                return True
+            if not batch:
+                return False
+        return False
+
+    def _prepare(self, task: ParseTask, outbox: Channel[msg.Settled]) -> tuple[ParseTask, bytes | None, int] | None:
+        """Without --shared-fs: read and hash the file here; settle it here if no parse is
+        needed (dry run, content equal to its record's, unreadable)."""
+        if self.options.shared_fs:
+            return (task, None, 0)
+        out = ParseOutcome(task.entity_id, task.rel_path, FAILED, size=task.size, tag=task.tag)
+        try:
+            data, out.size, out.mtime_ns = read_snapshot(task.abs_path, self.ctx.limits.max_file_bytes)
+        except _Skip as exc:
+            out.status, out.error = SKIPPED, str(exc)
+        except FileNotFoundError:
+            out.status, out.error = SKIPPED, "file disappeared before it could be read"
+        except OSError as exc:
+            out.error = f"cannot read: {exc.strerror or exc}"
+        else:
+            out.content_hash = hashlib.sha256(data).hexdigest()
+            if not (task.hash_only or (task.known_hash and task.known_hash == out.content_hash)):
+                return (task, data, out.mtime_ns)
+            out.status = HASHED
+        self._deliver(out, None, "", outbox)
+        return None
+
+    def _submit(self, items: list[tuple[ParseTask, bytes | None, int]], alone: bool, nbytes: int = -1) -> None:
+        if not self.actors:
+            self._start_actors()
+        slot = min(range(len(self._per_slot)), key=self._per_slot.__getitem__)
+        if nbytes < 0:
+            nbytes = sum(len(d or b"") for _, d, _ in items)
+        ref = self.actors[slot].work.remote(items)
+        self._inflight[ref] = _Call(slot, items, nbytes, alone)
+        self._per_slot[slot] += 1
+        self._bytes_inflight += nbytes
+
+    def _settle(self, ref: Any, outbox: Channel[msg.Settled]) -> None:
+        from ray import exceptions as rex
+
+        call = self._inflight.pop(ref)
+        self._per_slot[call.slot] -= 1
+        self._bytes_inflight -= call.nbytes
+        try:
+            result = self._ray.get(ref, timeout=GET_TIMEOUT_S)
+        except rex.RayTaskError as exc:  # our code raised in the actor: a bug or a configuration error
+            cause = getattr(exc, "cause", None)
+            raise cause if isinstance(cause, Exception) else exc  # noqa: B904
+        except (rex.RayActorError, rex.WorkerCrashedError, rex.ObjectLostError) as exc:
+            self._call_failed(call, exc, outbox)
+            return
+        identity = result.get("identity")
+        if identity is not None and identity.get("digest") != self.ctx.identity.get("digest"):
+            raise ConfigError(
+                f"the model on a Ray worker ({identity.get('name')}, digest {str(identity.get('digest'))[:12]}) "
+                f"is not the driver's ({self.ctx.identity.get('name')}): install the same model on every node"
+            )
+        if "info" in result and not self.loaded:
+            self.loaded = True
+            info = dict(result["info"])
+            info["ray"] = {"address": self.options.ray, "actors": len(self.actors), "threads_per_actor": self._threads,
+                           "gpus_per_actor": self.options.ray_gpus_per_actor, "shared_fs": self.options.shared_fs}
+            self.reporter.model_info(info)
+        new_chunks = 0
+        per_entity: dict[str, int] = {}
+        for outcome, vectors in result["results"]:
+            if self._deliver(outcome, vectors, result.get("precision", ""), outbox):
+                new_chunks += len(outcome.chunks)
+                per_entity[outcome.entity_id] = per_entity.get(outcome.entity_id, 0) + len(outcome.chunks)
+        if new_chunks:
+            share = new_chunks / max(1, result["chunks"])
+            self.reporter.embedded(new_chunks, result["encode_seconds"] * share, per_entity)
+
+    def _call_failed(self, call: _Call, exc: BaseException, outbox: Channel[msg.Settled]) -> None:
+        from ray import exceptions as rex
+
+        if isinstance(exc, rex.ActorDiedError) or "actor died" in str(exc).lower():
+            self._replace(call.slot)
+        if not call.alone and len(call.items) > 1:
+            self._retry.extend(call.items)  # one call per file: a file that kills workers fails alone
+            return
+        from ragctl.parsing.textutil import one_line
+
+        for task, data, _ in call.items:
+            reason = f"Ray worker died while processing this file ({MAX_TASK_RETRIES + 1} attempts): {one_line(exc, 160)}"
+            size = len(data) if data is not None else task.size
+            outbox.put(msg.Outcome(task.entity_id, task.rel_path, Status.FAILED, reason, size, task.tag),
+                       even_when_stopping=True)
+
+    def _replace(self, slot: int) -> None:
+        """An actor out of restarts is replaced (a bounded number of times in a run)."""
+        if self.replacements >= 2 * max(1, len(self.actors)):
+            return
+        self.replacements += 1
+        with self._lock:
+            old = self.actors[slot]
+            self.actors[slot] = self._new_actor()
+        try:
+            self._ray.kill(old, no_restart=True)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _deliver(self, outcome: ParseOutcome, vectors: Any, precision: str, outbox: Channel[msg.Settled]) -> bool:
+        """Route one outcome on the driver and hand it to the committer; True if it was new
+        content (embedded)."""
+        settled = route(outcome, self.plans[outcome.key], self.ctx.dry_run)
+        if not isinstance(settled, frozenset):
+            outbox.put(settled, even_when_stopping=True)
+            return False
+        if vectors is None:  # cannot happen for an OK outcome; never commit a document without vectors
+            outbox.put(msg.Outcome(outcome.entity_id, outcome.rel_path, Status.FAILED, "no vectors came back",
+                                   outcome.size, outcome.tag), even_when_stopping=True)
+            return False
+        self.reporter.parsed(outcome.entity_id, outcome.rel_path, len(outcome.chunks), outcome.size)
+        doc = PreparedDoc(outcome.rel_path, outcome.content_hash, outcome.size, outcome.mtime_ns, outcome.chunks,
+                          vectors, outcome.parser, settled)
+        outbox.put(msg.Embedded(outcome.entity_id, doc, precision, outcome.tag), even_when_stopping=True)
+        return True
