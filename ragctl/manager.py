@@ -48,12 +48,15 @@ class EntityRAGManager:
         self,
         documents: dict[str, list[str | os.PathLike[str]]],
         on_event: ev.EventSink = ev.ignore,
+        ray: str | None = None,
         **options: Any,
     ) -> IngestReport:
         """Index files (or directories) for several entities in one pipeline run.
 
         Only the given files are considered: documents of the entity that are not listed are
-        left alone (use `ragctl ingest ROOT --prune` to mirror a whole tree).
+        left alone (use `ragctl ingest ROOT --prune` to mirror a whole tree). `ray` ("local",
+        "auto" or a cluster address; also ray_actors=, ray_gpus_per_actor=, shared_fs=) parses
+        and embeds on Ray actors (docs/distributed.md); a Ray already initialised is reused.
         """
         sources = [source_from_paths(entity_id, list(paths)) for entity_id, paths in documents.items()]
         opts = IngestOptions(
@@ -62,9 +65,10 @@ class EntityRAGManager:
             model=self.model,
             precision=self.precision,
             sharding=self.enable_sharding,
+            ray=ray,
             **options,
         )
-        report = ingest(sources, opts, on_event, embedder=self._shared_embedder())
+        report = ingest(sources, opts, on_event, embedder=None if ray else self._shared_embedder())
         for entity_id in documents:
             self.cleanup_entity(entity_id)
         return report
