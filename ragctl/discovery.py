@@ -30,6 +30,9 @@ def identity_path(path: str | os.PathLike[str]) -> str:
     `os` hands out names that are not valid UTF-8 as str with surrogate escapes, which cannot
     be written as UTF-8 (JSON, SQLite, a terminal); this turns them into visible escapes.
     """
+    path = os.fspath(path)
+    if os.sep == "/" and path.isascii():  # the common case, without a round trip through bytes
+        return path
     raw = os.fsencode(path)
     if os.sep != "/":  # pragma: no cover - POSIX only today
         raw = raw.replace(os.fsencode(os.sep), b"/")
@@ -139,6 +142,7 @@ def walk_files(entity_root: Path) -> Iterator[SourceFile]:
         real = os.path.realpath(path)
         return real == str(root_real) or real.startswith(str(root_real) + os.sep)
 
+    prefix = len(os.path.join(str(entity_root), ""))  # every path below is built on this string
     visited: set[str] = set()
     stack = [str(entity_root)]
     while stack:
@@ -161,7 +165,7 @@ def walk_files(entity_root: Path) -> Iterator[SourceFile]:
                 if entry.is_dir():
                     subdirs.append(entry.path)
                 elif entry.is_file():
-                    rel = identity_path(os.path.relpath(entry.path, entity_root))
+                    rel = identity_path(entry.path[prefix:])
                     yield SourceFile(rel, Path(entry.path))
             except OSError:
                 continue

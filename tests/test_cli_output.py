@@ -202,8 +202,6 @@ def test_bench_table_goes_to_stderr_and_json_to_stdout(monkeypatch):
     assert json.loads(as_json_out.stdout)["speedup"] == 2.0 and "Speedup" not in as_json_out.output
 
 
-@pytest.mark.xfail(reason="ragctl/ingest/plan.py builds the 'unsupported file type' reason from the on-disk "
-                   "name (surrogate escapes), not from the \\xNN identity; owner: ingest", strict=False)
 def test_unsupported_non_utf8_suffix_reason_is_valid_utf8(tmp_path, embedder):
     root = make_tree(tmp_path / "docs", {"e/ok.md": "# Ok\n\nA small document about harbour ledgers.\n"})
     with open(os.path.join(os.fsencode(root / "e"), b"odd.t\xe9xt"), "wb") as fh:

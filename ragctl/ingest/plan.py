@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ragctl.discovery import EntitySource, SourceFile, walk_files
@@ -139,7 +139,7 @@ class EntityPlan:
         with self._lock:
             self.seen.add(f.rel_path)
         if not self._is_supported(f.abs_path):
-            suffix = f.abs_path.suffix.lower() or "(no extension)"
+            suffix = PurePosixPath(f.rel_path).suffix.lower() or "(no extension)"  # valid UTF-8
             return Verdict.SKIP, (f"unsupported file type {suffix}", 0)
         try:
             st = os.stat(f.abs_path)
