@@ -28,6 +28,7 @@ import platform
 import shutil
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -166,7 +167,10 @@ def build_f32(spec: ModelSpec, dest: Path, probe_texts: list[str]) -> dict[str, 
         ["An example sentence to trace the graph with.", "Short one."],
         padding=True, truncation=True, max_length=spec.max_tokens, return_tensors="pt",
     )
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # tracing warns about Python conditions frozen into the graph (shapes of the example);
+        # they hold for every input we feed (padding is masked). Quiet, and not errors under -W error.
+        warnings.simplefilter("ignore")
         reference = model.encode(probe_texts, batch_size=len(probe_texts), convert_to_numpy=True, normalize_embeddings=True)
         converted = ov.convert_model(_Wrapper.make(model), example_input=dict(example))
     ov.save_model(converted, str(dest / "model.xml"), compress_to_fp16=False)

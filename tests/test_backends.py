@@ -1,0 +1,182 @@
+"""Model backends: auto selection and fallback, the OpenVINO model cache, cross-backend agreement.
+
+Real model throughout. One session-wide temp cache (RAGCTL_CACHE_DIR): the first thing done to
+it is a conversion killed by SIGKILL; the OpenVINO embedder used by the other tests is the
+normal start that follows, which must clean up and rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragctl.embedding import Embedder, resolve_model
+from ragctl.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+pytest.importorskip("openvino", reason="the openvino extra is not installed")
+
+TEXTS = [
+    "Customers may ask for a refund within forty-five days of purchase.",
+    "The on-call engineer restarts the ingress controller after a certificate expires.",
+    "Vacation days carry over into the next calendar year, up to five days.",
+    "Quarterly revenue grew by twelve percent, driven by subscriptions in Europe.",
+    "To rotate an API key, open Settings, choose Keys, and press Rotate.",
+    "The warehouse ships orders placed before 2 pm on the same business day.",
+    "Backups run nightly at 01:00 UTC and are kept for thirty days.",
+    "New engineers get a mentor, a laptop and a starter task in their first week.",
+    "def parse(path): return open(path).read().split()",
+    "Short.",
+    "Le rapport annuel présente les résultats financiers du groupe.",
+    " ".join(["A very long passage about data retention policies and audits."] * 60),
+]
+QUERIES = [
+    "how long do I have to get my money back",
+    "what happens when the TLS certificate expires",
+    "can I keep unused holidays",
+    "how do I replace an API key",
+    "when are backups taken",
+]
+
+
+def _cache_entries(cache: Path) -> tuple[list[Path], list[Path]]:
+    root = cache / "openvino"
+    entries = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
+    temps = [p for p in root.iterdir() if p.name.startswith(".tmp-")] if root.is_dir() else []
+    return entries, temps
+
+
+@pytest.fixture(scope="module")
+def killed_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A cache dir in which a conversion was SIGKILLed mid-way; RAGCTL_CACHE_DIR points at it."""
+    cache = tmp_path_factory.mktemp("ragctl-cache")
+    env = {**os.environ, "RAGCTL_CACHE_DIR": str(cache)}
+    code = "from ragctl.embedding import Embedder, resolve_model; Embedder(resolve_model(None), 'fp32', backend='openvino')"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _cache_entries(cache)[1]:  # the temp dir exists: conversion under way
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the conversion finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    entries, temps = _cache_entries(cache)
+    state = {"entries": entries, "temps": temps, "returncode": proc.returncode}
+    old = os.environ.get("RAGCTL_CACHE_DIR")
+    os.environ["RAGCTL_CACHE_DIR"] = str(cache)
+    yield cache, state
+    if old is None:
+        os.environ.pop("RAGCTL_CACHE_DIR", None)
+    else:
+        os.environ["RAGCTL_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def ov(killed_cache) -> Embedder:
+    return Embedder(resolve_model(None), "fp32", "cpu", 8, backend="openvino")
+
+
+@pytest.fixture(scope="module")
+def torch32() -> Embedder:
+    return Embedder.shared(resolve_model(None), "fp32", "cpu", 8, backend="torch")
+
+
+def test_kill_during_conversion_leaves_no_entry_and_next_start_rebuilds(killed_cache, ov):
+    cache, state = killed_cache
+    assert state["returncode"] == -signal.SIGKILL
+    assert state["entries"] == [], "a killed conversion must not leave a cache entry"
+    assert state["temps"], "the kill must have happened mid-conversion (temp dir present)"
+    entries, temps = _cache_entries(cache)
+    assert temps == [], "the next build removes the killed build's temp dir"
+    assert len(entries) == 1 and Path(ov.describe()["model_cache"]) == entries[0]
+    meta = json.loads((entries[0] / "meta.json").read_text())
+    assert meta["model_digest"] == ov.spec.digest and {"model.xml", "model.bin", "reference.npy"} <= {
+        p.name for p in entries[0].iterdir()}
+    assert ov.describe()["self_check_min_cosine"] >= 0.999
+
+
+def test_describe_reports_backend(ov, torch32):
+    d = ov.describe()
+    assert d["backend"] == "openvino" and d["device"] == "cpu" and d["precision"] == "fp32"
+    assert d["backend_note"] is None and d["runtime"].startswith("openvino ")
+    t = torch32.describe()
+    assert t["backend"] == "torch" and t["runtime"].startswith("torch ") and t["model_cache"] is None
+
+
+def test_backends_agree_and_keep_order(ov, torch32):
+    a, b = ov.encode(TEXTS), torch32.encode(TEXTS)
+    assert a.dtype == np.float32 and a.shape == (len(TEXTS), ov.spec.dim)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert float((a * b).sum(axis=1).min()) >= 0.999
+    # order preserved whatever the length sort does inside
+    rev = ov.encode(TEXTS[::-1])[::-1]
+    assert float((a * rev).sum(axis=1).min()) >= 0.99999
+    assert ov.encode([]).shape == (0, ov.spec.dim)
+
+
+def test_query_on_one_backend_finds_the_same_results_in_vectors_of_the_other(ov, torch32):
+    import faiss
+
+    docs_t, docs_o = torch32.encode(TEXTS), ov.encode(TEXTS)
+    for docs, queries_from in ((docs_t, ov), (docs_o, torch32)):
+        index = faiss.IndexFlatIP(docs.shape[1])
+        index.add(docs)
+        _, same = index.search(queries_from.encode(QUERIES), 3)
+        own = torch32 if queries_from is ov else ov
+        _, expected = index.search(own.encode(QUERIES), 3)
+        assert same.tolist() == expected.tolist()
+
+
+def test_auto_falls_back_to_torch_when_self_check_fails(killed_cache, monkeypatch):
+    import ragctl.embedding as emb
+
+    monkeypatch.setattr(emb, "BF16_MIN_COSINE", 1.5)  # nothing can pass
+    e = Embedder(resolve_model(None), "auto", "cpu", 8, backend="auto")
+    d = e.describe()
+    assert d["backend"] == "torch" and "self-check failed" in d["backend_note"]
+    assert d["backend_note"].endswith("-> torch backend") and "\n" not in d["backend_note"]
+
+
+def test_auto_without_openvino_uses_torch_with_a_note(tmp_path):
+    code = textwrap.dedent("""
+        import json, sys
+        sys.modules["openvino"] = None  # import openvino -> ImportError, as if not installed
+        from ragctl.embedding import Embedder, resolve_model
+        from ragctl.errors import ConfigError
+        e = Embedder(resolve_model(None), "fp32", "cpu", 8, backend="auto")
+        try:
+            Embedder(resolve_model(None), "fp32", "cpu", 8, backend="openvino")
+            explicit = None
+        except ConfigError as exc:
+            explicit = str(exc)
+        print(json.dumps({"describe": e.describe(), "explicit": explicit}))
+    """)
+    env = {**os.environ, "RAGCTL_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    d = result["describe"]
+    assert d["backend"] == "torch" and "openvino is not installed" in d["backend_note"]
+    assert "\n" not in d["backend_note"]
+    assert result["explicit"].startswith("--backend openvino: openvino is not installed")
+    assert not (tmp_path / "openvino").exists()
+
+
+def test_bad_backend_and_int8_on_torch_are_config_errors():
+    with pytest.raises(ConfigError, match="--backend"):
+        Embedder(resolve_model(None), backend="onnx")
+    with pytest.raises(ConfigError, match="int8"):
+        Embedder(resolve_model(None), "int8", "cpu", backend="torch")
