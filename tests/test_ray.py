@@ -1,0 +1,213 @@
+"""`ingest --ray`: the Ray stage against a local Ray cluster started once for this module.
+
+The cluster is `ray.init(num_cpus=2, include_dashboard=False)`; every in-process ingest reuses
+it (the stage never shuts down a Ray it did not start). Subprocess tests cover the one-line
+exit-2 errors (address unreachable, Ray not installed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import RAGCTL, make_tree
+
+ray = pytest.importorskip("ray")
+
+from ragctl import events as ev  # noqa: E402
+from ragctl.cli.app import app  # noqa: E402
+from ragctl.ingest import IngestOptions, ingest  # noqa: E402
+from ragctl.ingest import ray_stage  # noqa: E402
+from ragctl.manager import EntityRAGManager  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+def para(topic: str, n: int = 3) -> str:
+    return "\n\n".join(
+        f"{topic} paragraph {i}: the {topic} policy covers refunds, shipping windows and support hours "
+        f"for customers in region {i}; escalations go to the {topic} desk within {i + 2} days."
+        for i in range(n)
+    )
+
+
+def small_tree(root: Path, per_entity: int = 3) -> Path:
+    files: dict[str, str] = {}
+    for entity in ("alpha", "beta"):
+        for i in range(per_entity):
+            files[f"{entity}/docs/note-{i}.md"] = f"# {entity} {i}\n\n" + para(f"{entity}{i}", 2 + i % 3)
+        files[f"{entity}/readme.txt"] = para(f"{entity}-readme", 2)
+    return make_tree(root, files)
+
+
+def store_contents(store: Path, entity: str) -> dict[tuple[str, int], tuple[str, np.ndarray]]:
+    """(path, chunk ordinal) -> (chunk text, vector), read from the store's files."""
+    from ragctl.storage.entity import EntityStore
+    from ragctl.storage.layout import open_store
+
+    es = EntityStore(open_store(store, create=False), entity)
+    records = es.records()
+    index = es.load_index()
+    with sqlite3.connect(es.texts.path) as conn:
+        rows = conn.execute("SELECT id, doc_id, ord, text FROM chunks").fetchall()
+    out = {}
+    for row_id, doc_id, ord_, text in rows:
+        out[(records[doc_id]["path"], ord_)] = (text, index.reconstruct(int(row_id)))
+    assert len(out) == sum(r["chunk_count"] for r in records.values())
+    return out
+
+
+def records_by_path(store: Path, entity: str) -> dict[str, dict]:
+    shard = json.loads((store / "doc_id_name_mapping" / f"{entity}.json").read_text())
+    paths = [r["path"] for r in shard.values()]
+    assert len(paths) == len(set(paths)), "a file indexed twice"
+    return {r["path"]: r for r in shard.values()}
+
+
+def cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_ray_store_equals_the_local_store_and_a_rerun_does_nothing(tmp_path, embedder):
+    root = small_tree(tmp_path / "docs")
+    sources = [p for p in sorted(root.iterdir())]
+    from ragctl.discovery import discover_entities
+
+    local = ingest(discover_entities(root, None), IngestOptions(store=tmp_path / "local"), embedder=embedder)
+    assert not local.any_failed
+    report = ingest(discover_entities(root, None), IngestOptions(store=tmp_path / "ray", ray="local"))
+    assert not report.any_failed and report.error is None
+    assert report.model["ray"]["actors"] == 1  # 2 CPUs: actors stay below the CPU count
+    assert report.total_chunks == local.total_chunks > 0
+    for entity in ("alpha", "beta"):
+        a, b = records_by_path(tmp_path / "local", entity), records_by_path(tmp_path / "ray", entity)
+        assert {p: (r["content_hash"], r["chunk_count"]) for p, r in a.items()} == {
+            p: (r["content_hash"], r["chunk_count"]) for p, r in b.items()}
+        ca, cb = store_contents(tmp_path / "local", entity), store_contents(tmp_path / "ray", entity)
+        assert set(ca) == set(cb)
+        for key, (text, vec) in ca.items():
+            assert cb[key][0] == text
+            cosine = float(np.dot(vec, cb[key][1]) / (np.linalg.norm(vec) * np.linalg.norm(cb[key][1])))
+            assert cosine >= 0.999, (key, cosine)
+    assert len(sources) == 2
+
+    # a re-run does nothing (no actor, no model); a touched file is re-hashed on the driver only
+    os.utime(root / "alpha" / "readme.txt", ns=(time.time_ns(), time.time_ns()))
+    again = ingest(discover_entities(root, None), IngestOptions(store=tmp_path / "ray", ray="local"))
+    assert again.total_chunks == 0 and not again.any_failed
+    assert sum(r.unchanged for r in again.entities.values()) == sum(r.files for r in again.entities.values())
+    assert "ray" not in again.model  # no actor was started: nothing needed the model
+
+
+def test_dry_run_then_a_bad_file_fails_alone_with_one_line(tmp_path):
+    root = small_tree(tmp_path / "docs", per_entity=1)
+    (root / "alpha" / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is not a pdf at all\n" * 20)
+    store = tmp_path / "store"
+
+    dry = cli("ingest", root, "--store", store, "--ray", "local", "--dry-run", "--json", "-q")
+    assert dry.exit_code == 0, dry.output
+    planned = json.loads(dry.stdout)
+    assert planned["dry_run"] is True
+    assert planned["entities"]["alpha"]["indexed"] == 3 and planned["entities"]["beta"]["indexed"] == 2
+    assert not (store / "doc_id_name_mapping").exists()
+
+    real = cli("ingest", root, "--store", store, "--ray", "local", "--json", "-q")
+    assert real.exit_code == 1, real.output  # some files failed
+    result = json.loads(real.stdout)
+    assert [f["path"] for f in result["failures"]] == ["broken.pdf"]
+    assert "\n" not in result["failures"][0]["error"] and result["failures"][0]["error"]
+    assert result["entities"]["alpha"]["indexed"] == 2 and result["entities"]["beta"]["indexed"] == 2
+    assert set(records_by_path(store, "alpha")) == {"docs/note-0.md", "readme.txt"}
+
+
+def test_library_add_documents_parallel_with_ray(tmp_path):
+    root = small_tree(tmp_path / "docs", per_entity=1)
+    manager = EntityRAGManager(tmp_path / "store")
+    report = manager.add_documents_parallel({"alpha": [root / "alpha"]}, ray="local", shared_fs=True)
+    assert not report.any_failed and report.entities["alpha"].indexed == 2
+    assert report.model["ray"]["shared_fs"] is True
+
+
+def actor_pids() -> list[int]:
+    import psutil
+
+    pids = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info.get("cmdline") or [])
+        if cmd.startswith("ray::IngestActor"):
+            pids.append(proc.info["pid"])
+    return pids
+
+
+@pytest.mark.slow
+def test_a_killed_ray_worker_is_retried_and_each_file_lands_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(ray_stage, "MAX_FILES_PER_CALL", 1)  # many calls: the kill lands mid-run
+    root = small_tree(tmp_path / "docs", per_entity=6)
+    files = sum(1 for p in root.rglob("*") if p.is_file())
+    killed: list[int] = []
+
+    restarted: set[int] = set()
+
+    def on_event(event):
+        if not isinstance(event, ev.FileDone):
+            return
+        pids = actor_pids()
+        if not killed and pids:
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+        elif killed:
+            restarted.update(p for p in pids if p != killed[0])
+
+    from ragctl.discovery import discover_entities
+
+    report = ingest(discover_entities(root, None), IngestOptions(store=tmp_path / "store", ray="local",
+                                                                  commit_docs=1), on_event)
+    assert killed, "no actor process was found to kill"
+    assert restarted, "Ray did not restart the killed actor"
+    assert report.error is None and not report.failures, report.to_json()
+    assert sum(r.indexed for r in report.entities.values()) == files
+    for entity in ("alpha", "beta"):
+        assert len(records_by_path(tmp_path / "store", entity)) == 7
+        store_contents(tmp_path / "store", entity)  # every chunk has a vector, no duplicate rows
+    again = ingest(discover_entities(root, None), IngestOptions(store=tmp_path / "store", ray="local"))
+    assert again.total_chunks == 0 and sum(r.unchanged for r in again.entities.values()) == files
+
+
+def run_cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess:
+    code = f"{prelude}import sys; from ragctl.cli.app import main; sys.argv = ['ragctl', *sys.argv[1:]]; main()"
+    env = dict(os.environ, RAY_ADDRESS="")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_unreachable_address_and_missing_ray_are_one_line_exit_2(tmp_path):
+    root = small_tree(tmp_path / "docs", per_entity=1)
+    out = run_cli("ingest", str(root), "--store", str(tmp_path / "s"), "--ray", "127.0.0.1:9")
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert "127.0.0.1:9" in lines[0] and "cannot reach" in lines[0]
+
+    out = run_cli("ingest", str(root), "--store", str(tmp_path / "s"), "--ray", "local",
+                  prelude="import sys; sys.modules['ray'] = None; ")
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert ".[ray]" in lines[0]
+
+    bad = cli("ingest", root, "--store", tmp_path / "s", "--ray-actors", "2")
+    assert bad.exit_code == 2 and "need --ray" in bad.output
+    assert RAGCTL  # the shared argv prefix stays importable from here
