@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from ragctl.embedding import ModelSpec, resolve_model
 from ragctl.errors import ConfigError, UsageError
-from ragctl.storage.chunk_texts import match_expression
 from ragctl.storage.entity import EntityStore, Hit, open_entity
 
 if TYPE_CHECKING:
@@ -99,13 +98,13 @@ class Searcher:
             return entity.search(self._encode(queries), k)
         if mode == "text":
             return [
-                entity.hits([(i, s, None, rank) for rank, (i, s) in enumerate(entity.text_search(match_expression(q), k), 1)])
+                entity.hits([(i, s, None, rank) for rank, (i, s) in enumerate(entity.text_search(q, k), 1)])
                 for q in queries
             ]
         depth = max(MIN_DEPTH, 4 * k)
         vector_rows = entity.vector_search(self._encode(queries), depth)
         return [
-            entity.hits(fuse(vrows, entity.text_search(match_expression(q), depth), k))
+            entity.hits(fuse(vrows, entity.text_search(q, depth), k))
             for q, vrows in zip(queries, vector_rows)
         ]
 

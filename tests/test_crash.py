@@ -311,7 +311,7 @@ def test_vectors_deleted_behind_the_stores_back_are_found_repaired_and_reingeste
 
     code, report = verify_json(store, "--repair")
     assert code == 0, report
-    assert any("dropped 1 unsearchable" in r for r in report["entities"]["alpha"]["repaired"])
+    assert any("boats.txt" in r and "dropped the record" in r for r in report["entities"]["alpha"]["repaired"])
     assert set(shard(store, "alpha")) == {"garden.md", "notes/bread.md"}
     code, report = verify_json(store)
     assert code == 0 and report["entities"]["alpha"]["documents"] == 2

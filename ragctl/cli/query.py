@@ -23,6 +23,9 @@ def query_command(
     queries: str = typer.Option(None, "--queries", help="File with one query per line ('-' for stdin)."),
     store: Path = StoreOption,
     model: str = typer.Option(None, "--model", help="Model override (must be the entity's model)."),
+    mode: str = typer.Option(
+        "hybrid", "--mode", help="hybrid (rank fusion of both), vector (embeddings) or text (bm25 full-text)."
+    ),
     embed_url: str = EmbedUrlOption,
     embed_model: str = EmbedModelOption,
     embed_key_env: str = EmbedKeyEnvOption,
@@ -31,10 +34,12 @@ def query_command(
 ) -> None:
     """Top-k chunks of one entity for a query (or a batch of queries, one model load)."""
     from ragctl.ids import validate_entity_id
-    from ragctl.query import Searcher, hit_json
+    from ragctl.query import MODES, Searcher, hit_json
     from ragctl.runtimes.remote import settings_from
 
     validate_entity_id(entity)
+    if mode not in MODES:
+        fail(f"--mode must be one of {', '.join(MODES)}", EXIT_USAGE)
     if (text is None) == (queries is None):
         fail("give either TEXT or --queries FILE", EXIT_USAGE)
     if queries is not None:
@@ -47,7 +52,7 @@ def query_command(
         batch = [text]
     remote = settings_from(embed_url, embed_model, embed_key_env, dim=embed_dim)
     searcher = Searcher(store_path(store), entity, model, remote)
-    results = searcher.search(batch, k)
+    results = searcher.search(batch, k, mode)
     if json_out:
         if queries is None:
             print_json({"entity": entity, "results": [hit_json(h) for h in results[0]]})
@@ -65,4 +70,5 @@ def query_command(
             snippet = " ".join(hit.text.split())
             if len(snippet) > 300:
                 snippet = snippet[:297] + "..."
-            typer.echo(f"{rank}. {hit.score:.3f}  {hit.path}  [{hit.doc_id[:8]}]\n   {snippet}")
+            origin = "/".join(f"{name}#{r}" for name, r in (("vec", hit.vector_rank), ("text", hit.text_rank)) if r)
+            typer.echo(f"{rank}. {hit.score:.3f}  {hit.path}  [{hit.doc_id[:8]}] {origin}\n   {snippet}")

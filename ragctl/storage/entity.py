@@ -280,29 +280,27 @@ class EntityStore:
     # ------------------------------------------------------------------ search
     def vector_search(self, query_vectors: np.ndarray, depth: int) -> list[list[tuple[int, float]]]:
         """Per query, up to `depth` (vector id, cosine) pairs of mapped documents, best first."""
-        import numpy as np
-
         owners = self.owners()
         index = self.load_index()
         if index is None or index.ntotal == 0 or not owners:
             return [[] for _ in range(len(query_vectors))]
         # Orphans (from a crash or a pending clean-up) can fill the top; ask for enough extra.
         want = min(index.ntotal, depth + max(0, index.ntotal - owners.referenced))
-        scores, ids = index.search(np.ascontiguousarray(query_vectors, dtype=np.float32), want)
+        scores, ids = VectorIndex.search(index, query_vectors, want)
         out = []
         for row_scores, row_ids in zip(scores, ids):
             row = [(int(i), float(s)) for s, i in zip(row_scores, row_ids) if i >= 0 and owners.owner(int(i))]
             out.append(row[:depth])
         return out
 
-    def text_search(self, expression: str, depth: int) -> list[tuple[int, float]]:
-        """Up to `depth` (vector id, bm25) pairs of mapped documents for an FTS5 expression."""
+    def text_search(self, text: str, depth: int) -> list[tuple[int, float]]:
+        """Up to `depth` (vector id, bm25) pairs of mapped documents for free text."""
         owners = self.owners()
-        if not owners or not expression:
+        if not owners or not text.strip():
             return []
         limit = depth
         while True:
-            rows = self.texts.search(expression, limit)
+            rows = self.texts.search(text, limit)
             kept = [(i, s) for i, s in rows if owners.owner(i)]
             if len(kept) >= depth or len(rows) < limit:
                 return kept[:depth]

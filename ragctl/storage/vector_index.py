@@ -88,6 +88,24 @@ class VectorIndex:
         index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
 
     @staticmethod
+    def search(index: faiss.Index, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the `depth` nearest vectors per query. A few queries run on the
+        calling thread: a flat scan is memory-bound, and waking an OpenMP team per query cost
+        3x the scan itself here (2 busy cores)."""
+        import faiss
+        import numpy as np
+
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if len(queries) >= 8:
+            return index.search(queries, depth)
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)  # OpenMP: affects the calling thread only
+        try:
+            return index.search(queries, depth)
+        finally:
+            faiss.omp_set_num_threads(before)
+
+    @staticmethod
     def remove(index: faiss.Index, ids: np.ndarray) -> int:
         import numpy as np
 
