@@ -49,6 +49,32 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse({"error": {"code": code, "message": line}}, status_code=status, headers=headers)
 
 
+class BearerAuth:
+    """Every route but /healthz needs a known bearer token (when tokens are configured);
+    checked before routing and before any request body is read. The token's entities go to
+    `request.state.allowed_entities` (None: every entity)."""
+
+    def __init__(self, app: Any, config: ServeConfig) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.config.auth_required and scope.get("path") != "/healthz":
+            header = ""
+            for name, value in scope.get("headers", []):
+                if name == b"authorization":
+                    header = value.decode("latin-1")
+            scheme, _, token = header.partition(" ")
+            known, entities = self.config.access_for(token.strip()) if scheme.lower() == "bearer" else (False, None)
+            if not known:
+                message = "unknown token" if header else "missing bearer token (Authorization: Bearer <token>)"
+                response = error_response(401, "unauthorized", message, {"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+            scope.setdefault("state", {})["allowed_entities"] = entities
+        await self.app(scope, receive, send)
+
+
 class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=10_000)
     k: int = Field(default=5, ge=1, le=100)
@@ -91,6 +117,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             await asyncio.to_thread(engine.stop)
 
     app = FastAPI(title="ragctl", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
+                  swagger_ui_oauth2_redirect_url=None,
                   description="Upload documents into per-entity indexes, follow the jobs, search.")
     app.state.engine = engine
     app.state.config = config
@@ -135,18 +162,10 @@ def create_app(config: ServeConfig) -> FastAPI:
         """None: every entity (or no auth configured)."""
         if not config.auth_required:
             return None
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)",
-                           {"WWW-Authenticate": "Bearer"})
-        known, entities = config.access_for(token.strip())
-        if not known:
-            raise ApiError(401, "unauthorized", "unknown token", {"WWW-Authenticate": "Bearer"})
-        return entities
+        return request.state.allowed_entities  # type: ignore[no-any-return]
 
     def entity_access(request: Request, entity_id: str) -> str:
-        allowed = allowed_entities(request)  # 401 first: an anonymous caller learns nothing
+        allowed = allowed_entities(request)
         if not is_valid_entity_id(entity_id):
             raise ApiError(400, "invalid_entity_id",
                            f"invalid entity id {entity_id!r}: letters, digits, '.', '_', '-'; at most 128; "
@@ -282,4 +301,5 @@ def create_app(config: ServeConfig) -> FastAPI:
         hits = searcher.search([body.query], body.k, body.mode)[0]
         return {"entity": entity_id, "results": [hit_json(h) for h in hits]}
 
+    app.add_middleware(BearerAuth, config=config)
     return app
