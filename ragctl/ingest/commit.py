@@ -63,9 +63,11 @@ def commit_documents(
 
 
 class CommitStage:
-    def __init__(self, ctx: RunContext, store_for: Callable[[str], EntityStore], reporter: Reporter) -> None:
+    def __init__(self, ctx: RunContext, store_for: Callable[[str], EntityStore], reporter: Reporter,
+                 plans: dict[tuple[str, str], Any]) -> None:
         self.ctx = ctx
         self.store_for = store_for
+        self.plans = plans  # the run's live plans: a finished unit's is dropped (long-lived runs)
         self.reporter = reporter
         self.adds: dict[str, list[msg.Embedded]] = defaultdict(list)  # per entity, across work units
         self.changes: dict[str, list[msg.Change]] = defaultdict(list)
@@ -127,6 +129,7 @@ class CommitStage:
     def _finish(self, key: tuple[str, str]) -> None:
         end = self.ends.pop(key)
         self.settled.pop(key, None)
+        self.plans.pop(key, None)
         self._flush(end.entity_id)
         finish_entity(self.store_for(end.entity_id), end.plan.gone(), self.ctx, self.reporter)
 

@@ -196,7 +196,7 @@ class IngestRun:
         settled: Channel[Any] = Channel("settled", 256, self.stop)
         pool = ParsePool(self.ctx.parse_workers, str(self.ctx.spec.path), self.ctx.spec.max_tokens, opts.limits)
         embed = EmbedStage(self.ctx, self.plans, self.reporter, self._load_embedder)
-        commit = CommitStage(self.ctx, self.store_for, self.reporter)
+        commit = CommitStage(self.ctx, self.store_for, self.reporter, self.plans)
         ray_stage = self._ray_stage()  # --ray: connects now (exit 2 before any work if it cannot)
         threading.Thread(target=self._count, name="ragctl-counter", daemon=True).start()
         if ray_stage is None:

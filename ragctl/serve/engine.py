@@ -174,9 +174,6 @@ class Engine:
         status = _STATUS_OUT.get(str(event.status), str(event.status))
         job.outcomes.setdefault(event.path, (status, event.chunks, event.detail))
         if len(job.outcomes) >= len({f.path for f in job.files}) and not job.done_event.is_set():
-            run = self._run
-            if run is not None:  # the run keeps a plan per work unit; this one is settled
-                run.plans.pop((job.entity_id, job.job_id), None)
             self._finished.put(job)
 
     # ------------------------------------------------------------------ finishing jobs
