@@ -46,6 +46,7 @@ from typing import Any, TextIO
 from ragctl.errors import StorageError, UsageError
 from ragctl.fsutil import atomic_write, atomic_write_bytes, atomic_write_json, file_lock, fsync_dir, json_bytes, now_iso
 from ragctl.storage.json_storage import DEFAULT_LOCK_TIMEOUT, load_records, record_shards
+from ragctl.storage.mapping_log import load_shard_view
 from ragctl.storage.layout import (
     MAPPING_COLLECTION,
     MODE_SHARDED,
@@ -625,7 +626,7 @@ def _merge_entity(
         if not dry_run:
             shard.parent.mkdir(parents=True, exist_ok=True)
             stack.enter_context(file_lock(shard, lock_timeout))
-        current = load_records(shard)
+        current = load_shard_view(shard)  # with its mapping log: a rewrite below folds it in
         for key, record in incoming.items():
             have = current.get(key)
             if have is None and key not in current:

@@ -27,17 +27,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragctl.errors import StorageError
-from ragctl.fsutil import now_iso
+from ragctl.fsutil import atomic_write_json, file_lock, fsync_dir, now_iso
 from ragctl.ids import validate_entity_id
 from ragctl.storage.chunk_texts import ChunkTexts
 from ragctl.storage.entity_meta import EntityMeta
 from ragctl.storage.json_storage import JSONStorage, Record, record_shards
 from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout
+from ragctl.storage.mapping_log import ShardView, apply_entry
 from ragctl.storage.owners import Owners, referenced_ids
+from ragctl.storage.segments import (
+    APPROX_SEGMENT_MIN,
+    FANOUT,
+    ORPHAN_MIN,
+    ORPHAN_SHARE,
+    SegmentedIndex,
+    effective_kind,
+    read_segment_ids,
+)
 from ragctl.storage.vector_index import VectorIndex, file_signature
 
 if TYPE_CHECKING:
-    import faiss
     import numpy as np
 
 
@@ -82,15 +91,20 @@ class Hit:
 class EntityStore:
     """One entity's index, chunk texts and mapping shard, safe across threads and processes."""
 
-    def __init__(self, storage: JSONStorage, entity_id: str) -> None:
+    def __init__(self, storage: JSONStorage, entity_id: str, index_kind: str | None = None) -> None:
         self.entity_id = validate_entity_id(entity_id)
         self.storage = storage
         layout = StoreLayout(storage.root)
-        self.index = VectorIndex(layout.index_path(self.entity_id))
         self.texts = ChunkTexts(layout.chunks_path(self.entity_id))
         self._meta = EntityMeta(layout.entity_meta_path(self.entity_id), self.entity_id)
+        self.index = SegmentedIndex(layout.entity_dir(self.entity_id), self._meta, layout.index_path(self.entity_id))
+        # auto|flat|ivf|hnsw (ingest --index); None: whatever entity.json records (auto for new)
+        self.index_kind = index_kind
         self._mem_lock = threading.Lock()
         self._owners: tuple[tuple[Any, ...], Owners] | None = None
+        # the committer's private view of the shard + log, and its lookups (used under the lock)
+        self._view: ShardView | None = None
+        self._lookup = _Lookup()
 
     # ------------------------------------------------------------------ reading
     def meta(self) -> dict[str, Any] | None:
@@ -105,32 +119,54 @@ class EntityStore:
     def check_model(self, model: dict[str, Any]) -> None:
         self._meta.check_model(model)
 
-    def load_index(self, dim: int | None = None) -> faiss.Index | None:
+    def load_index(self, dim: int | None = None) -> Any:
+        """The searchable union of the entity's segments (segments.UnionIndex: ntotal, d,
+        search), a format-2 entity's single FAISS index, an empty one of `dim`, or None."""
         return self.index.load(dim)
 
     def owners(self) -> Owners:
-        """Vector id -> record, rebuilt only when a mapping file was replaced (keyed by the
-        files' signatures, like JSONStorage's own cache)."""
-        key = (
-            file_signature(self.storage.legacy_path(MAPPING_COLLECTION)),
-            file_signature(self.storage.shard_path(MAPPING_COLLECTION, self.entity_id))
-            if self.storage.enable_sharding else None,
-        )
+        """Vector id -> record, rebuilt only when the records changed (the shard view gives a
+        new dict per change; the legacy file is keyed by its signature)."""
+        legacy_sig = file_signature(self.storage.legacy_path(MAPPING_COLLECTION))
+        shard = self.storage.read_shard(MAPPING_COLLECTION, self.entity_id) if self.storage.enable_sharding else None
         cached = self._owners
-        if cached is not None and cached[0] == key:
+        if cached is not None and cached[0][0] == legacy_sig and cached[0][1] is shard:
             return cached[1]
         owners = Owners(self.records().values())
-        self._owners = (key, owners)
+        self._owners = ((legacy_sig, shard), owners)
         return owners
 
     # ------------------------------------------------------------------ commit
     @contextmanager
     def locked(self) -> Iterator[dict[str, Record]]:
-        """Hold the entity's lock (= its mapping shard lock); yields the shard, written on exit."""
+        """Hold the entity's lock (= its mapping shard lock); yields the shard, written on exit
+        (a rewrite folds the mapping log in). Commits use `_locked_view` instead."""
         with self._mem_lock, self.storage.edit(MAPPING_COLLECTION, self.entity_id) as shard:
             if not self.storage.enable_sharding:
                 self._refuse_if_migrated()
             yield shard
+
+    @contextmanager
+    def _locked_view(self) -> Iterator[tuple[dict[str, Record] | None, dict[str, Record]]]:
+        """Hold the entity's lock; yields (the shard + log view kept current incrementally, or
+        None in monolithic mode; this entity's records only in the legacy file)."""
+        if not self.storage.enable_sharding:
+            with self.locked() as legacy:  # the whole legacy file, written when this exits
+                self._lookup.reset({k: r for k, r in legacy.items() if self.entity_id in record_shards(r)})
+                yield None, legacy
+            return
+        path = self.storage.shard_path(MAPPING_COLLECTION, self.entity_id)
+        with self._mem_lock, file_lock(path, self.storage.lock_timeout):
+            if self._view is None:
+                self._view = ShardView(path, self.storage.id_field, copy_on_write=False)
+                self._view.listeners.append(self._lookup.on_entry)
+            records = self._view.refresh()
+            legacy = {
+                k: r
+                for k, r in self.storage.read_legacy(MAPPING_COLLECTION).items()
+                if k not in records and self.entity_id in record_shards(r)
+            }
+            yield records, legacy
 
     def _refuse_if_migrated(self) -> None:
         """A monolithic writer that waited on the legacy lock while migrate-to-sharded ran must
@@ -156,27 +192,30 @@ class EntityStore:
         """Apply adds/replacements, record changes (moves, refreshes) and removals atomically.
 
         Hash checks are repeated here, under the lock, so concurrent writers never index the
-        same content twice; parsing and embedding happened before, outside any lock.
+        same content twice; parsing and embedding happened before, outside any lock. The cost
+        is what the commit adds: one segment file, entity.json, one mapping-log line.
         """
         import numpy as np
 
         result = CommitResult()
-        with self.locked() as shard:
+        with self._locked_view() as (shard, legacy):
             self.check_model(model)
-            mine, legacy = self._split_view(shard)
-            view = {**legacy, **mine}
-            accepted = _accept(adds, view, result)
+            mine = shard if shard is not None else legacy  # monolithic: the legacy file is "mine"
+            if shard is None:
+                legacy = {}
+            lookup = self._lookup
+            legacy_lookup = _Lookup()
+            legacy_lookup.reset(legacy)
+            accepted = _accept(adds, [lookup, legacy_lookup], result)
 
-            index = self.load_index(dim=int(model["dim"]))
-            assert index is not None
-            present = VectorIndex.ids(index)
-            orphans = np.setdiff1d(present, referenced_ids(view.values()), assume_unique=True)
+            meta = self._meta.read() or {"entity_id": self.entity_id, "created_at": now_iso()}
+            manifest = self._vectors_manifest(meta)
             # Ids are never reused, even after orphans are dropped: the high-water mark is kept
             # in entity.json, so a concurrent reader can never pair an old id with new text.
             next_id = max(
-                int(present[-1]) + 1 if len(present) else 0,
+                max((int(s["max_id"]) + 1 for s in manifest["segments"]), default=0),
                 self.texts.max_id() + 1,
-                self._meta.next_vector_id(),
+                int(meta.get("next_vector_id", 0)),
             )
             new_rows: list[tuple[int, str, int, str]] = []
             new_vectors: list[np.ndarray] = []
@@ -192,23 +231,26 @@ class EntityStore:
 
             # 1. chunk texts + full-text entries (superset of the index at every instant)
             self.texts.insert(new_rows)
-            # 2. index: drop earlier orphans, add new vectors, write atomically
-            if len(orphans) or new_rows:
-                VectorIndex.remove(index, orphans)
-                if new_rows:
-                    VectorIndex.add(index, np.vstack(new_vectors), np.array([r[0] for r in new_rows], dtype=np.int64))
-                self.index.persist(index)
-                self.texts.delete(orphans.tolist())
-            # 3. the mapping shard (written when the `locked` block exits): the commit point
+            # 2. one new segment, then entity.json naming it (model identity, id high-water mark)
+            if new_rows:
+                self.index.add(manifest, np.array([r[0] for r in new_rows], dtype=np.int64), np.vstack(new_vectors))
+                fsync_dir(self.index.dir)
+            if new_rows or changes or removes or not self._meta.exists():
+                meta["vectors"] = manifest
+                self._meta.write(model, precision, next_id, base=meta)
+            # 3. the mapping: one log line (sharded) or the legacy file - the commit point
+            sets: dict[str, Record] = {}
+            dels: list[str] = []
             for record in new_records:
-                for key in [k for k, r in mine.items() if r.get("path") == record["path"]]:
-                    shard.pop(key, None)
-                shard[record["doc_id"]] = record
+                for key in lookup.doc_ids_with_path(record["path"], mine):
+                    if key != record["doc_id"]:
+                        dels.append(key)
+                sets[record["doc_id"]] = record
             for doc_id, fields in changes:
-                record = mine.get(doc_id) or legacy.get(doc_id)
+                record = sets.get(doc_id) or mine.get(doc_id) or legacy.get(doc_id)
                 if record is None:
                     continue
-                shard[doc_id] = {**record, **fields}
+                sets[doc_id] = {**record, **fields}
                 moved = "path" in fields and fields["path"] != record["path"]
                 result.status[fields.get("path", record["path"])] = "moved" if moved else "refreshed"
             legacy_removals = []
@@ -216,17 +258,135 @@ class EntityStore:
                 record = mine.get(doc_id) or legacy.get(doc_id)
                 if record is None:
                     continue
-                shard.pop(doc_id, None)
+                sets.pop(doc_id, None)
+                dels.append(doc_id)
                 result.status[record["path"]] = "pruned"
                 if doc_id in legacy:
                     legacy_removals.append(doc_id)
-            if new_rows or changes or removes or not self._meta.exists():
-                self._meta.write(model, precision, next_id)
+            if sets or dels:
+                self._write_mapping(shard, mine, sets, dels)
+            # 4. maintenance after the commit point: fold a long log, compact full tiers
+            if shard is not None and self._view is not None and self._view.should_fold():
+                self._view.fold()
+            if new_rows or dels:
+                self._maintain(meta, full=False, legacy_refs=legacy_lookup.referenced)
         # Records still in an unmigrated legacy file are removed after the shard lock is
         # released: lock order is always legacy -> shard (as migrate-to-sharded takes them).
         if legacy_removals:
             self.storage.delete(MAPPING_COLLECTION, {"doc_id": legacy_removals, "entity_id": self.entity_id})
         return result
+
+    def _write_mapping(self, shard: dict[str, Record] | None, mine: dict[str, Record],
+                       sets: dict[str, Record], dels: list[str]) -> None:
+        if shard is None:  # monolithic: `mine` is the legacy file, written when `locked` exits
+            for key in dels:
+                mine.pop(key, None)
+            mine.update(sets)
+            return
+        assert self._view is not None
+        entry: dict[str, Any] = {}
+        if dels:
+            entry["del"] = list(dict.fromkeys(dels))
+        if sets:
+            entry["set"] = sets
+        if self._view.shard_sha is None:  # no shard yet: write it (small), no log
+            records = dict(shard)
+            apply_entry(records, entry)
+            self._view.write_base(records)
+        else:
+            self._view.append(entry)
+
+    def _vectors_manifest(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """meta["vectors"], migrating a format-2 entity (one index.faiss) forward first: its
+        vectors become one segment; entity.json naming it is the switch; then the old file goes."""
+        manifest = meta.get("vectors")
+        if manifest is None:
+            manifest = {"segments": [], "requested": self.index_kind or "auto"}
+            legacy = self.index.legacy_path
+            if legacy.exists():
+                from ragctl.storage.vector_index import VectorIndex
+
+                old = VectorIndex(legacy).load()
+                ids = VectorIndex.ids(old)
+                if len(ids):
+                    import faiss
+                    import numpy as np
+
+                    raw_ids = faiss.vector_to_array(old.id_map).astype(np.int64)
+                    vectors = faiss.vector_to_array(faiss.downcast_index(old.index).codes).view(np.float32)
+                    self.index.add(manifest, raw_ids, vectors.reshape(len(raw_ids), old.d))
+                    fsync_dir(self.index.dir)
+                meta["vectors"] = manifest
+                atomic_write_json(self._meta.path, meta)  # the switch
+                legacy.unlink(missing_ok=True)
+        elif self.index_kind and manifest.get("requested") != self.index_kind:
+            manifest["requested"] = self.index_kind  # applied at the next full compaction
+        return manifest
+
+    def _maintain(self, meta: dict[str, Any], full: bool, legacy_refs: int = 0) -> int:
+        """Compaction (lock held): orphans dropped when their share is high (always when
+        `full`), full tiers merged, approximate indexes (re)built where the kind asks (`full`).
+        Returns how many orphan vectors were dropped."""
+        import numpy as np
+
+        manifest = meta.get("vectors")
+        if not manifest:
+            return 0
+        segments = manifest["segments"]
+        total = sum(int(s["count"]) for s in segments)
+        orphans = total - self._lookup.referenced - legacy_refs  # O(1): no id sets per commit
+        kind = effective_kind(manifest.get("requested", "auto"), total)
+        plan: list[tuple[list[str], int]] = []  # (segment names merged into one, tier)
+        keep = None
+        if full or orphans > max(ORPHAN_MIN, ORPHAN_SHARE * total):
+            keep = self._referenced_ids()
+            for s in segments:
+                ids = read_segment_ids(self.index.dir / s["name"])
+                if not np.isin(ids, keep, assume_unique=True).all():
+                    plan.append(([s["name"]], int(s.get("tier", 0))))
+        if full:
+            planned = {n for names, _ in plan for n in names}
+            for s in segments:
+                want = kind if int(s["count"]) >= APPROX_SEGMENT_MIN else "flat"
+                if s.get("kind", "flat") != want and s["name"] not in planned:
+                    plan.append(([s["name"]], int(s.get("tier", 0))))
+        new = dict(manifest)
+        for names, tier in plan:
+            new = self.index.merge(new, names, keep, kind, tier) or new
+        while True:
+            tiers: dict[int, list[str]] = {}
+            for s in new["segments"]:
+                tiers.setdefault(int(s.get("tier", 0)), []).append(s["name"])
+            full_tier = next((t for t in sorted(tiers) if len(tiers[t]) >= FANOUT), None)
+            if full_tier is None:
+                break
+            new = self.index.merge(new, tiers[full_tier], keep, kind, full_tier + 1)
+            plan.append((tiers[full_tier], full_tier + 1))
+        dropped = 0
+        if full and manifest.get("kind") != kind:
+            new["kind"] = kind
+        if new is not manifest and new != manifest:
+            new["kind"] = kind
+            dropped = total - sum(int(s["count"]) for s in new["segments"])
+            if self.index.dir.is_dir():
+                fsync_dir(self.index.dir)
+            meta["vectors"] = new
+            atomic_write_json(self._meta.path, meta)  # the switch: the manifest names the live set
+        if plan or full:
+            self.index.remove_unlisted(meta["vectors"])  # inputs of this or an interrupted compaction
+            self.index.legacy_path.unlink(missing_ok=True)
+        if keep is not None:  # rows nothing references (orphans' texts, interrupted commits)
+            stray = np.setdiff1d(self.texts.row_ids(), keep, assume_unique=True)
+            self.texts.delete(stray.tolist())
+        return dropped
+
+    def _referenced_ids(self) -> Any:
+        """Sorted ids the mapping references (shard + log + legacy); read under the lock."""
+        records = dict(self.storage.read_legacy(MAPPING_COLLECTION))
+        records = {k: r for k, r in records.items() if self.entity_id in record_shards(r)}
+        if self._view is not None and self.storage.enable_sharding:
+            records.update(self._view.records)
+        return referenced_ids(records.values())
 
     def _record(self, doc: PreparedDoc, doc_id: str, first: int) -> Record:
         return {
@@ -243,39 +403,34 @@ class EntityStore:
             "indexed_at": now_iso(),
         }
 
-    def _split_view(self, shard: dict[str, Record]) -> tuple[dict[str, Record], dict[str, Record]]:
-        """(this entity's records in the locked file, its records only in the legacy file)."""
-        mine = {k: r for k, r in shard.items() if self.entity_id in record_shards(r)}
-        if not self.storage.enable_sharding:
-            return mine, {}
-        legacy = {
-            k: r
-            for k, r in self.storage.read_legacy(MAPPING_COLLECTION).items()
-            if k not in shard and self.entity_id in record_shards(r)
-        }
-        return mine, legacy
-
     def gc(self) -> int:
-        """Drop vectors and chunk rows no mapping record references. Returns how many vectors."""
-        import numpy as np
-
+        """End of an entity's ingest (and `verify --repair`): fold the mapping log into the
+        shard, drop orphan vectors and stray chunk rows, merge full tiers and (re)build the
+        approximate index where the entity's kind asks. Returns how many vectors it dropped."""
         if not self.index.exists() and not self.texts.exists():
             return 0
-        with self.locked() as shard:
-            mine, legacy = self._split_view(shard)
-            keep = referenced_ids({**legacy, **mine}.values())
-            index = self.load_index()
-            present = VectorIndex.ids(index)
-            orphans = np.setdiff1d(present, keep, assume_unique=True)
-            if len(orphans):
-                assert index is not None
-                VectorIndex.remove(index, orphans)
-                self.index.persist(index)
-            # what the index still holds is referenced now, so every other row is stray
-            stray_rows = np.setdiff1d(self.texts.row_ids(), keep, assume_unique=True)
-            self.texts.delete(stray_rows.tolist())
+        with self._locked_view() as (shard, _legacy):
+            if shard is not None and self._view is not None:
+                self._view.fold()
+                self._view.refresh()
+            meta = self._meta.read()
+            if meta is None:
+                meta = {"entity_id": self.entity_id, "created_at": now_iso()}
+                if not self.index.legacy_path.exists():
+                    # no vectors yet: only stray chunk rows of an interrupted first commit
+                    self._drop_stray_rows()
+                    return 0
+            self._vectors_manifest(meta)
+            dropped = self._maintain(meta, full=True)
             self.texts.ensure_full_text()
-            return len(orphans)
+            return dropped
+
+    def _drop_stray_rows(self) -> None:
+        import numpy as np
+
+        if self.texts.exists():
+            stray = np.setdiff1d(self.texts.row_ids(), self._referenced_ids(), assume_unique=True)
+            self.texts.delete(stray.tolist())
 
     # ------------------------------------------------------------------ search
     def vector_search(self, query_vectors: np.ndarray, depth: int) -> list[list[tuple[int, float]]]:
@@ -333,15 +488,78 @@ class EntityStore:
         return {"documents": len(self.records()), "vectors": 0 if index is None else int(index.ntotal)}
 
 
-def _accept(adds: Sequence[PreparedDoc], view: dict[str, Record], result: CommitResult) -> list[tuple[PreparedDoc, str, str]]:
-    """The adds to index (doc, doc_id, status); same content is `unchanged`/`duplicate`."""
-    by_path = {r["path"]: r for r in view.values()}
-    by_hash = {r["content_hash"]: r for r in view.values()}
+class _Lookup:
+    """path -> doc_ids and content hash -> doc_ids over a records dict, updated entry by entry
+    (a ShardView listener), so a commit's hash checks cost what it adds; `referenced` counts
+    the vector ids the records reference (orphans = segment vectors - referenced)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, Record] = {}
+        self.by_path: dict[str, set[str]] = {}
+        self.by_hash: dict[str, set[str]] = {}
+        self.referenced = 0
+
+    def reset(self, records: dict[str, Record]) -> None:
+        self.records, self.by_path, self.by_hash, self.referenced = records, {}, {}, 0
+        for key, record in records.items():
+            self._add(key, record)
+
+    def _add(self, key: str, record: Record) -> None:
+        self.by_path.setdefault(str(record.get("path")), set()).add(key)
+        self.by_hash.setdefault(str(record.get("content_hash")), set()).add(key)
+        self.referenced += max(0, int(record.get("chunk_count", 0) or 0))
+
+    def _drop(self, key: str, record: Record) -> None:
+        for table, value in ((self.by_path, record.get("path")), (self.by_hash, record.get("content_hash"))):
+            keys = table.get(str(value))
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del table[str(value)]
+        self.referenced -= max(0, int(record.get("chunk_count", 0) or 0))
+
+    def on_entry(self, entry: dict[str, Any] | None, records: dict[str, Record]) -> None:
+        """Called with each entry before it is applied to `records` (None: all changed)."""
+        if entry is None:
+            self.reset(records)
+            return
+        self.records = records
+        for key in entry.get("del", ()):
+            if key in records:
+                self._drop(key, records[key])
+        for key, record in entry.get("set", {}).items():
+            if key in records:
+                self._drop(key, records[key])
+            self._add(key, record)
+
+    def with_hash(self, content_hash: str, exclude: frozenset[str]) -> Record | None:
+        for key in sorted(self.by_hash.get(content_hash, ())):
+            if key not in exclude and key in self.records:
+                return self.records[key]
+        return None
+
+    def with_path(self, path: str) -> Record | None:
+        keys = self.by_path.get(path)
+        return self.records.get(min(keys)) if keys else None
+
+    def doc_ids_with_path(self, path: str, records: dict[str, Record]) -> list[str]:
+        return [k for k in self.by_path.get(path, ()) if k in records]
+
+
+def _accept(adds: Sequence[PreparedDoc], lookups: list[_Lookup], result: CommitResult) -> list[tuple[PreparedDoc, str, str]]:
+    """The adds to index (doc, doc_id, status); same content is `unchanged`/`duplicate`.
+    `lookups`: the entity's records first (they win), then its records only in the legacy file."""
+    batch_hash: dict[str, str] = {}  # content hash -> path, within this batch
     accepted: list[tuple[PreparedDoc, str, str]] = []
     for doc in adds:
-        same_hash = by_hash.get(doc.content_hash)
-        if same_hash is not None and same_hash.get("doc_id") in doc.not_a_copy_of:
-            same_hash = None
+        same_hash: Record | None = None
+        if doc.content_hash in batch_hash:
+            same_hash = {"path": batch_hash[doc.content_hash]}
+        else:
+            for lookup in lookups:
+                same_hash = lookup.with_hash(doc.content_hash, doc.not_a_copy_of)
+                if same_hash is not None:
+                    break
         if same_hash is not None:
             if same_hash["path"] == doc.path:
                 result.status[doc.path] = "unchanged"
@@ -349,10 +567,10 @@ def _accept(adds: Sequence[PreparedDoc], view: dict[str, Record], result: Commit
                 result.status[doc.path] = "duplicate"
                 result.note[doc.path] = f"same content as {same_hash['path']}"
             continue
-        old = by_path.get(doc.path)
+        old = next((r for r in (lookup.with_path(doc.path) for lookup in lookups) if r is not None), None)
         doc_id = old["doc_id"] if old else uuid.uuid4().hex
         accepted.append((doc, doc_id, "updated" if old else "indexed"))
-        by_hash[doc.content_hash] = {"path": doc.path}
+        batch_hash[doc.content_hash] = doc.path
     return accepted
 
 

@@ -1,5 +1,6 @@
 """`entities/<entity>/entity.json`: the model identity an entity is bound to, its precision,
-dates and the vector-id high-water mark (`next_vector_id`, ids are never reused)."""
+dates, the vector-id high-water mark (`next_vector_id`, ids are never reused) and, since
+store format 3, the vectors manifest (`vectors`: live segments, index kind; segments.py)."""
 
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ class EntityMeta:
     def check_model(self, model: dict[str, Any]) -> None:
         """Refuse to mix models: the entity is bound to the model that first indexed it."""
         meta = self.read()
-        if not meta:
+        have = (meta or {}).get("model")
+        if not have:  # no model bound yet (a new entity, or one migrated before its first commit)
             return
-        have = meta.get("model", {})
         if have.get("dim") != model.get("dim") or have.get("digest") != model.get("digest"):
             raise ConfigError(
                 f"entity {self.entity_id!r} was indexed with model {have.get('name')!r} "
@@ -38,8 +39,10 @@ class EntityMeta:
                 f"{str(model.get('digest'))[:12]}). Use the same model, or another store."
             )
 
-    def write(self, model: dict[str, Any], precision: str, next_id: int = 0) -> None:
-        meta = self.read() or {"entity_id": self.entity_id, "created_at": now_iso()}
+    def write(self, model: dict[str, Any], precision: str, next_id: int = 0, base: dict[str, Any] | None = None) -> None:
+        """Write entity.json: `base` (the caller's current copy, e.g. with a new vectors
+        manifest) or what is on disk, with the model identity and high-water mark set."""
+        meta = base if base is not None else (self.read() or {"entity_id": self.entity_id, "created_at": now_iso()})
         meta["next_vector_id"] = max(int(meta.get("next_vector_id", 0)), next_id)
         meta["model"] = {k: model[k] for k in ("name", "digest", "dim") if k in model}
         if precision:

@@ -118,6 +118,7 @@ class JSONStorage:
         self.id_field = id_field
         self.lock_timeout = lock_timeout
         self._cache: dict[Path, tuple[tuple[int, int, int], dict[str, Record]]] = {}
+        self._views: dict[Path, Any] = {}  # shard path -> ShardView (shard + its mapping log)
         self._cache_lock = threading.Lock()
 
     # ----------------------------------------------------------------- paths and locks
@@ -150,8 +151,16 @@ class JSONStorage:
         return data
 
     def read_shard(self, collection: str, entity_id: str) -> dict[str, Record]:
-        """The records of one shard only (not the legacy file). Do not mutate the result."""
-        return self._read(self.shard_path(collection, entity_id))
+        """The records of one shard only (not the legacy file): the shard file with its
+        mapping log applied (mapping_log.py), kept current incrementally. Do not mutate."""
+        from ragctl.storage.mapping_log import ShardView
+
+        path = self.shard_path(collection, entity_id)
+        with self._cache_lock:
+            view = self._views.get(path)
+            if view is None:
+                view = self._views[path] = ShardView(path, self.id_field)
+        return view.refresh()
 
     def read_legacy(self, collection: str) -> dict[str, Record]:
         return self._read(self.legacy_path(collection))
@@ -201,13 +210,21 @@ class JSONStorage:
             if entity_id is not None:
                 validate_entity_id(entity_id)  # the same rule with sharding off
             path = self.legacy_path(collection)
+        sharded = entity_id is not None and self.enable_sharding
         with self._locked(path):
-            current = load_records(path, self.id_field)
+            if sharded:  # the shard with its mapping log applied; a write folds the log in
+                from ragctl.storage.mapping_log import load_shard_view, log_path
+
+                current = load_shard_view(path, self.id_field)
+            else:
+                current = load_records(path, self.id_field)
             working = {k: dict(v) for k, v in current.items()}
             yield working
             if working != current or not path.exists():
                 if working or path.exists():
                     atomic_write_json(path, working)
+                    if sharded:
+                        log_path(path).unlink(missing_ok=True)  # stale now (mapping_log.py)
                     with self._cache_lock:
                         self._cache.pop(path, None)
 
@@ -289,10 +306,14 @@ class JSONStorage:
     def drop_shard(self, collection: str, entity_id: str) -> None:
         """Remove an entity's shard file and lock file (used by `delete` of a whole entity)."""
         path = self.shard_path(collection, entity_id)
+        from ragctl.storage.mapping_log import log_path
+
         with self._locked(path):
             path.unlink(missing_ok=True)
+            log_path(path).unlink(missing_ok=True)
         with self._cache_lock:
             self._cache.pop(path, None)
+            self._views.pop(path, None)
         lock_path_for(path).unlink(missing_ok=True)
 
 

@@ -1,0 +1,434 @@
+"""An entity's vectors as append-only segment files (store format 3).
+
+    entities/<entity>/segments/<name>.seg   one file per commit (and per compaction output)
+    entities/<entity>/entity.json           "vectors": the manifest naming the live segments
+
+A commit writes one small segment atomically and then entity.json naming it (with the id
+high-water mark): its cost is what it adds, not what is stored. The searchable index is the
+union of the live segments: `SegmentedIndex.load()` returns a `UnionIndex` whose parts (one
+FAISS index per segment) are cached in memory and reused across manifest versions, so a new
+segment costs one small load and a compaction costs loading only its output. Parts are never
+mutated after they are built, so searches need no lock while another thread refreshes.
+
+Segment file: `RSEG0001`, u32 header length, header JSON {dim, count, kind, ...}, the ids
+(int64, ascending), then the payload: raw float32 vectors (kind "flat") or a serialized FAISS
+index over the same vectors and ids (kind "ivf": IndexIVFFlat, inner product; "hnsw":
+IndexIDMap2(IndexHNSWFlat)). Ids are readable without the payload (orphan checks at compaction).
+
+Compaction (lock held): tiered with fanout FANOUT - when a tier holds FANOUT segments they are
+merged into one segment of the next tier, dropping orphans - so each vector is rewritten once
+per tier it climbs (tiers of ~640, 10k, 164k, 2.6M vectors: <= 3x bytes written up to ~2.6M
+vectors per entity). gc() (end of an entity's ingest, `verify --repair`) also rewrites every
+segment holding orphans and (re)builds approximate indexes where the entity's index kind asks.
+Crash safety: write the merged segment(s), then entity.json naming the live set (the switch),
+then delete the inputs. Files not named by the manifest are garbage removed under the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ragctl.errors import StorageError
+from ragctl.fsutil import atomic_write
+
+if TYPE_CHECKING:
+    import faiss
+    import numpy as np
+
+MAGIC = b"RSEG0001"
+FANOUT = 16
+TIER_BASE = 1000  # a new segment's tier: floor(log_FANOUT(count / TIER_BASE)), at least 0
+ORPHAN_SHARE = 0.2  # orphans above this share of the vectors trigger a compaction...
+ORPHAN_MIN = 10_000  # ...once there are this many
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+AUTO_APPROX_MIN = 100_000  # auto: an approximate index once the entity holds this many vectors
+APPROX_SEGMENT_MIN = 20_000  # segments smaller than this stay flat (exact) whatever the kind
+
+
+def tier_for(count: int) -> int:
+    return max(0, int(math.floor(math.log(max(count, 1) / TIER_BASE, FANOUT)))) if count >= TIER_BASE else 0
+
+
+def effective_kind(requested: str, total: int) -> str:
+    if requested == "auto":
+        return "ivf" if total >= AUTO_APPROX_MIN else "flat"
+    return requested
+
+
+# --------------------------------------------------------------------------- segment files
+def write_segment(path: Path, ids: np.ndarray, vectors: np.ndarray, kind: str = "flat") -> dict[str, Any]:
+    """Write a segment atomically; returns its manifest entry (without the tier)."""
+    import numpy as np
+
+    order = np.argsort(ids, kind="stable")
+    ids = np.ascontiguousarray(ids[order], dtype=np.int64)
+    vectors = np.ascontiguousarray(vectors[order], dtype=np.float32)
+    count, dim = vectors.shape
+    header: dict[str, Any] = {"dim": int(dim), "count": int(count), "kind": kind}
+    payload: Any = vectors
+    if kind != "flat" and count:
+        index, params = build_approx(kind, vectors, ids)
+        header.update(params)
+        import faiss
+
+        payload = faiss.serialize_index(index)
+    head = json.dumps(header, sort_keys=True).encode()
+
+    def fill(handle: Any) -> None:
+        handle.write(MAGIC + struct.pack("<I", len(head)) + head)
+        handle.write(memoryview(ids).cast("B"))
+        handle.write(memoryview(payload).cast("B"))
+
+    atomic_write(path, fill, sync_dir=False)
+    entry = {"name": path.name, "count": int(count), "kind": kind,
+             "min_id": int(ids[0]) if count else 0, "max_id": int(ids[-1]) if count else -1}
+    return entry
+
+
+def _read_header(fh: Any, path: Path) -> tuple[dict[str, Any], int]:
+    start = fh.read(12)
+    if len(start) != 12 or start[:8] != MAGIC:
+        raise StorageError(f"{path}: not a vector segment")
+    (n,) = struct.unpack("<I", start[8:])
+    header = json.loads(fh.read(n))
+    return header, 12 + n
+
+
+def read_segment_ids(path: Path) -> np.ndarray:
+    import numpy as np
+
+    with open(path, "rb") as fh:
+        header, offset = _read_header(fh, path)
+        return np.fromfile(fh, dtype=np.int64, count=header["count"])
+
+
+def read_segment(path: Path) -> tuple[dict[str, Any], np.ndarray, Any]:
+    """(header, ids, payload): payload is the (count, dim) float32 array or a FAISS index."""
+    import numpy as np
+
+    with open(path, "rb") as fh:
+        header, _ = _read_header(fh, path)
+        count, dim = header["count"], header["dim"]
+        ids = np.fromfile(fh, dtype=np.int64, count=count)
+        if len(ids) != count:
+            raise StorageError(f"{path}: truncated segment")
+        if header["kind"] == "flat" or count == 0:
+            vectors = np.fromfile(fh, dtype=np.float32, count=count * dim)
+            if len(vectors) != count * dim:
+                raise StorageError(f"{path}: truncated segment")
+            return header, ids, vectors.reshape(count, dim)
+        import faiss
+
+        raw = np.frombuffer(fh.read(), dtype=np.uint8)
+        index = faiss.deserialize_index(raw)
+        _set_search_params(index, header)
+        return header, ids, index
+
+
+def segment_vectors(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) of any segment kind, in id order."""
+    import numpy as np
+
+    header, ids, payload = read_segment(path)
+    if isinstance(payload, np.ndarray):
+        return ids, payload
+    got_ids, vectors = _extract(payload, header)
+    order = np.argsort(got_ids)
+    return got_ids[order], vectors[order]
+
+
+# --------------------------------------------------------------------------- approximate indexes
+def ivf_params(count: int) -> tuple[int, int]:
+    """(nlist, nprobe) for a segment of `count` vectors: ~4*sqrt(n) lists, 1/8 of them probed
+    (bench_index.py: recall@10 vs exact >= 0.95 on clustered embedding-like data)."""
+    nlist = max(16, min(65536, int(4 * math.sqrt(count))))
+    return nlist, max(8, nlist // 8)
+
+
+def build_approx(kind: str, vectors: np.ndarray, ids: np.ndarray) -> tuple[faiss.Index, dict[str, Any]]:
+    import faiss
+    import numpy as np
+
+    count, dim = vectors.shape
+    if kind == "ivf":
+        nlist, nprobe = ivf_params(count)
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        sample = vectors if count <= 40 * nlist else vectors[rng.choice(count, 40 * nlist, replace=False)]
+        index.cp.niter = 10
+        index.train(sample)
+        index.add_with_ids(vectors, ids)
+        index.own_fields = True
+        quantizer.this.disown()
+        params = {"nlist": nlist, "nprobe": nprobe}
+    elif kind == "hnsw":
+        inner = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = 64
+        index = faiss.IndexIDMap2(inner)
+        index.add_with_ids(vectors, ids)
+        inner.this.disown()
+        index.own_fields = True
+        params = {"M": 32, "efSearch": 128}
+    else:
+        raise StorageError(f"unknown index kind {kind!r}")
+    _set_search_params(index, params)
+    return index, params
+
+
+def _set_search_params(index: Any, header: dict[str, Any]) -> None:
+    import faiss
+
+    if "nprobe" in header:
+        faiss.extract_index_ivf(index).nprobe = int(os.environ.get("RAGCTL_IVF_NPROBE") or header["nprobe"])
+    if "efSearch" in header:
+        faiss.downcast_index(index.index).hnsw.efSearch = int(os.environ.get("RAGCTL_HNSW_EF") or header["efSearch"])
+
+
+def _extract(index: Any, header: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) held by an approximate segment index."""
+    import faiss
+    import numpy as np
+
+    dim = header["dim"]
+    if header["kind"] == "ivf":
+        ivf = faiss.extract_index_ivf(index)
+        lists = ivf.invlists
+        all_ids, all_vecs = [], []
+        for i in range(ivf.nlist):
+            n = lists.list_size(i)
+            if not n:
+                continue
+            all_ids.append(faiss.rev_swig_ptr(lists.get_ids(i), n).copy())
+            codes = faiss.rev_swig_ptr(lists.get_codes(i), n * lists.code_size).copy()
+            all_vecs.append(codes.view(np.float32).reshape(n, dim))
+        if not all_ids:
+            return np.empty(0, np.int64), np.empty((0, dim), np.float32)
+        return np.concatenate(all_ids).astype(np.int64), np.vstack(all_vecs)
+    inner = faiss.downcast_index(index.index)
+    storage = faiss.downcast_index(inner.storage)
+    vecs = faiss.vector_to_array(storage.codes).view(np.float32).reshape(-1, dim)
+    return faiss.vector_to_array(index.id_map).astype(np.int64), vecs
+
+
+# --------------------------------------------------------------------------- the union
+@dataclass(frozen=True)
+class Part:
+    name: str
+    index: Any  # faiss index with ids
+    ids: Any  # np.ndarray int64, sorted
+    kind: str
+
+
+class UnionIndex:
+    """The searchable union of an entity's live segments; immutable once built.
+
+    Quacks like the FAISS index it replaces where callers need it: `ntotal`, `d`, `search()`."""
+
+    def __init__(self, parts: list[Part], dim: int) -> None:
+        self.parts = parts
+        self.d = dim
+        self.ntotal = sum(len(p.ids) for p in parts)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        nq = len(queries)
+        if not self.parts or k <= 0:
+            return np.full((nq, max(k, 0)), -np.inf, np.float32), np.full((nq, max(k, 0)), -1, np.int64)
+        scores, ids = [], []
+        for part in self.parts:
+            kk = min(k, len(part.ids))
+            if kk == 0:
+                continue
+            s, i = part.index.search(queries, kk)
+            scores.append(s)
+            ids.append(i)
+        if len(scores) == 1 and scores[0].shape[1] == k:
+            return scores[0], ids[0]
+        s = np.hstack(scores)
+        i = np.hstack(ids)
+        s = np.where(i < 0, -np.inf, s)
+        take = min(k, s.shape[1])
+        top = np.argsort(-s, axis=1, kind="stable")[:, :take]
+        out_s = np.take_along_axis(s, top, axis=1)
+        out_i = np.take_along_axis(i, top, axis=1)
+        if take < k:
+            out_s = np.hstack([out_s, np.full((nq, k - take), -np.inf, np.float32)])
+            out_i = np.hstack([out_i, np.full((nq, k - take), -1, np.int64)])
+        return out_s.astype(np.float32), out_i
+
+    def reconstruct(self, vector_id: int) -> np.ndarray:
+        """The stored vector of one id (KeyError when no live segment holds it)."""
+        import faiss
+        import numpy as np
+
+        for part in self.parts:
+            pos = int(np.searchsorted(part.ids, vector_id))
+            if pos < len(part.ids) and part.ids[pos] == vector_id:
+                if part.kind == "ivf":
+                    ivf = faiss.extract_index_ivf(part.index)
+                    if ivf.direct_map.type != faiss.DirectMap.Hashtable:
+                        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+                return part.index.reconstruct(int(vector_id))
+        raise KeyError(vector_id)
+
+    def all_ids(self) -> np.ndarray:
+        import numpy as np
+
+        if not self.parts:
+            return np.empty(0, np.int64)
+        return np.sort(np.concatenate([p.ids for p in self.parts]))
+
+
+def _part(path: Path) -> Part:
+    import faiss
+    import numpy as np
+
+    header, ids, payload = read_segment(path)
+    if isinstance(payload, np.ndarray):
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(header["dim"]))
+        if len(ids):
+            index.add_with_ids(payload, ids)
+    else:
+        index = payload
+    return Part(path.name, index, ids, header["kind"])
+
+
+class SegmentedIndex:
+    """Segment files + the manifest in entity.json; a per-process cache of loaded parts."""
+
+    def __init__(self, entity_dir: Path, meta: Any, legacy_path: Path) -> None:
+        self.dir = Path(entity_dir) / "segments"
+        self.meta = meta  # EntityMeta (entity.json)
+        self.legacy_path = Path(legacy_path)  # format <= 2: one index.faiss
+        self.path = self.legacy_path  # kept for callers that name the index file in messages
+        self._parts: dict[str, Part] = {}
+        self._union: tuple[tuple[str, ...], UnionIndex] | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ reading
+    def manifest(self, meta: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        meta = self.meta.read() if meta is None else meta
+        return (meta or {}).get("vectors")
+
+    def exists(self) -> bool:
+        return self.manifest() is not None or self.legacy_path.exists()
+
+    def load(self, dim: int | None = None) -> Any:
+        """The union of the live segments (UnionIndex), the legacy index of a format-2 entity
+        not migrated yet (a FAISS index), an empty union of `dim`, or None."""
+        for _attempt in range(20):
+            meta = self.meta.read()
+            manifest = self.manifest(meta)
+            if manifest is None:
+                if self.legacy_path.exists():
+                    from ragctl.storage.vector_index import VectorIndex
+
+                    try:
+                        return VectorIndex(self.legacy_path).load(dim)
+                    except StorageError:
+                        if self.manifest() is None and self.legacy_path.exists():
+                            raise
+                        continue  # migrated meanwhile
+                if dim is None:
+                    return None
+                return UnionIndex([], dim)
+            try:
+                return self._union_of(manifest, dim)
+            except FileNotFoundError:
+                continue  # a compaction replaced segments meanwhile: read the manifest again
+        raise StorageError(f"{self.dir}: segments keep changing while loading")
+
+    def _union_of(self, manifest: dict[str, Any], dim: int | None) -> UnionIndex:
+        names = tuple(s["name"] for s in manifest.get("segments", []))
+        with self._lock:
+            if self._union is not None and self._union[0] == names:
+                return self._union[1]
+            parts = []
+            for name in names:
+                part = self._parts.get(name)
+                if part is None:
+                    part = _part(self.dir / name)
+                parts.append(part)
+            self._parts = {p.name: p for p in parts}
+            d = int(manifest.get("dim") or dim or (parts[0].index.d if parts else 0))
+            union = UnionIndex(parts, d)
+            self._union = (names, union)
+            return union
+
+    @staticmethod
+    def ids(index: Any) -> np.ndarray:
+        """Every id in a loaded index, sorted (int64)."""
+        if isinstance(index, UnionIndex):
+            return index.all_ids()
+        from ragctl.storage.vector_index import VectorIndex
+
+        return VectorIndex.ids(index)
+
+    def present_ids(self, manifest: dict[str, Any]) -> np.ndarray:
+        """Every id of the live segments, sorted, read from the segment files' id sections."""
+        import numpy as np
+
+        arrays = [read_segment_ids(self.dir / s["name"]) for s in manifest.get("segments", [])]
+        return np.sort(np.concatenate(arrays)) if arrays else np.empty(0, np.int64)
+
+    # ------------------------------------------------------------------ writing (lock held)
+    def new_name(self, first_id: int) -> str:
+        return f"{first_id:012d}-{uuid.uuid4().hex[:8]}.seg"
+
+    def add(self, manifest: dict[str, Any], ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Write one segment for a commit and name it in `manifest` (the caller writes entity.json)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        entry = write_segment(self.dir / self.new_name(int(ids[0])), ids, vectors)
+        entry["tier"] = tier_for(entry["count"])
+        manifest.setdefault("segments", []).append(entry)
+        manifest["dim"] = int(vectors.shape[1])
+
+    def merge(self, manifest: dict[str, Any], names: list[str], keep: np.ndarray | None, kind: str, tier: int) -> dict[str, Any] | None:
+        """Write the segments `names` as one (without ids not in `keep`, when given) of `kind`;
+        returns the new manifest (the caller switches to it). None when nothing is left."""
+        import numpy as np
+
+        all_ids, all_vecs = [], []
+        for name in names:
+            ids, vecs = segment_vectors(self.dir / name)
+            if keep is not None:
+                mask = np.isin(ids, keep, assume_unique=True)
+                ids, vecs = ids[mask], vecs[mask]
+            all_ids.append(ids)
+            all_vecs.append(vecs)
+        ids = np.concatenate(all_ids) if all_ids else np.empty(0, np.int64)
+        live = [s for s in manifest["segments"] if s["name"] not in names]
+        pos = min(i for i, s in enumerate(manifest["segments"]) if s["name"] in names)
+        new = dict(manifest)
+        if len(ids):
+            vecs = np.vstack(all_vecs)
+            use = kind if len(ids) >= APPROX_SEGMENT_MIN else "flat"
+            entry = write_segment(self.dir / self.new_name(int(ids.min())), ids, vecs, use)
+            entry["tier"] = tier
+            live.insert(pos, entry)
+        new["segments"] = live
+        return new
+
+    def remove_unlisted(self, manifest: dict[str, Any]) -> int:
+        """Delete segment files the manifest does not name (inputs of a finished compaction,
+        outputs of an interrupted one, temp files). Lock held; returns how many."""
+        if not self.dir.is_dir():
+            return 0
+        listed = {s["name"] for s in manifest.get("segments", [])}
+        removed = 0
+        for path in self.dir.iterdir():
+            if path.name not in listed:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
