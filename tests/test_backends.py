@@ -180,3 +180,59 @@ def test_bad_backend_and_int8_on_torch_are_config_errors():
         Embedder(resolve_model(None), backend="onnx")
     with pytest.raises(ConfigError, match="int8"):
         Embedder(resolve_model(None), "int8", "cpu", backend="torch")
+
+
+def test_int8_gate_rules():
+    from ragctl.runtimes.int8 import gate
+
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(20, 16)).astype(np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    queries = docs + 0.05 * rng.normal(size=docs.shape).astype(np.float32)
+    assert gate(docs, docs, queries, queries)["passed"]
+    noisy = docs + 0.3 * rng.normal(size=docs.shape).astype(np.float32)
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    verdict = gate(docs, noisy, queries, queries)
+    assert not verdict["passed"] and "min cosine to fp32" in verdict["reason"]
+    swapped = queries[::-1].copy()  # rank-1 hits change though the documents are identical
+    verdict = gate(docs, docs, queries, swapped)
+    assert not verdict["passed"] and "known-item retrieval changed" in verdict["reason"]
+
+
+def test_int8_refused_with_one_line_when_its_gate_fails(ov, monkeypatch):
+    """A quantised model that drifts too far is refused, and the verdict is cached."""
+    from ragctl.runtimes import int8
+
+    calls = []
+
+    def degraded_build(spec, f32_dir, dest, tokenize, threads):
+        calls.append(dest)
+        ref = ov.encode(TEXTS)
+        bad = np.round(ref * 4) / 4  # a crude "quantisation" of the real vectors
+        bad /= np.maximum(np.linalg.norm(bad, axis=1, keepdims=True), 1e-12)
+        q = ov.encode(int8.known_item_queries(TEXTS))
+        return {"model_digest": spec.digest, "gate": int8.gate(ref, bad, q, q)}
+
+    monkeypatch.setattr(int8, "build_int8", degraded_build)
+    for _ in range(2):
+        with pytest.raises(ConfigError) as info:
+            Embedder(resolve_model(None), "int8", "cpu", 8, backend="openvino")
+        message = str(info.value)
+        assert message.startswith("--precision int8 refused by its quality gate: min cosine to fp32")
+        assert "\n" not in message
+    assert len(calls) == 1, "the refusal is cached: no second quantisation"
+    with pytest.raises(ConfigError, match="int8 refused"):
+        Embedder(resolve_model(None), "int8", "cpu", 8, backend="auto")
+
+
+@pytest.mark.slow
+def test_real_int8_is_either_within_the_gate_or_refused(killed_cache):
+    pytest.importorskip("nncf")
+    try:
+        e = Embedder(resolve_model(None), "int8", "cpu", 8, backend="openvino")
+    except ConfigError as exc:
+        assert "refused" in str(exc) and "\n" not in str(exc)
+        return
+    assert e.describe()["precision"] == "int8"
+    ref = Embedder.shared(resolve_model(None), "fp32", "cpu", 8, backend="torch").encode(TEXTS)
+    assert float((e.encode(TEXTS) * ref).sum(axis=1).min()) >= 0.99

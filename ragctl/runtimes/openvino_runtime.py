@@ -252,12 +252,13 @@ class OpenVINORuntime:
         self.precision = precision
         self.f32_dir = model_dir or ensure_cached(spec, "f32", lambda d: build_f32(spec, d, probe_texts))
         self.model_dir = self.f32_dir
+        self.tokenizer = _load_tokenizer(spec)
+        self.input_names = list(json.loads((self.f32_dir / "meta.json").read_text(encoding="utf-8"))["inputs"])
         if precision == "int8":
             from ragctl.runtimes.int8 import ensure_int8
 
-            self.model_dir = ensure_int8(spec, self.f32_dir)
+            self.model_dir = ensure_int8(spec, self.f32_dir, self.tokenize, threads)
         self.meta = json.loads((self.model_dir / "meta.json").read_text(encoding="utf-8"))
-        self.tokenizer = _load_tokenizer(spec)
         core = ov.Core()
         config = {
             "PERFORMANCE_HINT": "THROUGHPUT",
