@@ -19,7 +19,7 @@ from typing import Any
 
 from ragctl.errors import StorageError
 from ragctl.storage.entity import EntityStore
-from ragctl.storage.json_storage import JSONStorage
+from ragctl.storage.json_storage import JSONStorage, Record
 from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, open_store, require_store, upgrade_manifest
 from ragctl.storage.owners import vector_ids
 
@@ -34,6 +34,7 @@ class EntityCheck:
     full_text: str = "ok"  # ok | missing (store older than the full-text index) | inconsistent
     problems: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
+    legacy_layout: bool = False  # vectors still in a format-2 index.faiss (--repair migrates them)
 
     @property
     def ok(self) -> bool:
@@ -81,15 +82,18 @@ def check_entity(storage: JSONStorage, entity_id: str, repair: bool = False) -> 
         check.vectors = int(index.ntotal)
         if meta and meta.get("model", {}).get("dim") not in (None, index.d):
             check.problems.append(f"index dimension {index.d} != model dimension {meta['model']['dim']}")
-    present = set(store.index.ids(index).tolist())
-    rows = set(store.texts.row_ids().tolist())
+    import numpy as np
+
+    present = store.index.ids(index)  # sorted int64
+    rows = store.texts.row_ids()
     try:
         check.full_text = store.texts.full_text_state()
     except StorageError as exc:
         check.problems.append(str(exc))
     if check.full_text == "inconsistent":
         check.problems.append("full-text index disagrees with the chunk texts")
-    seen_ids: dict[int, str] = {}
+    # Exact, with numpy set operations over every referenced id (no per-id Python sets).
+    valid: list[tuple[str, Record]] = []
     seen_hashes: dict[str, str] = {}
     for key, record in records.items():
         if any(f not in record for f in REQUIRED_FIELDS):
@@ -97,25 +101,40 @@ def check_entity(storage: JSONStorage, entity_id: str, repair: bool = False) -> 
         ids = vector_ids(record)
         if len(ids) != int(record["chunk_count"]) or int(record["chunk_count"]) < 1:
             check.problems.append(f"{record['path']}: chunk_count {record['chunk_count']} is not valid")
-        lost = [i for i in ids if i not in present]
-        if lost:
-            problem = f"{record['path']}: {len(lost)} of {len(ids)} vectors missing from the index"
-            check.problems.append(problem)
-            broken.setdefault(key, []).append(problem)
-        no_text = [i for i in ids if i not in rows]
-        if no_text:
-            problem = f"{record['path']}: {len(no_text)} chunk texts missing"
-            check.problems.append(problem)
-            broken.setdefault(key, []).append(problem)
-        for i in ids:
-            if i in seen_ids:
-                check.problems.append(f"{record['path']}: vector id {i} also used by {seen_ids[i]}")
-                break
-            seen_ids[i] = record["path"]
+        valid.append((key, record))
         other = seen_hashes.setdefault(record["content_hash"], record["path"])
         if other != record["path"]:
             check.problems.append(f"{record['path']}: same content as {other} (indexed twice)")
-    check.orphans = len(present - set(seen_ids))
+    spans = [vector_ids(r) for _, r in valid]
+    lengths = np.array([len(sp) for sp in spans], dtype=np.int64)
+    owner = np.repeat(np.arange(len(valid), dtype=np.int64), lengths)
+    refs = (
+        np.concatenate([np.arange(sp.start, sp.stop, dtype=np.int64) for sp in spans])
+        if len(owner) else np.empty(0, np.int64)
+    )
+    lost = np.bincount(owner[~np.isin(refs, present)], minlength=len(valid))
+    no_text = np.bincount(owner[~np.isin(refs, rows)], minlength=len(valid))
+    order = np.argsort(refs, kind="stable")
+    dup = np.flatnonzero(refs[order][1:] == refs[order][:-1])  # positions whose id repeats
+    twice: dict[int, int] = {}  # record position -> the first id it shares
+    for pos in dup.tolist():
+        later, earlier = int(owner[order][pos + 1]), int(owner[order][pos])
+        first, second = sorted((earlier, later))
+        twice.setdefault(second, first)
+    for n, (key, record) in enumerate(valid):
+        total = len(spans[n])
+        if lost[n]:
+            problem = f"{record['path']}: {int(lost[n])} of {total} vectors missing from the index"
+            check.problems.append(problem)
+            broken.setdefault(key, []).append(problem)
+        if no_text[n]:
+            problem = f"{record['path']}: {int(no_text[n])} chunk texts missing"
+            check.problems.append(problem)
+            broken.setdefault(key, []).append(problem)
+        if n in twice:
+            check.problems.append(f"{record['path']}: a vector id is also used by {valid[twice[n]][1]['path']}")
+    check.orphans = int(len(np.setdiff1d(present, refs)))
+    check.legacy_layout = store.index.manifest() is None and store.index.legacy_path.exists()
     if repair:
         repaired = _repair(storage, store, entity_id, check, broken)
         if repaired:
@@ -136,10 +155,12 @@ def _repair(storage: JSONStorage, store: EntityStore, entity_id: str, check: Ent
         for key in sorted(broken):
             for problem in broken[key]:
                 repaired.append(f"{problem}: dropped the record (re-run ingest to re-index the file)")
-    if check.orphans or broken:
-        removed = store.gc()
+    if check.orphans or broken or check.legacy_layout:
+        removed = store.gc()  # also moves a format-2 index.faiss into segments
         if removed:
             repaired.append(f"removed {removed} orphan vectors")
+        if check.legacy_layout:
+            repaired.append("moved the vectors from index.faiss into segments (store format 3)")
     if check.full_text == "missing":
         store.texts.ensure_full_text()
         repaired.append("built the full-text index")

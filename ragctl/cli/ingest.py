@@ -61,10 +61,15 @@ def ingest_command(
     ray_actors: int = typer.Option(0, "--ray-actors", min=0, help="Ray actors [default: cluster CPUs minus one, or cluster GPUs / --ray-gpus-per-actor]."),
     ray_gpus_per_actor: float = typer.Option(0.0, "--ray-gpus-per-actor", min=0, help="GPUs each Ray actor reserves (0: CPU actors)."),
     shared_fs: bool = typer.Option(False, "--shared-fs", help="With --ray: workers read files by path (same paths on every node) instead of bytes sent by this process."),
+    index: str = typer.Option(None, "--index", help="Vector index per entity: auto|flat|hnsw|ivf (auto: exact flat search, approximate IVF from 100,000 vectors) [default: what the entity recorded, else auto]."),
     json_out: bool = JsonOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
 ) -> None:
     """Parse, chunk, embed and index every file of each entity; re-runs only do what changed."""
+    from ragctl.storage.segments import INDEX_KINDS
+
+    if index is not None and index not in INDEX_KINDS:
+        raise typer.BadParameter(f"{index!r} is not one of {', '.join(INDEX_KINDS)}", param_hint="--index")
     from ragctl.cli.progress import ProgressRenderer, summary_table
     from ragctl.discovery import discover_entities
     from ragctl.ingest import IngestOptions, Limits, ingest
@@ -88,6 +93,7 @@ def ingest_command(
         ray_actors=ray_actors,
         ray_gpus_per_actor=ray_gpus_per_actor,
         shared_fs=shared_fs,
+        index=index,
         remote=settings_from(embed_url, embed_model, embed_key_env, embed_concurrency, embed_batch, embed_dim),
     )
     with ProgressRenderer(stderr, quiet=quiet) as renderer:

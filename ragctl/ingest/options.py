@@ -62,6 +62,7 @@ class IngestOptions:
     ray_actors: int = 0  # 0: one per cluster CPU but one (or one per ray_gpus_per_actor GPUs)
     ray_gpus_per_actor: float = 0.0
     shared_fs: bool = False  # Ray workers read the files' paths instead of bytes sent by the driver
+    index: str | None = None  # auto|flat|ivf|hnsw per entity (storage/segments.py); None: as recorded
 
 
 @dataclass(frozen=True)

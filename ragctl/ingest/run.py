@@ -82,7 +82,7 @@ class IngestRun:
         with self._stores_lock:
             store = self._stores.get(entity_id)
             if store is None:
-                store = EntityStore(self.ctx.storage, entity_id)
+                store = EntityStore(self.ctx.storage, entity_id, index_kind=self.ctx.options.index)
                 store.check_model(self.ctx.identity)
                 self._stores[entity_id] = store
             return store

@@ -35,15 +35,8 @@ from ragctl.storage.json_storage import JSONStorage, Record, record_shards
 from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout
 from ragctl.storage.mapping_log import ShardView, apply_entry
 from ragctl.storage.owners import Owners, referenced_ids
-from ragctl.storage.segments import (
-    APPROX_SEGMENT_MIN,
-    FANOUT,
-    ORPHAN_MIN,
-    ORPHAN_SHARE,
-    SegmentedIndex,
-    effective_kind,
-    read_segment_ids,
-)
+from ragctl.storage import segments as seg
+from ragctl.storage.segments import SegmentedIndex, effective_kind, read_segment_ids
 from ragctl.storage.vector_index import VectorIndex, file_signature
 
 if TYPE_CHECKING:
@@ -338,7 +331,7 @@ class EntityStore:
         kind = effective_kind(manifest.get("requested", "auto"), total)
         plan: list[tuple[list[str], int]] = []  # (segment names merged into one, tier)
         keep = None
-        if full or orphans > max(ORPHAN_MIN, ORPHAN_SHARE * total):
+        if full or orphans > max(seg.ORPHAN_MIN, seg.ORPHAN_SHARE * total):
             keep = self._referenced_ids()
             for s in segments:
                 ids = read_segment_ids(self.index.dir / s["name"])
@@ -347,9 +340,18 @@ class EntityStore:
         if full:
             planned = {n for names, _ in plan for n in names}
             for s in segments:
-                want = kind if int(s["count"]) >= APPROX_SEGMENT_MIN else "flat"
+                want = kind if int(s["count"]) >= seg.APPROX_SEGMENT_MIN else "flat"
                 if s.get("kind", "flat") != want and s["name"] not in planned:
                     plan.append(([s["name"]], int(s.get("tier", 0))))
+        if full and kind != "flat":
+            # End of an ingest with an approximate kind: flat segments that together reach the
+            # approximate size are merged into one approximate segment (bounded: the flat
+            # segments are the lower tiers, at most ~FANOUT x 2 tiers of vectors).
+            planned = {n for names, _ in plan for n in names}
+            small = [s for s in segments if s.get("kind", "flat") == "flat" and s["name"] not in planned]
+            if len(small) > 1 and sum(int(s["count"]) for s in small) >= seg.APPROX_SEGMENT_MIN:
+                count = sum(int(s["count"]) for s in small)
+                plan.append(([s["name"] for s in small], max(seg.tier_for(count), max(int(s.get("tier", 0)) for s in small))))
         new = dict(manifest)
         for names, tier in plan:
             new = self.index.merge(new, names, keep, kind, tier) or new
@@ -357,7 +359,7 @@ class EntityStore:
             tiers: dict[int, list[str]] = {}
             for s in new["segments"]:
                 tiers.setdefault(int(s.get("tier", 0)), []).append(s["name"])
-            full_tier = next((t for t in sorted(tiers) if len(tiers[t]) >= FANOUT), None)
+            full_tier = next((t for t in sorted(tiers) if len(tiers[t]) >= seg.FANOUT), None)
             if full_tier is None:
                 break
             new = self.index.merge(new, tiers[full_tier], keep, kind, full_tier + 1)

@@ -4,9 +4,12 @@
       store.json                         manifest: format version, mapping mode
       doc_id_name_mapping/<entity>.json  sharded mapping {doc_id: record} (+ <entity>.json.lock)
       doc_id_name_mapping.json           legacy monolithic mapping (+ .lock)
-      entities/<entity>/index.faiss      FAISS IndexIDMap2(IndexFlatIP(dim))
+      doc_id_name_mapping/<entity>.json.log  its mapping log (commits append; folded into the shard)
+      entities/<entity>/segments/*.seg   vector segments (ids + vectors or an IVF/HNSW index of them)
+      entities/<entity>/index.faiss      format <= 2: FAISS IndexIDMap2(IndexFlatIP(dim)), migrated forward
       entities/<entity>/chunks.sqlite    chunk texts by vector id + their full-text index (FTS5)
-      entities/<entity>/entity.json      model identity, dimension, precision, last ingest
+      entities/<entity>/entity.json      model identity, dimension, precision, last ingest, id
+                                         high-water mark, the vectors manifest (live segments, index kind)
 """
 
 from __future__ import annotations
@@ -26,8 +29,16 @@ if TYPE_CHECKING:
 # 2: chunks.sqlite also holds the full-text index `chunks_fts` (FTS5), written in the same
 #    transaction as the chunk texts. Version-1 stores are read and upgraded in place: the
 #    manifest on the next ingest (or `verify --repair`), each entity's index on its first use.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# 3: an entity's vectors are append-only segment files named by a manifest in entity.json
+#    (entities/<entity>/segments/*.seg) instead of one index.faiss, and commits append mapping
+#    changes to doc_id_name_mapping/<entity>.json.log (the shard = shard file + log). An older
+#    ragctl would rewrite index.faiss and shards without the segments and the log and silently
+#    lose committed documents, so it must refuse the store: hence the bump. Version-1/2 stores
+#    are read and upgraded in place: each entity's index.faiss becomes its first segment on the
+#    entity's first commit, gc or `verify --repair` (segment, then entity.json naming it, then
+#    index.faiss deleted: a kill at any point leaves either layout readable).
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 MAPPING_COLLECTION = "doc_id_name_mapping"
 MODE_SHARDED = "sharded"
 MODE_MONOLITHIC = "monolithic"

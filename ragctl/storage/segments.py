@@ -327,6 +327,7 @@ class SegmentedIndex:
     def load(self, dim: int | None = None) -> Any:
         """The union of the live segments (UnionIndex), the legacy index of a format-2 entity
         not migrated yet (a FAISS index), an empty union of `dim`, or None."""
+        missing = None
         for _attempt in range(20):
             meta = self.meta.read()
             manifest = self.manifest(meta)
@@ -345,9 +346,9 @@ class SegmentedIndex:
                 return UnionIndex([], dim)
             try:
                 return self._union_of(manifest, dim)
-            except FileNotFoundError:
-                continue  # a compaction replaced segments meanwhile: read the manifest again
-        raise StorageError(f"{self.dir}: segments keep changing while loading")
+            except FileNotFoundError as exc:  # a compaction replaced segments meanwhile: retry
+                missing = exc.filename
+        raise StorageError(f"{missing}: vector segment named by entity.json is missing")
 
     def _union_of(self, manifest: dict[str, Any], dim: int | None) -> UnionIndex:
         names = tuple(s["name"] for s in manifest.get("segments", []))
