@@ -195,6 +195,7 @@ def test_identity_mismatches_are_refused_with_exit_2(server, tmp_path):
     assert "b.md" not in (store / "doc_id_name_mapping" / "alpha.json").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_ctrl_c_stops_cleanly_with_what_is_committed(server, tmp_path, monkeypatch):
     """SIGINT to a real `ragctl ingest` while requests are in flight: exit 130 within seconds,
