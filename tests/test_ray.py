@@ -157,7 +157,7 @@ def actor_pids() -> list[int]:
 @pytest.mark.slow
 def test_a_killed_ray_worker_is_retried_and_each_file_lands_once(tmp_path, monkeypatch):
     monkeypatch.setattr(ray_stage, "MAX_FILES_PER_CALL", 1)  # many calls: the kill lands mid-run
-    root = small_tree(tmp_path / "docs", per_entity=6)
+    root = small_tree(tmp_path / "docs", per_entity=4)
     files = sum(1 for p in root.rglob("*") if p.is_file())
     killed: list[int] = []
 
@@ -182,7 +182,7 @@ def test_a_killed_ray_worker_is_retried_and_each_file_lands_once(tmp_path, monke
     assert report.error is None and not report.failures, report.to_json()
     assert sum(r.indexed for r in report.entities.values()) == files
     for entity in ("alpha", "beta"):
-        assert len(records_by_path(tmp_path / "store", entity)) == 7
+        assert len(records_by_path(tmp_path / "store", entity)) == 5
         store_contents(tmp_path / "store", entity)  # every chunk has a vector, no duplicate rows
     again = ingest(discover_entities(root, None), IngestOptions(store=tmp_path / "store", ray="local"))
     assert again.total_chunks == 0 and sum(r.unchanged for r in again.entities.values()) == files
@@ -235,7 +235,7 @@ def ray_processes_of(session_pids: set[int]) -> list[str]:
 def test_a_killed_driver_leaves_no_ray_processes_and_a_rerun_resumes(tmp_path):
     import psutil
 
-    root = small_tree(tmp_path / "docs", per_entity=8)
+    root = small_tree(tmp_path / "docs", per_entity=5)
     files = sum(1 for p in root.rglob("*") if p.is_file())
     store = tmp_path / "store"
     cmd = [*RAGCTL, "ingest", str(root), "--store", str(store), "--ray", "local", "-q"]
@@ -261,5 +261,25 @@ def test_a_killed_driver_leaves_no_ray_processes_and_a_rerun_resumes(tmp_path):
     assert done == files and result["failures"] == []
     assert sum(e["unchanged"] for e in result["entities"].values()) > 0  # what was committed stays
     for entity in ("alpha", "beta"):
-        assert len(records_by_path(store, entity)) == 9
+        assert len(records_by_path(store, entity)) == 6
         store_contents(store, entity)
+
+
+@pytest.mark.slow
+def test_a_parser_that_crashes_or_hangs_on_an_actor_fails_only_its_file(tmp_path):
+    """The actor parses in the engine's supervised pool: same reasons as a local run."""
+    root = small_tree(tmp_path / "docs", per_entity=1)
+    make_tree(root, {"alpha/crash.segv": "x", "beta/stuck.hang": "x"})
+    faults = Path(__file__).parent / "fault"
+    env = dict(os.environ, RAY_ADDRESS="", RAGCTL_FAULTS="1",
+               PYTHONPATH=os.pathsep.join([str(faults), os.environ.get("PYTHONPATH", "")]))
+    cmd = [*RAGCTL, "ingest", str(root), "--store", str(tmp_path / "store"), "--ray", "local",
+           "--parse-timeout", "5", "--json", "-q"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout)
+    assert {f["path"]: f["error"] for f in report["failures"]} == {
+        "crash.segv": "parser process crashed (SIGSEGV) while parsing this file",
+        "stuck.hang": "parse timed out after 5 s",
+    }
+    assert report["entities"]["alpha"]["indexed"] == 2 and report["entities"]["beta"]["indexed"] == 2

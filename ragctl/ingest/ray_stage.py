@@ -138,8 +138,13 @@ def check_options(options: IngestOptions) -> None:
 
 # ----------------------------------------------------------------------------- actor side
 class IngestActor:
-    """One Ray actor: parses, chunks and embeds batches of files. Nothing is loaded until the
-    first call needs it (a dry run with --shared-fs only hashes)."""
+    """One Ray actor: parses, chunks and embeds batches of files.
+
+    Parsing runs in the engine's own supervised parse pool (pool.py), inside the actor: a
+    parser that crashes (SIGSEGV, OOM kill) or outlives `--parse-timeout` fails its file with
+    the same reason as in a local run, and the actor goes on. Nothing is loaded until a call
+    needs it (a dry run with --shared-fs only hashes; a batch without new text loads no model).
+    """
 
     def __init__(self, model: str | None, limits: Limits, precision: str, device: str, backend: str,
                  batch_size: int, threads: int) -> None:
@@ -148,25 +153,56 @@ class IngestActor:
         self.precision, self.device, self.backend = precision, device, backend
         self.batch_size, self.threads = batch_size, threads
         self._spec: Any = None
-        self._chunker: Any = None
         self._embedder: Any = None
+        self._stop = threading.Event()
+        self._pool_in: Channel[Any] | None = None
+        self._pool_out: Channel[Any] | None = None
+        self._pool_thread: threading.Thread | None = None
         self._tmp = tempfile.mkdtemp(prefix="ragctl-ray-")
 
-    def _load(self) -> None:
-        from ragctl.embedding import Embedder, resolve_model
-        from ragctl.ingest.parse import make_chunker
-
+    def _spec_loaded(self) -> Any:
         if self._spec is None:
+            from ragctl.embedding import resolve_model
+
             self._spec = resolve_model(self.model)
-        if self._chunker is None:
-            self._chunker = make_chunker(str(self._spec.path), self._spec.max_tokens)
+        return self._spec
+
+    def _load_embedder(self) -> Any:
         if self._embedder is None:
             # Ray sets OMP threads to the actor's num_cpus (1): torch's threads are set here, deliberately
             import torch
 
+            from ragctl.embedding import Embedder
+
             torch.set_num_threads(self.threads)
-            self._embedder = Embedder(self._spec, self.precision, self.device, self.batch_size,
+            self._embedder = Embedder(self._spec_loaded(), self.precision, self.device, self.batch_size,
                                       threads=self.threads, backend=self.backend)
+        return self._embedder
+
+    def _parse_all(self, tasks: list[ParseTask]) -> list[ParseOutcome]:
+        """Run `tasks` through the actor's parse pool; outcomes in task order."""
+        from ragctl.ingest.pool import ParsePool
+
+        if self._pool_thread is None or not self._pool_thread.is_alive():
+            spec = self._spec_loaded()
+            self._pool_in = Channel("actor-tasks", 4 * MAX_FILES_PER_CALL, self._stop)
+            self._pool_out = Channel("actor-parsed", 4 * MAX_FILES_PER_CALL, self._stop)
+            pool = ParsePool(self.threads, str(spec.path), spec.max_tokens, self.limits)
+            self._pool_thread = threading.Thread(target=pool.run, args=(self._pool_in, self._pool_out, self._stop),
+                                                 daemon=True, name="ragctl-actor-parse")
+            self._pool_thread.start()
+        assert self._pool_in is not None and self._pool_out is not None
+        by_key: dict[tuple[str, str, str], ParseOutcome] = {}
+        for task in tasks:
+            self._pool_in.put(task)
+        while len(by_key) < len(tasks):
+            out = self._pool_out.get(timeout=1.0)
+            if out is None:
+                if not self._pool_thread.is_alive():
+                    raise RuntimeError("the actor's parse pool stopped")
+                continue
+            by_key[(out.entity_id, out.rel_path, out.tag)] = out
+        return [by_key[(t.entity_id, t.rel_path, t.tag)] for t in tasks]
 
     def pid(self) -> int:
         return os.getpid()
@@ -174,22 +210,31 @@ class IngestActor:
     def work(self, items: list[tuple[ParseTask, bytes | None, int]]) -> dict[str, Any]:
         """Parse each file ((task, bytes or None to read task.abs_path, mtime_ns of the bytes)),
         embed all their chunks in one encode call; outcomes in input order."""
-        from ragctl.ingest.parse import parse_file
-
-        if any(not task.hash_only for task, _, _ in items):
-            self._load()
-        outcomes: list[ParseOutcome] = []
-        for task, data, mtime_ns in items:
+        tasks: list[ParseTask] = []
+        written: list[Path] = []
+        for i, (task, data, _) in enumerate(items):
             if data is None:
-                outcomes.append(parse_file(task, self._chunker, self.limits))
-            else:
-                outcomes.append(self._parse_bytes(task, data, mtime_ns))
+                tasks.append(task)
+                continue
+            tmp = Path(self._tmp) / f"{i}{Path(task.abs_path).suffix.lower()}"
+            tmp.write_bytes(data)
+            written.append(tmp)
+            tasks.append(dataclasses.replace(task, abs_path=str(tmp), size=len(data), known_hash="", hash_only=False))
+        try:
+            outcomes = self._parse_all(tasks)
+        finally:
+            for tmp in written:
+                tmp.unlink(missing_ok=True)
+        for out, (_, data, mtime_ns) in zip(outcomes, items):
+            if data is not None:
+                out.size, out.mtime_ns = len(data), mtime_ns  # the stat the driver read the bytes at
         texts = [c for o in outcomes if o.status == OK for c in o.chunks]
         result: dict[str, Any] = {"pid": os.getpid(), "encode_seconds": 0.0, "chunks": len(texts)}
         vectors: list[Any] = [None] * len(outcomes)
         if texts:
+            embedder = self._load_embedder()
             t0 = time.perf_counter()
-            encoded = self._embedder.encode(texts)
+            encoded = embedder.encode(texts)
             result["encode_seconds"] = time.perf_counter() - t0
             at = 0
             for i, o in enumerate(outcomes):
@@ -202,19 +247,6 @@ class IngestActor:
             result["info"] = self._embedder.describe()
         result["results"] = list(zip(outcomes, vectors))
         return result
-
-    def _parse_bytes(self, task: ParseTask, data: bytes, mtime_ns: int) -> ParseOutcome:
-        from ragctl.ingest.parse import parse_file
-
-        tmp = Path(self._tmp) / f"file{Path(task.abs_path).suffix.lower()}"
-        tmp.write_bytes(data)
-        try:
-            local = dataclasses.replace(task, abs_path=str(tmp), size=len(data), known_hash="", hash_only=False)
-            out = parse_file(local, self._chunker, self.limits)
-        finally:
-            tmp.unlink(missing_ok=True)
-        out.size, out.mtime_ns = len(data), mtime_ns  # the stat the driver read the bytes at
-        return out
 
 
 # ----------------------------------------------------------------------------- driver side
