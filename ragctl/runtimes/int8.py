@@ -25,7 +25,11 @@ if TYPE_CHECKING:
     from ragctl.embedding import ModelSpec
 
 INT8_MIN_COSINE = 0.99
-GATE_VERSION = 1
+GATE_VERSION = 2
+# The FFN down-projections (BERT `layer.N.output.dense`) see GELU outputs with outliers that
+# int8 activations clip: quantising them gave min cosine 0.9888 on 300 real chunks (refused),
+# keeping them in float gave 0.9963 (measured with NNCF 3.4, OpenVINO 2026.4).
+KEEP_FLOAT_PATTERNS = (r".*layer\.\d+\.output\.dense.*",)
 
 
 def known_item_queries(texts: list[str], words: int = 12) -> list[str]:
@@ -84,7 +88,8 @@ def build_int8(spec: ModelSpec, f32_dir: Path, dest: Path, tokenize: Any, thread
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         quantized = nncf.quantize(model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
-                                  subset_size=len(calibration))
+                                  subset_size=len(calibration), ignored_scope=nncf.IgnoredScope(
+                                      patterns=list(KEEP_FLOAT_PATTERNS), validate=False))
     config = {"INFERENCE_NUM_THREADS": max(1, threads)}
     f32 = core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": "f32"})
     int8 = core.compile_model(quantized, "CPU", config)
