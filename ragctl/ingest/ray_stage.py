@@ -7,7 +7,8 @@ the commit stage, the per-entity locks and the store stay on the driver (see run
                                           |      ^
               batches of files (bytes, or |      | parse outcomes + vectors, as each call finishes
               paths with --shared-fs)     v      |
-                                 IngestActor x N (Ray actors: parser, chunker, model loaded once)
+                                 IngestActor x N (Ray actors: a supervised parse pool, the model
+                                                  loaded once; pool.py's crash/timeout handling)
 
 Why plain actors and not Ray Data (docs/distributed.md): the input is a stream produced by the
 driver's planner thread (lazy tree walks, change detection against the entity's records), not a
@@ -28,7 +29,9 @@ Faults: actors are created with `max_restarts` and `max_task_retries`, so a work
 killed mid-call (kill -9, OOM) is restarted and its calls are run again; the driver settles a
 file only when its call returned, so each file is settled once. A call that still fails is
 split into one call per file (a file that kills its worker every time fails alone, with the
-reason). A killed driver leaves what it committed; a re-run resumes as in local mode.
+reason; a parser crash or time-out is caught earlier still, by the actor's parse pool, and
+fails its file as in a local run). A killed driver leaves what it committed; a re-run resumes
+as in local mode.
 Every Ray wait has a timeout and watches the run's stop event.
 """
 
