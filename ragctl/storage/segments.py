@@ -146,11 +146,14 @@ def segment_vectors(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- approximate indexes
+IVF_TRAIN_PER_LIST = 30  # k-means sample: this many vectors per list (8 iterations)
+
+
 def ivf_params(count: int) -> tuple[int, int]:
-    """(nlist, nprobe) for a segment of `count` vectors: ~4*sqrt(n) lists, 1/8 of them probed
-    (bench_index.py: recall@10 vs exact >= 0.95 on clustered embedding-like data)."""
-    nlist = max(16, min(65536, int(4 * math.sqrt(count))))
-    return nlist, max(8, nlist // 8)
+    """(nlist, nprobe) for a segment of `count` vectors: ~2*sqrt(n) lists (at least 30 points
+    each), 1/8 of them probed (bench_index.py: recall@10 vs exact on clustered data)."""
+    nlist = max(8, min(65536, int(2 * math.sqrt(count)), count // IVF_TRAIN_PER_LIST))
+    return nlist, min(nlist, max(16, nlist // 8))
 
 
 def build_approx(kind: str, vectors: np.ndarray, ids: np.ndarray) -> tuple[faiss.Index, dict[str, Any]]:
@@ -163,8 +166,10 @@ def build_approx(kind: str, vectors: np.ndarray, ids: np.ndarray) -> tuple[faiss
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)
-        sample = vectors if count <= 40 * nlist else vectors[rng.choice(count, 40 * nlist, replace=False)]
-        index.cp.niter = 10
+        want = IVF_TRAIN_PER_LIST * nlist
+        sample = vectors if count <= want else vectors[np.sort(rng.choice(count, want, replace=False))]
+        index.cp.niter = 8
+        index.cp.min_points_per_centroid = IVF_TRAIN_PER_LIST  # no "too few points" warning
         index.train(sample)
         index.add_with_ids(vectors, ids)
         index.own_fields = True
@@ -315,6 +320,7 @@ class SegmentedIndex:
         self._parts: dict[str, Part] = {}
         self._union: tuple[tuple[str, ...], UnionIndex] | None = None
         self._lock = threading.Lock()
+        self._legacy: Any = None
 
     # ------------------------------------------------------------------ reading
     def manifest(self, meta: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -335,8 +341,10 @@ class SegmentedIndex:
                 if self.legacy_path.exists():
                     from ragctl.storage.vector_index import VectorIndex
 
+                    if self._legacy is None:
+                        self._legacy = VectorIndex(self.legacy_path)  # cached by file signature
                     try:
-                        return VectorIndex(self.legacy_path).load(dim)
+                        return self._legacy.load(dim)
                     except StorageError:
                         if self.manifest() is None and self.legacy_path.exists():
                             raise
