@@ -137,13 +137,20 @@ def test_stats_table_goes_to_stderr_in_a_real_process(ingested, tmp_path):
 
 
 def _drop_vectors(store: Path, entity: str, ids: list[int]) -> None:
-    import faiss
+    """Delete vectors behind the store's back (rewrites the segments holding them)."""
     import numpy as np
 
-    path = store / "entities" / entity / "index.faiss"
-    index = faiss.read_index(str(path))
-    index.remove_ids(np.asarray(ids, dtype=np.int64))
-    faiss.write_index(index, str(path))
+    from ragctl.fsutil import atomic_write_json, read_json
+    from ragctl.storage.segments import segment_vectors, write_segment
+
+    meta_path = store / "entities" / entity / "entity.json"
+    meta = read_json(meta_path)
+    for entry in meta["vectors"]["segments"]:
+        path = store / "entities" / entity / "segments" / entry["name"]
+        sid, vecs = segment_vectors(path)
+        keep = ~np.isin(sid, np.asarray(ids, dtype=np.int64))
+        entry["count"] = int(write_segment(path, sid[keep], vecs[keep])["count"])
+    atomic_write_json(meta_path, meta)
 
 
 def test_verify_repair_reports_exactly_what_it_repaired_and_what_it_did_not(ingested, tmp_path):
