@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -42,13 +43,13 @@ class Channel(Generic[T]):
 
     def get(self, timeout: float | None = None) -> T | None:
         """The next item, END, or None when `timeout` passed (None: wait, in slices)."""
-        waited = 0.0
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            tick = _TICK if deadline is None else min(_TICK, deadline - time.monotonic())
             try:
-                return self._queue.get(timeout=_TICK)
+                return self._queue.get(timeout=max(tick, 0.0005))
             except queue.Empty:
-                waited += _TICK
-                if timeout is not None and waited >= timeout:
+                if deadline is not None and time.monotonic() >= deadline:
                     return None
 
     def get_nowait(self) -> T | None:
