@@ -231,21 +231,30 @@ def ray_processes_of(session_pids: set[int]) -> list[str]:
     return alive
 
 
+def fault_env() -> dict[str, str]:
+    """tests/fault: extra formats whose parsers crash (.segv) or never return (.hang)."""
+    faults = Path(__file__).parent / "fault"
+    return dict(os.environ, RAY_ADDRESS="", RAGCTL_FAULTS="1",
+                PYTHONPATH=os.pathsep.join([str(faults), os.environ.get("PYTHONPATH", "")]))
+
+
 @pytest.mark.slow
 def test_a_killed_driver_leaves_no_ray_processes_and_a_rerun_resumes(tmp_path):
     import psutil
 
     root = small_tree(tmp_path / "docs", per_entity=5)
+    make_tree(root, {"beta/zz-stuck.hang": "x"})  # keeps the run going until the kill, whatever the speed
     files = sum(1 for p in root.rglob("*") if p.is_file())
     store = tmp_path / "store"
-    cmd = [*RAGCTL, "ingest", str(root), "--store", str(store), "--ray", "local", "-q"]
-    env = dict(os.environ, RAY_ADDRESS="")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    cmd = [*RAGCTL, "ingest", str(root), "--store", str(store), "--ray", "local", "--json", "-q"]
+    env = dict(fault_env(), RAGCTL_RAY_FILES_PER_CALL="1")  # the stuck file holds only its own call
+    proc = subprocess.Popen([*cmd, "--parse-timeout", "120"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=env)
     shard = store / "doc_id_name_mapping" / "alpha.json"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not shard.exists():  # killed after its first commit
         time.sleep(0.2)
-    assert shard.exists(), "the run committed nothing in time"
+    assert shard.exists() and proc.poll() is None, "the run committed nothing in time"
     children = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -254,11 +263,13 @@ def test_a_killed_driver_leaves_no_ray_processes_and_a_rerun_resumes(tmp_path):
         time.sleep(0.5)
     assert not ray_processes_of(children), "Ray processes outlived the killed driver"
 
-    rerun = subprocess.run([*cmd[:-1], "--json", "-q"], capture_output=True, text=True, timeout=180, env=env)
-    assert rerun.returncode == 0, rerun.stderr
+    rerun = subprocess.run([*cmd, "--parse-timeout", "2"], capture_output=True, text=True, timeout=180,
+                           env=fault_env())
+    assert rerun.returncode == 1, rerun.stderr
     result = json.loads(rerun.stdout)
+    assert result["failures"] == [{"entity": "beta", "path": "zz-stuck.hang", "error": "parse timed out after 2 s"}]
     done = sum(e["indexed"] + e["unchanged"] for e in result["entities"].values())
-    assert done == files and result["failures"] == []
+    assert done == files - 1
     assert sum(e["unchanged"] for e in result["entities"].values()) > 0  # what was committed stays
     for entity in ("alpha", "beta"):
         assert len(records_by_path(store, entity)) == 6
@@ -270,9 +281,7 @@ def test_a_parser_that_crashes_or_hangs_on_an_actor_fails_only_its_file(tmp_path
     """The actor parses in the engine's supervised pool: same reasons as a local run."""
     root = small_tree(tmp_path / "docs", per_entity=1)
     make_tree(root, {"alpha/crash.segv": "x", "beta/stuck.hang": "x"})
-    faults = Path(__file__).parent / "fault"
-    env = dict(os.environ, RAY_ADDRESS="", RAGCTL_FAULTS="1",
-               PYTHONPATH=os.pathsep.join([str(faults), os.environ.get("PYTHONPATH", "")]))
+    env = fault_env()
     cmd = [*RAGCTL, "ingest", str(root), "--store", str(tmp_path / "store"), "--ray", "local",
            "--parse-timeout", "5", "--json", "-q"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)

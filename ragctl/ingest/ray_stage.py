@@ -61,7 +61,8 @@ from ragctl.ingest.report import Reporter
 from ragctl.storage.entity import PreparedDoc
 
 INSTALL_HINT = 'pip install -e ".[ray]"'
-MAX_FILES_PER_CALL = 32  # files per actor call (their chunks are encoded together)
+# files per actor call (their chunks are encoded together); a tuning knob, also used by tests
+MAX_FILES_PER_CALL = max(1, int(os.environ.get("RAGCTL_RAY_FILES_PER_CALL", "32")))
 MAX_BYTES_PER_CALL = 8 << 20  # file bytes per actor call
 GATHER_S = 0.05  # how long a started batch waits for more files
 DEPTH = 2  # calls in flight per actor
