@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--per-doc", type=int, default=10)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--window", type=int, default=20, help="commits averaged at the start and at the end")
+    ap.add_argument("--index", default="auto", help="the entity's index kind (ingest --index)")
     ap.add_argument("--store", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -70,7 +71,7 @@ def main() -> None:
     if root.exists():
         shutil.rmtree(root)
     open_store_manifest(root)
-    es = EntityStore(open_store(root, create=True), "big")
+    es = EntityStore(open_store(root, create=True), "big", index_kind=args.index)
     model = {"name": "bench", "digest": "b" * 64, "dim": args.dim}
     rng = np.random.default_rng(0)
     n_commits = args.chunks // (args.docs * args.per_doc)
@@ -122,6 +123,7 @@ def main() -> None:
         "chunks": n_commits * args.docs * args.per_doc,
         "commits": n_commits,
         "commit_size": f"{args.docs} docs x {args.per_doc} chunks, dim {args.dim}",
+        "index": args.index,
         "start_p50_ms": round(statistics.median(start) * 1000, 1),
         "end_p50_ms": round(statistics.median(end) * 1000, 1),
         "end_over_start_p50": round(statistics.median(end) / statistics.median(start), 2),

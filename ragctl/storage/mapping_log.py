@@ -35,7 +35,7 @@ from ragctl.fsutil import atomic_write_bytes, json_bytes
 
 Record = dict[str, Any]
 
-FOLD_FRACTION = 0.5  # fold when the log exceeds this share of the shard's size...
+FOLD_FRACTION = 1.0  # fold when the log exceeds the shard's size (shard + log bytes written <= ~3x)...
 FOLD_MIN_BYTES = 256 * 1024  # ...and this many bytes (small shards are cheap to rewrite anyway)
 
 
