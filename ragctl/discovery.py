@@ -96,7 +96,7 @@ def parse_entity_args(items: list[str] | str | None) -> list[tuple[str, Path | N
             entity_id, sep, path = part.partition("=")
             entity_id = validate_entity_id(entity_id.strip())
             if entity_id in seen:
-                raise UsageError(f"entity {entity_id!r} is given twice in --entities")
+                raise UsageError(f"entity {entity_id!r} is given twice")
             seen.add(entity_id)
             out.append((entity_id, Path(path).expanduser() if sep else None))
     return out
@@ -117,7 +117,7 @@ def discover_entities(root: Path | None, entities: list[str] | str | None = None
             found[child.name] = child
     if not requested:
         if root is None:
-            raise UsageError("give a ROOT directory or --entities ID=PATH")
+            raise UsageError("give a root directory or entities as ID=PATH")
         if not found:
             raise UsageError(f"{root}: no entity directories (each subdirectory is an entity)")
         return [EntitySource(e, p) for e, p in found.items()]

@@ -208,7 +208,7 @@ def test_unreachable_address_and_missing_ray_are_one_line_exit_2(tmp_path):
     assert ".[ray]" in lines[0]
 
     bad = cli("ingest", root, "--store", tmp_path / "s", "--ray-actors", "2")
-    assert bad.exit_code == 2 and "need --ray" in bad.output
+    assert bad.exit_code == 2 and "need a ray address" in bad.output
 
 
 # Ray's two per-node agents notice a dead raylet on their own and exit ~1-2 minutes later

@@ -81,7 +81,7 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise UsageError(f"--ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+        raise UsageError(f"ray: Ray is not installed: {INSTALL_HINT}") from None
     return ray
 
 
@@ -90,11 +90,11 @@ def _reachable(address: str) -> None:
     hostport = address.split("://", 1)[-1].rsplit("/", 1)[0]
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise UsageError(f"--ray {address!r}: expected auto, local or HOST:PORT (or ray://HOST:PORT)")
+        raise UsageError(f"ray address {address!r}: expected auto, local or HOST:PORT (or ray://HOST:PORT)")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
-        raise UsageError(f"--ray {address}: cannot reach a Ray cluster there ({exc.strerror or exc})") from None
+        raise UsageError(f"ray address {address}: cannot reach a Ray cluster there ({exc.strerror or exc})") from None
 
 
 def connect(address: str) -> bool:
@@ -116,7 +116,7 @@ def connect(address: str) -> bool:
 
             target = canonicalize_bootstrap_address("auto") or ""
             if not target:
-                raise UsageError("--ray auto: no running Ray cluster found (start one with `ray start --head`, "
+                raise UsageError("ray address auto: no running Ray cluster found (start one with `ray start --head`, "
                                  "set RAY_ADDRESS, or use --ray local)")
         _reachable(target)
         ray.init(address=address, **common)
@@ -125,19 +125,19 @@ def connect(address: str) -> bool:
     except Exception as exc:  # noqa: BLE001 - any failure to connect is a configuration error
         from ragctl.parsing.textutil import one_line
 
-        raise UsageError(f"--ray {address}: cannot connect: {one_line(exc, 200)}") from None
+        raise UsageError(f"ray address {address}: cannot connect: {one_line(exc, 200)}") from None
     return True
 
 
 def check_options(options: IngestOptions) -> None:
     if not options.ray:
         if options.ray_actors or options.ray_gpus_per_actor or options.shared_fs:
-            raise UsageError("--ray-actors, --ray-gpus-per-actor and --shared-fs need --ray")
+            raise UsageError("ray_actors, ray_gpus_per_actor and shared_fs need a ray address")
         return
     if getattr(options, "remote", None) is not None:
-        raise UsageError("--ray embeds on the Ray actors; it cannot be combined with --embed-url")
+        raise UsageError("ray embeds on the Ray actors; it cannot be combined with a remote embedding service")
     if options.ray_actors < 0 or options.ray_gpus_per_actor < 0:
-        raise UsageError("--ray-actors and --ray-gpus-per-actor must not be negative")
+        raise UsageError("ray_actors and ray_gpus_per_actor must not be negative")
 
 
 # ----------------------------------------------------------------------------- actor side

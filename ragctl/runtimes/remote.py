@@ -62,15 +62,15 @@ class RemoteSettings:
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"--embed-url must be an http(s) base URL such as http://host:8080/v1, not {self.url!r}")
+            raise ConfigError(f"embedding service URL must be an http(s) base URL such as http://host:8080/v1, not {self.url!r}")
         if parts.username or parts.password:
-            raise ConfigError("--embed-url must not carry credentials: put the key in an environment variable (--embed-key-env)")
+            raise ConfigError("embedding service URL must not carry credentials: put the key in an environment variable")
         if parts.query or parts.fragment:
-            raise ConfigError("--embed-url is a base URL (http://host:8080/v1): no query or fragment")
+            raise ConfigError("embedding service URL is a base URL (http://host:8080/v1): no query or fragment")
         if self.concurrency < 1 or self.batch < 1:
-            raise ConfigError("--embed-concurrency and --embed-batch must be at least 1")
+            raise ConfigError("embedding concurrency and batch must be at least 1")
         if self.dim is not None and self.dim < 1:
-            raise ConfigError("--embed-dim must be at least 1")
+            raise ConfigError("embedding dimension must be at least 1")
 
     @property
     def host(self) -> str:
@@ -85,7 +85,7 @@ class RemoteSettings:
         var = self.key_env or DEFAULT_KEY_ENV
         value = os.environ.get(var)
         if self.key_env and not value:
-            raise ConfigError(f"--embed-key-env {self.key_env}: that environment variable is not set")
+            raise ConfigError(f"embedding key variable {self.key_env}: that environment variable is not set")
         return value or None
 
 
@@ -139,13 +139,13 @@ def remote_digest(host: str, model: str, dim: int) -> str:
 
 def remote_spec(local_model: str | None, settings: RemoteSettings) -> RemoteModelSpec:
     """The spec a run uses with a remote service; ConfigError when the remote model has no
-    local tokenizer (an --embed-model other than the local model, with no --model given)."""
+    local tokenizer (a remote model other than the local one, with no local model given)."""
     local = resolve_model(local_model)
     name = settings.model or local.name
     if local_model is None and not _same_model(name, local):
         raise ConfigError(
-            f"--embed-model {name!r} has no local tokenizer: chunks must be cut in that model's own tokens; "
-            f"pass --model DIR (its tokenizer and window), or serve {DEFAULT_MODEL_NAME}"
+            f"remote model {name!r} has no local tokenizer: chunks must be cut in that model's own tokens; "
+            f"give the local model directory that holds its tokenizer and window, or serve {DEFAULT_MODEL_NAME}"
         )
     dim = settings.dim or local.dim
     return RemoteModelSpec(name=f"{REMOTE_PREFIX}{settings.host}/{name}", path=local.path, dim=dim,
