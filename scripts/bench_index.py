@@ -7,7 +7,8 @@ thread (as `ragctl query` does). recall@10 = |approx top-10 ∩ exact top-10| / 
 
 Data: --data clustered (default): unit vectors around 1,000 random centres (cosine to the
 centre ~0.75), like sentence embeddings of a corpus; queries are noisy copies of stored
-vectors. --data uniform: uniform random unit vectors, the worst case for any ANN index
+vectors. --data topics: 2,000 centres, wider spread (cosine to the centre ~0.5), queries are new draws from the same
+mixture (not copies of stored vectors). --data uniform: uniform random unit vectors, the worst case for any ANN index
 (no neighbourhood structure; every point is nearly equidistant).
 
     python scripts/bench_index.py --sizes 10000,100000,1000000 --kinds flat,ivf,hnsw
@@ -27,20 +28,29 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def make_data(n: int, dim: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+SPREAD = {"clustered": (1000, 0.045), "topics": (2000, 0.07)}  # (centres, noise per dimension)
+
+
+def make_data(n: int, dim: int, kind: str, rng: np.random.Generator, centres: np.ndarray | None = None) -> np.ndarray:
     out = np.empty((n, dim), dtype=np.float32)
-    centres = rng.standard_normal((1000, dim)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    if centres is None:
+        centres = make_centres(dim, kind, rng)
+    noise = SPREAD.get(kind, (0, 0.0))[1]
     step = 100_000
     for s in range(0, n, step):
         m = min(step, n - s)
         if kind == "uniform":
             v = rng.standard_normal((m, dim)).astype(np.float32)
         else:
-            v = centres[rng.integers(0, len(centres), m)] + 0.045 * rng.standard_normal((m, dim)).astype(np.float32)
+            v = centres[rng.integers(0, len(centres), m)] + noise * rng.standard_normal((m, dim)).astype(np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         out[s:s + m] = v
     return out
+
+
+def make_centres(dim: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    c = rng.standard_normal((SPREAD.get(kind, (1, 0))[0], dim)).astype(np.float32)
+    return c / np.linalg.norm(c, axis=1, keepdims=True)
 
 
 def main() -> None:
@@ -50,7 +60,7 @@ def main() -> None:
     ap.add_argument("--hnsw-max", type=int, default=100_000, help="skip HNSW above this size (build time)")
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--data", default="clustered", choices=["clustered", "uniform"])
+    ap.add_argument("--data", default="clustered", choices=["clustered", "topics", "uniform"])
     ap.add_argument("--nprobe", default="", help="also measure IVF at these nprobe values (comma list)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -64,11 +74,15 @@ def main() -> None:
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-index-"))
     for n in (int(s) for s in args.sizes.split(",")):
-        data = make_data(n, args.dim, args.data, rng)
+        centres = make_centres(args.dim, args.data, rng)
+        data = make_data(n, args.dim, args.data, rng, centres)
         ids = np.arange(n, dtype=np.int64)
-        pick = rng.integers(0, n, args.queries)
-        queries = data[pick] + (0.02 if args.data == "clustered" else 0.5) * rng.standard_normal((args.queries, args.dim)).astype(np.float32)
-        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        if args.data == "clustered":  # a noisy copy of a stored vector
+            pick = rng.integers(0, n, args.queries)
+            queries = data[pick] + 0.02 * rng.standard_normal((args.queries, args.dim)).astype(np.float32)
+            queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        else:  # a new vector from the same distribution (a new text on the same topics)
+            queries = make_data(args.queries, args.dim, args.data, rng, centres)
         exact = None
         for kind in args.kinds.split(","):
             if kind == "hnsw" and n > args.hnsw_max:

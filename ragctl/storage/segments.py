@@ -174,7 +174,8 @@ def build_approx(kind: str, vectors: np.ndarray, ids: np.ndarray) -> tuple[faiss
         index.add_with_ids(vectors, ids)
         index.own_fields = True
         quantizer.this.disown()
-        params = {"nlist": nlist, "nprobe": nprobe}
+        nprobe, recall = calibrate_nprobe(index, vectors, ids, nlist)
+        params = {"nlist": nlist, "nprobe": nprobe, "calibrated_recall": recall}
     elif kind == "hnsw":
         inner = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = 64
@@ -187,6 +188,40 @@ def build_approx(kind: str, vectors: np.ndarray, ids: np.ndarray) -> tuple[faiss
         raise StorageError(f"unknown index kind {kind!r}")
     _set_search_params(index, params)
     return index, params
+
+
+RECALL_TARGET = 0.95
+CALIBRATION_QUERIES = 200
+
+
+def calibrate_nprobe(index: Any, vectors: np.ndarray, ids: np.ndarray, nlist: int) -> tuple[int, float]:
+    """The smallest nprobe (1/64 .. all of the lists, doubling) whose recall@10 against exact
+    search reaches RECALL_TARGET, measured leave-one-out on a sample of the segment's own
+    vectors (each one's 10 nearest others). Data without neighbourhood structure (uniform
+    random vectors) ends up probing most lists: slower, but as exact as promised."""
+    import faiss
+    import numpy as np
+
+    count = len(vectors)
+    rng = np.random.default_rng(1)
+    pick = np.sort(rng.choice(count, min(CALIBRATION_QUERIES, count), replace=False))
+    queries = np.ascontiguousarray(vectors[pick])
+    k = min(11, count)
+    _, exact_pos = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)
+    def top10(row_ids: Any, self_id: int) -> set[int]:
+        return set([i for i in row_ids.tolist() if i != self_id and i >= 0][:10])
+
+    exact = [top10(ids[row], int(ids[p])) for row, p in zip(exact_pos, pick)]
+    candidates = sorted({max(1, nlist // d) for d in (64, 32, 16, 8, 4, 2)} | {nlist})
+    recall = 1.0
+    for nprobe in candidates:
+        index.nprobe = nprobe
+        _, got = index.search(queries, k)
+        hits = [len(top10(row, int(ids[p])) & e) / max(1, len(e)) for row, p, e in zip(got, pick, exact)]
+        recall = float(np.mean(hits))
+        if recall >= RECALL_TARGET:
+            return nprobe, round(recall, 3)
+    return nlist, round(recall, 3)
 
 
 def _set_search_params(index: Any, header: dict[str, Any]) -> None:
