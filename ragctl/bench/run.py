@@ -77,6 +77,7 @@ class BenchConfig:
     workers: int = 0  # 0 = number of cores (as `ingest`)
     corpus: Path | None = None
     precision: str = "auto"
+    backend: str = "auto"
     model: str | None = None
     seed: int = 0
     keep: Path | None = None
@@ -171,6 +172,7 @@ class BenchResult:
             "workers": self.workers,
             "cores": self.cores,
             "precision": self.precision,
+            "backend": self.model.get("backend", "torch"),
             "sequential_docs_per_s": r(seq_docs),
             "sequential_chunks_per_s": r(self.chunks / self.sequential_s if self.sequential_s else None),
             "docs": self.docs,
@@ -265,7 +267,8 @@ def run_bench(config: BenchConfig, on_event: ev.EventSink = ev.ignore, embedder:
         if embedder is None:
             on_event(ev.Phase("loading model"))
             t0 = time.perf_counter()
-            embedder = Embedder.shared(resolve_model(config.model), config.precision, "auto", config.batch_size)
+            embedder = Embedder.shared(resolve_model(config.model), config.precision, "auto", config.batch_size,
+                                       backend=config.backend)
             load_s = time.perf_counter() - t0
         on_event(ev.Phase("warming up the model"))
         warmup_s = warm_up(embedder)

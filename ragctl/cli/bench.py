@@ -25,7 +25,8 @@ def bench_command(
         None, "--corpus", help="Benchmark this tree (laid out like ingest's ROOT) instead of a generated one.", show_default=False
     ),
     json_out: bool = JsonOption,
-    precision: str = typer.Option("auto", "--precision", help="auto|fp32|bf16 (as ingest)."),
+    precision: str = typer.Option("auto", "--precision", help="auto|fp32|bf16|int8 (as ingest)."),
+    backend: str = typer.Option("auto", "--backend", help="auto|torch|openvino (as ingest); the model limit is measured with the same backend."),
     model: str = typer.Option(None, "--model", help="Model directory or cached name [default: packaged all-MiniLM-L6-v2]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated corpus (same seed, same bytes)."),
     keep: Path = typer.Option(
@@ -49,7 +50,7 @@ def bench_command(
             stderr.print(plain(event.message, "dim"), soft_wrap=True)
 
     config = BenchConfig(
-        entities=entities, docs=docs, workers=workers, corpus=corpus, precision=precision, model=model,
+        entities=entities, docs=docs, workers=workers, corpus=corpus, precision=precision, backend=backend, model=model,
         seed=seed, keep=keep, repeat=repeat, batch_size=batch_size,
     )
     try:

@@ -40,7 +40,7 @@ def ingest_command(
     store: Path = StoreOption,
     workers: int = typer.Option(0, "--workers", "-w", min=0, help="Parse workers [default: number of cores]."),
     model: str = typer.Option(None, "--model", help="Model directory or cached name [default: packaged all-MiniLM-L6-v2]."),
-    precision: str = typer.Option("auto", "--precision", help="auto|fp32|bf16 (auto: bf16 where the CPU has it natively and a self-check passes)."),
+    precision: str = typer.Option("auto", "--precision", help="auto|fp32|bf16|int8 (auto: bf16 where the CPU has it natively and a self-check passes; int8 only behind its quality gate)."),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda."),
     backend: str = typer.Option("auto", "--backend", help="auto|torch|openvino (auto: OpenVINO on x86 CPUs where it is installed and passes its self-check)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Chunks per model batch."),
