@@ -219,11 +219,11 @@ class Embedder:
         backend: str = "auto",
     ) -> None:
         if precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be auto, fp32, bf16 or int8, not {precision!r}")
+            raise ConfigError(f"precision must be auto, fp32, bf16 or int8, not {precision!r}")
         if device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"--device must be auto, cpu or cuda, not {device!r}")
+            raise ConfigError(f"device must be auto, cpu or cuda, not {device!r}")
         if backend not in BACKENDS:
-            raise ConfigError(f"--backend must be auto, torch or openvino, not {backend!r}")
+            raise ConfigError(f"backend must be auto, torch or openvino, not {backend!r}")
         force_offline()
         self.spec = spec
         self.batch_size = batch_size
@@ -237,7 +237,7 @@ class Embedder:
         if backend != "torch":
             if device == "cuda" or (device == "auto" and _cuda_possible()):
                 if backend == "openvino":
-                    raise ConfigError("--backend openvino runs on CPU only (use --device cpu)")
+                    raise ConfigError("the openvino backend runs on CPU only (use device cpu)")
                 self.backend_note = "CUDA device: torch backend"
             else:
                 self._try_openvino(precision, required=backend == "openvino")
@@ -245,7 +245,7 @@ class Embedder:
             self.backend, self.device = "openvino", "cpu"
             return
         if precision == "int8":
-            raise ConfigError(f"--precision int8 needs the OpenVINO backend: {self.backend_note or 'backend is torch'}")
+            raise ConfigError(f"precision int8 needs the OpenVINO backend: {self.backend_note or 'backend is torch'}")
         self.backend = "torch"
         self._init_torch(precision, device)
 
@@ -264,7 +264,7 @@ class Embedder:
         if reason is not None:
             self._runtime = None
             if required:
-                raise ConfigError(f"--backend openvino: {reason}")
+                raise ConfigError(f"backend openvino: {reason}")
             self.backend_note = f"{reason} -> torch backend"
 
     def _start_openvino(self, ovr: Any, precision: str) -> str | None:
@@ -297,7 +297,7 @@ class Embedder:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA device is available")
+            raise ConfigError("device cuda: no CUDA device is available")
         if device == "cpu":
             torch.set_num_threads(self.threads)
         self.device = device

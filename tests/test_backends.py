@@ -171,12 +171,12 @@ def test_auto_without_openvino_uses_torch_with_a_note(tmp_path):
     d = result["describe"]
     assert d["backend"] == "torch" and "openvino is not installed" in d["backend_note"]
     assert "\n" not in d["backend_note"]
-    assert result["explicit"].startswith("--backend openvino: openvino is not installed")
+    assert result["explicit"].startswith("backend openvino: openvino is not installed")
     assert not (tmp_path / "openvino").exists()
 
 
 def test_bad_backend_and_int8_on_torch_are_config_errors():
-    with pytest.raises(ConfigError, match="--backend"):
+    with pytest.raises(ConfigError, match="backend"):
         Embedder(resolve_model(None), backend="onnx")
     with pytest.raises(ConfigError, match="int8"):
         Embedder(resolve_model(None), "int8", "cpu", backend="torch")
@@ -218,7 +218,7 @@ def test_int8_refused_with_one_line_when_its_gate_fails(ov, monkeypatch):
         with pytest.raises(ConfigError) as info:
             Embedder(resolve_model(None), "int8", "cpu", 8, backend="openvino")
         message = str(info.value)
-        assert message.startswith("--precision int8 refused by its quality gate: min cosine to fp32")
+        assert message.startswith("precision int8 refused by its quality gate: min cosine to fp32")
         assert "\n" not in message
     assert len(calls) == 1, "the refusal is cached: no second quantisation"
     with pytest.raises(ConfigError, match="int8 refused"):

@@ -114,10 +114,10 @@ def ensure_int8(spec: ModelSpec, f32_dir: Path, tokenize: Any, threads: int) -> 
     try:
         import nncf  # noqa: F401
     except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"--precision int8 refused: it needs nncf ({type(exc).__name__}); "
+        raise ConfigError(f"precision int8 refused: it needs nncf ({type(exc).__name__}); "
                           "pip install 'ragctl[openvino-int8]'") from exc
     path = ensure_cached(spec, f"int8g{GATE_VERSION}", lambda d: build_int8(spec, f32_dir, d, tokenize, threads))
     verdict = json.loads((path / "meta.json").read_text(encoding="utf-8"))["gate"]
     if not verdict["passed"]:
-        raise ConfigError(f"--precision int8 refused by its quality gate: {verdict['reason']}")
+        raise ConfigError(f"precision int8 refused by its quality gate: {verdict['reason']}")
     return path
