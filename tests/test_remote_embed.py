@@ -225,3 +225,38 @@ def test_ctrl_c_stops_cleanly_with_what_is_committed(server, tmp_path, monkeypat
     assert sorted(r["path"] for r in records.values()) == [f"doc{i:02d}.md" for i in range(24)]
     assert cli("verify", "--store", store, "--json").exit_code == 0
     del out
+
+
+def test_bench_embeds_through_the_service_too(server):
+    """`ragctl bench --embed-url`: both runs and the model limit go through the service."""
+    server.latency_s = 0.02
+    result = cli("bench", "--entities", "2", "--docs", "2", "--embed-url", server.url, "--json", "--quiet",
+                 "--embed-concurrency", "4", "--embed-batch", "8")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["docs"] == 4 and out["failed"] == 0 and out["backend"] == "remote"
+    assert len(server.log) >= 3  # sequential, parallel and the model limit all asked the service
+
+
+@pytest.mark.timeout(240)
+def test_serve_embeds_uploads_and_searches_through_the_service(server, tmp_path):
+    """`ragctl serve --embed-url`: uploads are embedded by the service, the key comes from the
+    environment and never reaches the store, and search embeds the query there too."""
+    from tests.test_serve import Server, upload
+
+    server.require_key = KEY
+    srv = Server(tmp_path / "store", "--embed-url", server.url, env={"RAGCTL_EMBED_KEY": KEY}).start()
+    try:
+        with srv.client() as client:
+            r = upload(client, "acme", [("refunds.md", paragraphs("refund", extra="customers get refunds").encode())], wait=True)
+            assert r.status_code == 200, r.text
+            assert [f["status"] for f in r.json()["files"]] == ["indexed"]
+            before = len(server.log)
+            hits = client.post("/api/entities/acme/search", json={"query": "refund paragraph", "k": 3, "mode": "vector"})
+            assert hits.status_code == 200, hits.text
+            assert hits.json()["results"][0]["path"] == "refunds.md" and len(server.log) == before + 1
+    finally:
+        srv.stop()
+    meta = json.loads((tmp_path / "store" / "entities" / "acme" / "entity.json").read_text())
+    assert meta["model"]["name"].startswith("remote:127.0.0.1/")
+    assert not any(KEY.encode() in p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file())

@@ -78,6 +78,7 @@ class BenchConfig:
     corpus: Path | None = None
     precision: str = "auto"
     backend: str = "auto"
+    remote: Any = None  # ragctl.runtimes.remote.RemoteSettings: embed through a service (--embed-url)
     model: str | None = None
     seed: int = 0
     keep: Path | None = None
@@ -264,6 +265,10 @@ def run_bench(config: BenchConfig, on_event: ev.EventSink = ev.ignore, embedder:
         sources = discover_entities(corpus)
 
         load_s = 0.0
+        if embedder is None and config.remote is not None:
+            from ragctl.runtimes.remote import RemoteEmbedder, remote_spec
+
+            embedder = RemoteEmbedder(remote_spec(config.model, config.remote), config.remote)
         if embedder is None:
             on_event(ev.Phase("loading model"))
             t0 = time.perf_counter()
@@ -282,7 +287,7 @@ def run_bench(config: BenchConfig, on_event: ev.EventSink = ev.ignore, embedder:
             else:
                 options = IngestOptions(
                     store=store, workers=workers, precision=embedder.precision, batch_size=config.batch_size,
-                    embed_window=window,
+                    embed_window=window, remote=config.remote,
                 )
                 report = ingest(sources, options, sink, embedder=embedder)
             first = None if sink.first is None else sink.first - started

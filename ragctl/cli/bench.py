@@ -9,6 +9,14 @@ from pathlib import Path
 
 import typer
 
+from ragctl.cli.remote_options import (
+    EmbedBatchOption,
+    EmbedConcurrencyOption,
+    EmbedDimOption,
+    EmbedKeyEnvOption,
+    EmbedModelOption,
+    EmbedUrlOption,
+)
 from ragctl.cli.common import EXIT_PROBLEMS, JsonOption, fail, handle_errors, plain, print_json, stderr
 
 
@@ -35,6 +43,12 @@ def bench_command(
     repeat: int = typer.Option(1, "--repeat", min=1, help="Run each measurement R times and keep the best (noisy machines)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Chunks per model batch (as ingest)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
+    embed_url: str = EmbedUrlOption,
+    embed_model: str = EmbedModelOption,
+    embed_key_env: str = EmbedKeyEnvOption,
+    embed_concurrency: int = EmbedConcurrencyOption,
+    embed_batch: int = EmbedBatchOption,
+    embed_dim: int = EmbedDimOption,
 ) -> None:
     """Time one-document-at-a-time ingest against the parallel pipeline on the same corpus.
 
@@ -44,6 +58,7 @@ def bench_command(
     """
     from ragctl import events as ev
     from ragctl.bench import BenchConfig, BenchMismatch, format_table, run_bench
+    from ragctl.runtimes.remote import settings_from
 
     def progress(event: ev.Event) -> None:
         if not quiet and isinstance(event, ev.Phase):
@@ -52,6 +67,7 @@ def bench_command(
     config = BenchConfig(
         entities=entities, docs=docs, workers=workers, corpus=corpus, precision=precision, backend=backend, model=model,
         seed=seed, keep=keep, repeat=repeat, batch_size=batch_size,
+        remote=settings_from(embed_url, embed_model, embed_key_env, embed_concurrency, embed_batch, embed_dim),
     )
     try:
         result = run_bench(config, progress)

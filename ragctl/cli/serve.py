@@ -8,6 +8,14 @@ from pathlib import Path
 
 import typer
 
+from ragctl.cli.remote_options import (
+    EmbedBatchOption,
+    EmbedConcurrencyOption,
+    EmbedDimOption,
+    EmbedKeyEnvOption,
+    EmbedModelOption,
+    EmbedUrlOption,
+)
 from ragctl.cli.common import EXIT_USAGE, StoreOption, fail, handle_errors, store_path
 from ragctl.ingest.options import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_TEXT_MB, DEFAULT_PARSE_TIMEOUT_S
 
@@ -46,6 +54,12 @@ def serve_command(
     max_text_mb: float = typer.Option(DEFAULT_MAX_TEXT_MB, "--max-text-mb", min=0.001, help="Skip files with more extracted text than this (as ingest)."),
     parse_timeout: float = typer.Option(DEFAULT_PARSE_TIMEOUT_S, "--parse-timeout", min=1, help="Seconds one file may take to parse."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level (critical|error|warning|info|debug)."),
+    embed_url: str = EmbedUrlOption,
+    embed_model: str = EmbedModelOption,
+    embed_key_env: str = EmbedKeyEnvOption,
+    embed_concurrency: int = EmbedConcurrencyOption,
+    embed_batch: int = EmbedBatchOption,
+    embed_dim: int = EmbedDimOption,
 ) -> None:
     """Serve the store over HTTP: upload files (jobs), follow jobs, list, delete, search."""
     try:
@@ -55,6 +69,7 @@ def serve_command(
     except ImportError as exc:
         fail(f"ragctl serve needs the serve extra: pip install -c constraints.txt -e '.[serve]' ({exc.name} is missing)", EXIT_USAGE)
     from ragctl.ingest.options import MB, Limits
+    from ragctl.runtimes.remote import settings_from
     from ragctl.serve.config import ServeConfig, load_tokens_file
 
     tokens = load_tokens_file(tokens_file) if tokens_file is not None else {}
@@ -69,6 +84,7 @@ def serve_command(
         max_upload_bytes=int(max_upload_mb * MB), staging_bytes=int(staging_mb * MB), staging_files=staging_files,
         workers=workers, model=model, precision=precision, device=device, backend=backend, batch_size=batch_size,
         limits=Limits.from_mb(max_file_mb, max_text_mb, parse_timeout),
+        remote=settings_from(embed_url, embed_model, embed_key_env, embed_concurrency, embed_batch, embed_dim),
     )
     from ragctl.serve.app import create_app
 

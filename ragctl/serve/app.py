@@ -297,7 +297,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         if body.mode not in MODES:
             raise ApiError(400, "invalid_request", f"mode must be one of {', '.join(MODES)}")
         known_entity(entity_id)
-        searcher = Searcher(config.store, entity_id, None)
+        searcher = Searcher(config.store, entity_id, config.model, config.remote)
         hits = searcher.search([body.query], body.k, body.mode)[0]
         return {"entity": entity_id, "results": [hit_json(h) for h in hits]}
 

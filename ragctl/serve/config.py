@@ -14,6 +14,7 @@ import hmac
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ragctl.errors import UsageError
 from ragctl.ids import validate_entity_id
@@ -40,6 +41,7 @@ class ServeConfig:
     device: str = "auto"
     backend: str = "auto"
     batch_size: int = 32
+    remote: Any = None  # ragctl.runtimes.remote.RemoteSettings: embed through a service (--embed-url)
     limits: Limits = field(default_factory=Limits)
     wait_timeout_s: float = 600.0  # ?wait=true gives up (202 + job status) after this
     job_retention_days: float = 7.0  # finished job records are deleted after this (at start-up)

@@ -103,7 +103,8 @@ class Engine:
     def _options(self) -> IngestOptions:
         c = self.config
         return IngestOptions(store=c.store, workers=c.workers, model=c.model, precision=c.precision,
-                             device=c.device, backend=c.backend, batch_size=c.batch_size, limits=c.limits)
+                             device=c.device, backend=c.backend, batch_size=c.batch_size, limits=c.limits,
+                             remote=c.remote)
 
     def _supervise(self) -> None:
         from ragctl.embedding import Embedder, resolve_model
@@ -112,8 +113,11 @@ class Engine:
         options = self._options()
         try:
             self.state = "loading"
-            embedder = Embedder.shared(resolve_model(options.model), options.precision, options.device,
-                                       options.batch_size, backend=options.backend)
+            if options.remote is not None:  # each IngestRun makes its client for the service
+                embedder = None
+            else:
+                embedder = Embedder.shared(resolve_model(options.model), options.precision, options.device,
+                                           options.batch_size, backend=options.backend)
         except Exception as exc:  # noqa: BLE001 - the service reports it on /healthz
             self.error = f"cannot load the model: {exc}"
             self.state = "failed"
