@@ -2,7 +2,9 @@
 
     layout.py        where files live, store.json, open_store()/require_store()
     json_storage.py  sharded JSON mapping files (JSONStorage)
-    vector_index.py  the FAISS index file of an entity (VectorIndex)
+    segments.py      an entity's vectors as append-only segment files, tiered compaction
+    vector_index.py  FAISS helpers (search, ids) and the format-2 single index.faiss (upgraded in place)
+    mapping_log.py   the append-only log of mapping changes beside a shard, and its folding
     chunk_texts.py   chunk texts + full-text index in SQLite (ChunkTexts)
     entity_meta.py   entity.json (model identity, id high-water mark)
     owners.py        vector id -> mapping record

@@ -1,19 +1,21 @@
-"""`EntityStore`: one entity's vector index, chunk texts (+ full-text index) and mapping shard,
-and the commit protocol that keeps them in agreement (see docs/storage.md).
+"""`EntityStore`: one entity's vector segments, chunk texts (+ full-text index) and mapping,
+and the commit protocol that keeps them in agreement (docs/storage.md, "Store format 3").
 
 All under the entity's mapping-shard lock:
 
   1. chunk texts for new vectors (and their full-text entries) are inserted into chunks.sqlite
      in one transaction;
-  2. orphans from earlier commits are dropped, new vectors added, the index written atomically;
-     then the dropped orphans' chunk rows are deleted;
-  3. the mapping shard is written atomically - this is the commit point;
-  4. vectors of replaced/removed documents are now orphans: invisible to queries (results are
-     filtered to ids the mapping references) and dropped by the next commit or `gc()`.
+  2. the new vectors are written as one new segment file (atomically), then entity.json naming
+     the live segments and the id high-water mark;
+  3. the mapping change is appended to the shard's log (one checksummed line, fsynced) - this
+     is the commit point (a monolithic store rewrites its legacy file instead);
+  4. maintenance after the commit point: a long log is folded into the shard JSON, full
+     segment tiers are merged; vectors of replaced/removed documents are orphans, invisible to
+     queries (results are filtered to ids the mapping references), dropped by compaction/`gc()`.
 
 Invariant at every instant: chunk rows ⊇ index ids ⊇ ids referenced by the mapping, and the
 full-text index holds exactly the chunk rows. A kill -9 anywhere leaves every mapped document
-fully searchable and never exposes a half document.
+fully searchable and never exposes a half document. A commit costs what it adds.
 """
 
 from __future__ import annotations
