@@ -43,12 +43,16 @@ def file_lock(path: Path, timeout: float) -> Iterator[None]:
         lock.release()
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync a file's data, or a directory's entries (after a create, rename or unlink in it)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+fsync_dir = fsync_path
 
 
 _umask_cache: list[int] = []

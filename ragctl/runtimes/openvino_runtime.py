@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragctl.errors import ConfigError
+from ragctl.fsutil import file_lock, fsync_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -85,15 +86,7 @@ def _fsync_tree(path: Path) -> None:
         if file.is_file():
             with open(file, "rb") as fh:
                 os.fsync(fh.fileno())
-    _fsync_dir(path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path)
 
 
 def ensure_cached(spec: ModelSpec, variant: str, build: Any) -> Path:
@@ -102,15 +95,13 @@ def ensure_cached(spec: ModelSpec, variant: str, build: Any) -> Path:
     Built under `<root>/<key>.lock` in `<root>/.tmp-<key>-<pid>-<rand>/`, then renamed to
     `<root>/<key>/`. Leftover temp dirs of this key (a killed build) are removed first.
     """
-    from filelock import FileLock
-
     root = cache_root()
     key = cache_key(spec, variant)
     final = root / key
     if (final / "meta.json").is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / f"{key}.lock")):
+    with file_lock(root / key, timeout=3600):  # a conversion (int8: minutes) holds it
         if (final / "meta.json").is_file():
             return final
         for stale in root.glob(f".tmp-{key}-*"):
@@ -125,7 +116,7 @@ def ensure_cached(spec: ModelSpec, variant: str, build: Any) -> Path:
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
             _fsync_tree(tmp)
             os.rename(tmp, final)
-            _fsync_dir(root)
+            fsync_dir(root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

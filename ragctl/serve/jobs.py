@@ -20,7 +20,6 @@ again; whatever was already committed is then `unchanged`, so nothing is indexed
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import threading
@@ -215,9 +214,4 @@ class Staging:
             return {"bytes": self.bytes, "files": self.files, "max_bytes": self.max_bytes, "max_files": self.max_files}
 
 
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+

@@ -28,7 +28,8 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ragctl.fsutil import fsync_dir
-from ragctl.serve.jobs import Job, StagedFile, Staging, fsync_file
+from ragctl.fsutil import fsync_path
+from ragctl.serve.jobs import Job, StagedFile, Staging
 
 MAX_PATH_CHARS = 1024
 MAX_FIELD_BYTES = 4096
@@ -295,7 +296,7 @@ def _place(sink: _Sink, job: Job) -> list[StagedFile]:
         directory.mkdir()
         target = directory / doc_path.rsplit("/", 1)[-1]
         os.replace(part.staged, target)
-        fsync_file(target)
+        fsync_path(target)
         fsync_dir(directory)
         staged.append(StagedFile(doc_path, part.size, part.digest.hexdigest(),
                                  str(target.relative_to(job.directory))))
