@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from ragctl import __version__
@@ -42,7 +44,27 @@ _register()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        _exit_past_stragglers(code)
+        raise
+    _exit_past_stragglers(0)
+
+
+def _exit_past_stragglers(code: int) -> None:
+    """After a run that stopped early (Ctrl-C, a failed stage), an engine thread may still be
+    inside a native call (an encode, a model compile) that cannot be interrupted; letting the
+    interpreter finalize under it can abort the process. Everything the run committed is on
+    disk and the output is written, so leave at once with the run's exit code."""
+    import sys
+    import threading
+
+    if any(t.name.startswith("ragctl-") and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":
