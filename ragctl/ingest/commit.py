@@ -73,6 +73,7 @@ class CommitStage:
         self.changes: dict[str, list[msg.Change]] = defaultdict(list)
         self.oldest: dict[str, float] = {}
         self.settled: dict[tuple[str, str], int] = defaultdict(int)  # per work unit
+        self.committed: set[str] = set()  # entities this run committed to
         self.ends: dict[tuple[str, str], msg.EntityEnd] = {}
 
     def run(self, inbox: Channel[Any], stop: Any, interrupted: Any) -> None:
@@ -104,6 +105,12 @@ class CommitStage:
         if not stop.is_set() and not interrupted.is_set():
             for key in list(self.ends):
                 self._finish(key)
+        else:  # unfinished entities: at least their shard JSON holds every committed record
+            for eid in self.committed:
+                try:
+                    self.store_for(eid).fold_mapping()
+                except ENTITY_FAILURES:
+                    pass  # the log stays; every reader applies it
 
     def _take(self, item: Any) -> None:
         if isinstance(item, msg.EntityEnd):
@@ -124,6 +131,7 @@ class CommitStage:
         adds, changes = self.adds.pop(eid, []), self.changes.pop(eid, [])
         self.oldest.pop(eid, None)
         if adds or changes:
+            self.committed.add(eid)
             commit_documents(self.store_for(eid), self.ctx, self.reporter, adds, changes)
 
     def _finish(self, key: tuple[str, str]) -> None:

@@ -407,6 +407,13 @@ class EntityStore:
             "indexed_at": now_iso(),
         }
 
+    def fold_mapping(self) -> None:
+        """Fold the mapping log into the shard JSON now (a run that stops early does this, so
+        the shard file alone is complete once the command has exited)."""
+        with self._locked_view() as (shard, _legacy):
+            if shard is not None and self._view is not None:
+                self._view.fold()
+
     def gc(self) -> int:
         """End of an entity's ingest (and `verify --repair`): fold the mapping log into the
         shard, drop orphan vectors and stray chunk rows, merge full tiers and (re)build the
