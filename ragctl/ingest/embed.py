@@ -110,12 +110,15 @@ class EmbedStage:
 
     def run(self, inbox: Channel[ParseOutcome], outbox: Channel[msg.Settled], stop: Any) -> None:
         window = self.ctx.options.embed_window
+        # Wait for at least one full model batch before encoding (a window of 3 chunks costs
+        # almost what 32 do); with a batch in hand, go as soon as the input pauses.
+        full_batch = min(window, self.ctx.options.batch_size)
         pending: deque[tuple[_DocState, int]] = deque()
         trimmed = time.monotonic()
         finished = False
         while (not finished or pending) and not stop.is_set():
             while not finished and len(pending) < window:  # gather; block only when idle
-                item = inbox.get(timeout=None if not pending else 0.01)
+                item = inbox.get(timeout=None if not pending else 0.01 if len(pending) >= full_batch else 0.25)
                 if item is None:
                     break
                 if item is END:
