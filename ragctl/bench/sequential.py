@@ -26,9 +26,8 @@ def ingest_sequential(
     from ragctl.ingest.embed import route
     from ragctl.ingest.options import IngestOptions, RunContext
     from ragctl.ingest.parse import make_chunker, parse_file
-    from ragctl.ingest.plan import EntityPlan, Verdict, source_files
+    from ragctl.ingest.plan import VERDICT_STATUS, EntityPlan, Verdict, source_files
     from ragctl.ingest.report import Reporter
-    from ragctl.ingest.run import _VERDICT_STATUS as verdict_status
     from ragctl.storage import open_store
     from ragctl.storage.entity import EntityStore, PreparedDoc
 
@@ -55,7 +54,7 @@ def ingest_sequential(
             verdict, payload = plan.classify(f)
             if verdict is not Verdict.PARSE:
                 detail, size = payload
-                reporter.file_done(eid, f.rel_path, verdict_status[verdict], 0, detail, size)
+                reporter.file_done(eid, f.rel_path, VERDICT_STATUS[verdict], 0, detail, size)
                 continue
             outcome = parse_file(payload, chunker, options.limits)
             settled = route(outcome, plan, dry_run=False)

@@ -79,7 +79,8 @@ def read_snapshot(path: str, limit: int) -> tuple[bytes, int, int]:
                 parts.append(block)
             after = os.fstat(fh.fileno())
         data = b"".join(parts)
-        if (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns) == (len(data), after.st_mtime_ns):
+        unchanged = (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
+        if unchanged and after.st_size == len(data):
             return data, len(data), after.st_mtime_ns
         if attempt == 1:
             return data, len(data), 0

@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ragctl.discovery import EntitySource, SourceFile, walk_files
+from ragctl.events import Status
 from ragctl.ingest.options import MB, Limits
 from ragctl.storage.json_storage import Record
 
@@ -60,6 +61,10 @@ class Verdict(str, Enum):
     UNCHANGED = "unchanged"
     SKIP = "skip"
     FAIL = "fail"
+
+
+# the status a file settled by the planner gets in the report
+VERDICT_STATUS = {Verdict.UNCHANGED: Status.UNCHANGED, Verdict.SKIP: Status.SKIPPED, Verdict.FAIL: Status.FAILED}
 
 
 class Resolution(str, Enum):
@@ -216,4 +221,4 @@ def record_change(record: Record, resolution: Resolution, rel_path: str, size: i
     return fields
 
 
-__all__ = ["ParseTask", "WorkUnit", "Verdict", "Resolution", "EntityPlan", "count_tree", "source_files", "MB"]
+__all__ = ["ParseTask", "WorkUnit", "Verdict", "VERDICT_STATUS", "Resolution", "EntityPlan", "count_tree", "source_files", "MB"]

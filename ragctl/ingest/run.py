@@ -32,12 +32,11 @@ from ragctl.ingest.channel import Channel
 from ragctl.ingest.commit import CommitStage
 from ragctl.ingest.embed import EmbedStage
 from ragctl.ingest.options import IngestOptions, RunContext
-from ragctl.ingest.plan import EntityPlan, ParseTask, Verdict, WorkUnit, source_files
+from ragctl.ingest.plan import VERDICT_STATUS, EntityPlan, ParseTask, Verdict, WorkUnit, source_files
 from ragctl.ingest.pool import ParsePool
 from ragctl.ingest.report import IngestReport, Reporter
 from ragctl.storage.entity import EntityStore
 
-_VERDICT_STATUS = {Verdict.UNCHANGED: Status.UNCHANGED, Verdict.SKIP: Status.SKIPPED, Verdict.FAIL: Status.FAILED}
 SHUTDOWN_GRACE_S = 60.0  # after a stop, how long the main thread waits for the committer
 STRAGGLER_GRACE_S = 3.0  # ... and then for the other stages (an encode call cannot be cut short)
 
@@ -140,7 +139,7 @@ class IngestRun:
                     sent += 1
                 else:
                     detail, size = payload
-                    self.reporter.file_done(eid, f.rel_path, _VERDICT_STATUS[verdict], 0, detail, size, tag)
+                    self.reporter.file_done(eid, f.rel_path, VERDICT_STATUS[verdict], 0, detail, size, tag)
         finally:
             self.reporter.entity_files(eid, files)
         settled.put(msg.EntityEnd(eid, sent, plan), even_when_stopping=True)
