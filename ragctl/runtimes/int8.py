@@ -76,7 +76,11 @@ def _encode(compiled: Any, tokenize: Any, texts: list[str], batch: int = 16) -> 
 
 
 def build_int8(spec: ModelSpec, f32_dir: Path, dest: Path, tokenize: Any, threads: int) -> dict[str, Any]:
-    import nncf
+    try:
+        import nncf
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"precision int8 refused: it needs nncf ({type(exc).__name__}); "
+                          "pip install 'ragctl[openvino-int8]'") from exc
     import openvino as ov
 
     from ragctl.runtimes.calibration_texts import TEXTS
@@ -111,11 +115,6 @@ def ensure_int8(spec: ModelSpec, f32_dir: Path, tokenize: Any, threads: int) -> 
 
     from ragctl.runtimes.openvino_runtime import ensure_cached
 
-    try:
-        import nncf  # noqa: F401
-    except Exception as exc:  # noqa: BLE001
-        raise ConfigError(f"precision int8 refused: it needs nncf ({type(exc).__name__}); "
-                          "pip install 'ragctl[openvino-int8]'") from exc
     path = ensure_cached(spec, f"int8g{GATE_VERSION}", lambda d: build_int8(spec, f32_dir, d, tokenize, threads))
     verdict = json.loads((path / "meta.json").read_text(encoding="utf-8"))["gate"]
     if not verdict["passed"]:
