@@ -64,9 +64,10 @@ def commit_documents(
 
 class CommitStage:
     def __init__(self, ctx: RunContext, store_for: Callable[[str], EntityStore], reporter: Reporter,
-                 plans: dict[tuple[str, str], Any]) -> None:
+                 plans: dict[tuple[str, str], Any], release_store: Callable[[str], None] = lambda _eid: None) -> None:
         self.ctx = ctx
         self.store_for = store_for
+        self.release_store = release_store  # a finished entity's cached records can go
         self.plans = plans  # the run's live plans: a finished unit's is dropped (long-lived runs)
         self.reporter = reporter
         self.adds: dict[str, list[msg.Embedded]] = defaultdict(list)  # per entity, across work units
@@ -140,6 +141,8 @@ class CommitStage:
         self.plans.pop(key, None)
         self._flush(end.entity_id)
         finish_entity(self.store_for(end.entity_id), end.plan.gone(), self.ctx, self.reporter)
+        self.committed.discard(end.entity_id)  # gc folded its log
+        self.release_store(end.entity_id)
 
 
 def finish_entity(store: EntityStore, gone: list[dict[str, Any]], ctx: RunContext, reporter: Reporter) -> None:

@@ -38,6 +38,7 @@ from ragctl.ingest.report import IngestReport, Reporter
 from ragctl.storage.entity import EntityStore
 
 SHUTDOWN_GRACE_S = 60.0  # after a stop, how long the main thread waits for the committer
+MAX_LIVE_PLANS = 8  # work units planned but not yet finished by the committer
 STRAGGLER_GRACE_S = 3.0  # ... and then for the other stages (an encode call cannot be cut short)
 
 
@@ -86,6 +87,14 @@ class IngestRun:
                 self._stores[entity_id] = store
             return store
 
+    def _release_store(self, entity_id: str) -> None:
+        """A CLI run visits each entity once: once finished, its store (and the records it
+        caches) can go, so memory holds the entities in flight, not the tree. A service keeps
+        them: the next job for the entity reuses the cache."""
+        if isinstance(self.units, list):
+            with self._stores_lock:
+                self._stores.pop(entity_id, None)
+
     # ------------------------------------------------------------------ stages
     def _stage(self, name: str, body: Callable[[], None], inbox: Channel[Any] | None,
                downstream: Channel[Any] | None) -> threading.Thread:
@@ -124,6 +133,9 @@ class IngestRun:
                 self.reporter.file_done(eid, f.rel_path, Status.FAILED, 0, str(exc), 0, tag)
             self.reporter.entity_done(eid)
             return True
+        while len(self.plans) >= MAX_LIVE_PLANS:  # each holds an entity's records: bound them
+            if self.stop.wait(0.05):
+                return False
         plan = EntityPlan(source, store.records(), opts.rehash, opts.limits, tag)
         self.plans[unit.key] = plan
         files = sent = 0
@@ -195,7 +207,7 @@ class IngestRun:
         settled: Channel[Any] = Channel("settled", 256, self.stop)
         pool = ParsePool(self.ctx.parse_workers, str(self.ctx.spec.path), self.ctx.spec.max_tokens, opts.limits)
         embed = EmbedStage(self.ctx, self.plans, self.reporter, self._load_embedder)
-        commit = CommitStage(self.ctx, self.store_for, self.reporter, self.plans)
+        commit = CommitStage(self.ctx, self.store_for, self.reporter, self.plans, self._release_store)
         ray_stage = self._ray_stage()  # --ray: connects now (exit 2 before any work if it cannot)
         threading.Thread(target=self._count, name="ragctl-counter", daemon=True).start()
         if ray_stage is None:
