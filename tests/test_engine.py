@@ -183,3 +183,38 @@ def test_a_moved_file_keeps_its_doc_id_and_a_copy_is_skipped(tmp_path, embedder)
     assert (ent["moved"], ent["skipped"], ent["indexed"]) == (1, 1, 0), report
     records = json.loads((store / "doc_id_name_mapping" / "e.json").read_text())
     assert list(records) == [doc_id] and records[doc_id]["path"] in ("sub/a.md", "copy.md")
+
+
+def test_two_versions_of_one_path_in_one_commit_window_leave_one_document(tmp_path, embedder):
+    """Two uploads of one path with different content reach the committer inside one batch
+    window: they are committed in order (the later replaces the earlier), never as two live
+    records for one path."""
+    import threading
+
+    import numpy as np
+
+    from ragctl.ingest import messages as msg
+    from ragctl.ingest.channel import END, Channel
+    from ragctl.ingest.commit import CommitStage
+    from ragctl.ingest.options import IngestOptions, RunContext
+    from ragctl.ingest.report import Reporter
+    from ragctl.storage import open_store
+    from ragctl.storage.entity import EntityStore, PreparedDoc
+
+    spec = embedder.spec
+    storage = open_store(tmp_path / "store", create=True)
+    ctx = RunContext(IngestOptions(store=tmp_path / "store"), spec, spec.identity(), storage, 1)
+    store = EntityStore(storage, "e")
+    events = []
+    stop, interrupted = threading.Event(), threading.Event()
+    stage = CommitStage(ctx, lambda _eid: store, Reporter(events.append), {})
+    inbox = Channel("settled", 16, stop)
+    for version in ("first", "second"):
+        vectors = np.ones((2, spec.dim), dtype=np.float32) / np.sqrt(spec.dim)
+        doc = PreparedDoc("same.md", f"hash-{version}", 10, 1, [f"{version} a", f"{version} b"], vectors)
+        inbox.put(msg.Embedded("e", doc, "fp32", tag=version))
+    inbox.put(END)
+    stage.run(inbox, stop, interrupted)
+    records = list(store.records().values())
+    assert [(r["path"], r["content_hash"]) for r in records] == [("same.md", "hash-second")]
+    assert [e.status for e in events if hasattr(e, "status")] == ["indexed", "updated"]

@@ -50,8 +50,10 @@ def commit_documents(
         return
     for add in adds:
         doc = add.doc
-        status = result.status.get(doc.path, "failed")
-        if status == "duplicate":
+        status = result.status.get(doc.path)
+        if status is None:
+            reporter.file_done(eid, doc.path, Status.FAILED, 0, "not committed: no result for this document", doc.size, add.tag)
+        elif status == "duplicate":
             note = result.note.get(doc.path, "duplicate content")
             reporter.file_done(eid, doc.path, Status.SKIPPED, 0, note, doc.size, add.tag)
         elif status in ("indexed", "updated"):
@@ -123,6 +125,8 @@ class CommitStage:
             self.reporter.file_done(eid, item.path, item.status, 0, item.detail, item.size, item.tag)
             return
         if isinstance(item, msg.Embedded):
+            if any(a.doc.path == item.doc.path for a in self.adds[eid]):
+                self._flush(eid)  # two versions of one path (two uploads): commit them in order
             self.adds[eid].append(item)
         else:
             self.changes[eid].append(item)

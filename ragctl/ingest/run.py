@@ -38,6 +38,7 @@ from ragctl.ingest.report import IngestReport, Reporter
 from ragctl.storage.entity import EntityStore
 
 SHUTDOWN_GRACE_S = 60.0  # after a stop, how long the main thread waits for the committer
+MAX_CACHED_STORES = 64  # a service's open entity stores (each caches that entity's records)
 MAX_LIVE_PLANS = 8  # work units planned but not yet finished by the committer
 STRAGGLER_GRACE_S = 3.0  # ... and then for the other stages (an encode call cannot be cut short)
 
@@ -80,12 +81,23 @@ class IngestRun:
     def store_for(self, entity_id: str) -> EntityStore:
         """The entity's store, opened once per run (ConfigError if it has another model)."""
         with self._stores_lock:
-            store = self._stores.get(entity_id)
+            store = self._stores.pop(entity_id, None)
             if store is None:
                 store = EntityStore(self.ctx.storage, entity_id, index_kind=self.ctx.options.index)
                 store.check_model(self.ctx.identity)
-                self._stores[entity_id] = store
+                if len(self._stores) >= MAX_CACHED_STORES and not isinstance(self.units, list):
+                    self._evict_idle_store()
+            self._stores[entity_id] = store  # most recently used last
             return store
+
+    def _evict_idle_store(self) -> None:
+        """A long-running service touches any number of entities: keep the most recent ones'
+        cached records, drop the least recently used entity without a unit in flight."""
+        busy = {eid for eid, _tag in list(self.plans)}
+        for eid in list(self._stores):
+            if eid not in busy:
+                del self._stores[eid]
+                return
 
     def _release_store(self, entity_id: str) -> None:
         """A CLI run visits each entity once: once finished, its store (and the records it

@@ -35,6 +35,30 @@ MAX_ATTEMPTS = 3
 _STATUS_OUT = {"moved": "updated"}  # the API's vocabulary: indexed|updated|unchanged|skipped|failed
 
 
+class _Taken:
+    """The jobs one IngestRun took from the queue. Closed when the run ends, under the same lock
+    as `add`, so a job is either given back by the supervisor or put back by the generator —
+    never lost between a dead run and the next one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: list[Job] = []
+        self.closed = False
+        self.run_stop: threading.Event | None = None
+
+    def add(self, job: Job) -> bool:
+        with self._lock:
+            if self.closed or (self.run_stop is not None and self.run_stop.is_set()):
+                return False
+            self._jobs = [j for j in self._jobs if not j.done_event.is_set()] + [job]
+            return True
+
+    def close(self) -> list[Job]:
+        with self._lock:
+            self.closed = True
+            return list(self._jobs)
+
+
 class Engine:
     def __init__(self, config: ServeConfig, jobs: JobStore, staging: Staging) -> None:
         self.config = config
@@ -125,21 +149,23 @@ class Engine:
             return
         self.state = "running"
         while not self.shutdown.is_set():
-            taken: list[Job] = []
+            taken = _Taken()
             try:
                 run = IngestRun(self._units(taken), options, self._on_event, embedder=embedder, keep_file_lists=False)
                 self._run = run
+                taken.run_stop = run.stop
                 report = run.execute()
                 error = report.error
             except Exception as exc:  # noqa: BLE001 - a run that cannot start is retried
                 error = f"{type(exc).__name__}: {exc}"
+            held = taken.close()  # from here on the old run's generator takes no job
             if self.shutdown.is_set():
-                break
+                break  # unfinished jobs stay staged on disk and resume at the next start
             self.error = error or "ingest run ended unexpectedly"
             log.error("ingest run ended: %s; restarting it", self.error)
-            for job in taken:  # give back what the dead run held
-                if job.done_event.is_set():
-                    continue
+            for job in held:  # give back what the dead run held
+                if job.done_event.is_set() or len(job.outcomes) >= len({f.path for f in job.files}):
+                    continue  # finished, or every file settled (the finisher completes it)
                 job.attempts += 1
                 if job.attempts >= MAX_ATTEMPTS:
                     job.error = self.error
@@ -148,15 +174,17 @@ class Engine:
                     self._queue.put(job)
             time.sleep(1.0)
 
-    def _units(self, taken: list[Job]) -> Iterator[WorkUnit]:
-        while not self.shutdown.is_set():
+    def _units(self, taken: _Taken) -> Iterator[WorkUnit]:
+        while not self.shutdown.is_set() and not taken.closed:
             try:
                 job = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
             if job.done_event.is_set():
                 continue
-            taken[:] = [j for j in taken if not j.done_event.is_set()] + [job]
+            if not taken.add(job):  # the run ended meanwhile: the job goes back for the next one
+                self._queue.put(job)
+                return
             job.status = RUNNING
             files_dir = job.directory / "files"
             files = tuple(SourceFile(f.path, job.directory / f.staged) for f in job.files)
