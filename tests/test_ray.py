@@ -292,3 +292,16 @@ def test_a_parser_that_crashes_or_hangs_on_an_actor_fails_only_its_file(tmp_path
         "stuck.hang": "parse timed out after 5 s",
     }
     assert report["entities"]["alpha"]["indexed"] == 2 and report["entities"]["beta"]["indexed"] == 2
+
+
+def test_more_actors_than_the_cluster_can_place_is_refused_at_once(tmp_path):
+    """Actors that could never be scheduled would leave the run waiting forever: refused in one
+    line, exit 2, before any work."""
+    root = small_tree(tmp_path / "docs", per_entity=1)
+    started = time.monotonic()
+    out = run_cli("ingest", str(root), "--store", str(tmp_path / "s"), "--ray", "local", "--ray-actors", "64")
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert "ray_actors 64" in lines[0] and "at most" in lines[0]
+    assert time.monotonic() - started < 120
+    assert not (tmp_path / "s" / "doc_id_name_mapping").exists()

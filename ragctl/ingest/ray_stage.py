@@ -287,6 +287,11 @@ class RayStage:
         """Before any work: a missing Ray or an unreachable cluster is a one-line UsageError."""
         self.owned = connect(self.options.ray or "local")
         self._ray = import_ray()
+        try:
+            self._plan_pool()  # actors the cluster cannot place are refused now, not waited for
+        except UsageError:
+            self.close()
+            raise
 
     def close(self) -> None:
         ray = self._ray
@@ -314,10 +319,19 @@ class RayStage:
         resources = self._ray.cluster_resources()
         cpus = max(1, int(resources.get("CPU", 1)))
         gpus = self.options.ray_gpus_per_actor
+        cluster_gpus = float(resources.get("GPU", 0))
+        if gpus and cluster_gpus < gpus:  # the actor could never be scheduled: the run would wait forever
+            raise UsageError(f"ray_gpus_per_actor {gpus:g}: the cluster has {cluster_gpus:g} GPU(s)")
         if self.options.ray_actors:
             actors = self.options.ray_actors
+            if actors > cpus or (gpus and actors * gpus > cluster_gpus):
+                raise UsageError(
+                    f"ray_actors {actors}: the cluster can place at most {min(cpus, int(cluster_gpus / gpus) if gpus else cpus)} "
+                    f"(each actor takes 1 CPU{f' and {gpus:g} GPU' if gpus else ''}; the cluster has {cpus} CPU(s), "
+                    f"{cluster_gpus:g} GPU(s))"
+                )
         elif gpus:
-            actors = max(1, int(resources.get("GPU", 0) / gpus))
+            actors = max(1, int(cluster_gpus / gpus))
         else:
             actors = max(1, cpus - 1)
         threads = 2 if gpus else max(1, cpus // actors)
