@@ -80,10 +80,12 @@ def source_files(source: EntitySource) -> Iterator[SourceFile]:
     return iter(source.files) if source.files is not None else walk_files(source.root)
 
 
-def count_tree(source: EntitySource) -> tuple[int, int]:
-    """(files, bytes) of an entity's tree, for progress totals; never raises."""
+def count_tree(source: EntitySource, stop: threading.Event | None = None) -> tuple[int, int] | None:
+    """(files, bytes) of an entity's tree, for progress totals; None if `stop` was set first."""
     files = size = 0
     for f in source_files(source):
+        if stop is not None and stop.is_set():
+            return None
         files += 1
         try:
             size += os.stat(f.abs_path).st_size

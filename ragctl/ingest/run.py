@@ -32,7 +32,7 @@ from ragctl.ingest.channel import Channel
 from ragctl.ingest.commit import CommitStage
 from ragctl.ingest.embed import EmbedStage
 from ragctl.ingest.options import IngestOptions, RunContext
-from ragctl.ingest.plan import VERDICT_STATUS, EntityPlan, ParseTask, Verdict, WorkUnit, source_files
+from ragctl.ingest.plan import VERDICT_STATUS, EntityPlan, ParseTask, Verdict, WorkUnit, count_tree, source_files
 from ragctl.ingest.pool import ParsePool
 from ragctl.ingest.report import IngestReport, Reporter
 from ragctl.storage.entity import EntityStore
@@ -173,16 +173,10 @@ class IngestRun:
         if not isinstance(self.units, list):
             return
         for source in (u.source for u in self.units):
-            files = size = 0
-            for f in source_files(source):
-                if self.stop.is_set():
-                    return
-                files += 1
-                try:
-                    size += f.abs_path.stat().st_size
-                except OSError:
-                    pass
-            self.reporter.entity_counted(source.entity_id, files, size)
+            totals = count_tree(source, self.stop)
+            if totals is None:
+                return
+            self.reporter.entity_counted(source.entity_id, *totals)
 
     def _load_embedder(self) -> Any:
         from ragctl.embedding import Embedder
