@@ -260,6 +260,7 @@ class _Call:
     items: list[tuple[ParseTask, bytes | None, int]]
     nbytes: int
     alone: bool  # a retry of one file whose batch failed
+    actor: Any = None  # the actor handle that ran it (a slot may have been re-filled since)
 
 
 class RayStage:
@@ -444,7 +445,7 @@ class RayStage:
         if nbytes < 0:
             nbytes = sum(len(d or b"") for _, d, _ in items)
         ref = self.actors[slot].work.remote(items)
-        self._inflight[ref] = _Call(slot, items, nbytes, alone)
+        self._inflight[ref] = _Call(slot, items, nbytes, alone, self.actors[slot])
         self._per_slot[slot] += 1
         self._bytes_inflight += nbytes
 
@@ -488,7 +489,7 @@ class RayStage:
         from ray import exceptions as rex
 
         if isinstance(exc, rex.ActorDiedError) or "actor died" in str(exc).lower():
-            self._replace(call.slot)
+            self._replace(call.slot, call.actor)
         if not call.alone and len(call.items) > 1:
             self._retry.extend(call.items)  # one call per file: a file that kills workers fails alone
             return
@@ -500,12 +501,16 @@ class RayStage:
             outbox.put(msg.Outcome(task.entity_id, task.rel_path, Status.FAILED, reason, size, task.tag),
                        even_when_stopping=True)
 
-    def _replace(self, slot: int) -> None:
-        """An actor out of restarts is replaced (a bounded number of times in a run)."""
+    def _replace(self, slot: int, dead: Any) -> None:
+        """An actor out of restarts is replaced (a bounded number of times in a run). Only if
+        the slot still holds the actor that died: its other in-flight calls fail too, and
+        must not kill the replacement started for the first of them."""
         if self.replacements >= 2 * max(1, len(self.actors)):
             return
-        self.replacements += 1
         with self._lock:
+            if self.actors[slot] is not dead:
+                return
+            self.replacements += 1
             old = self.actors[slot]
             self.actors[slot] = self._new_actor()
         try:
