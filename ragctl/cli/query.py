@@ -26,6 +26,7 @@ def query_command(
     mode: str = typer.Option(
         "hybrid", "--mode", help="hybrid (rank fusion of both), vector (embeddings) or text (bm25 full-text)."
     ),
+    backend: str = typer.Option("auto", "--backend", help="auto|torch|openvino for the query's embedding (as ingest)."),
     embed_url: str = EmbedUrlOption,
     embed_model: str = EmbedModelOption,
     embed_key_env: str = EmbedKeyEnvOption,
@@ -51,7 +52,7 @@ def query_command(
     else:
         batch = [text]
     remote = settings_from(embed_url, embed_model, embed_key_env, dim=embed_dim)
-    searcher = Searcher(store_path(store), entity, model, remote)
+    searcher = Searcher(store_path(store), entity, model, remote, backend)
     results = searcher.search(batch, k, mode)
     if json_out:
         if queries is None:
