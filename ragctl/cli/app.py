@@ -54,14 +54,16 @@ def main() -> None:
 
 
 def _exit_past_stragglers(code: int) -> None:
-    """After a run that stopped early (Ctrl-C, a failed stage), an engine thread may still be
-    inside a native call (an encode, a model compile) that cannot be interrupted; letting the
-    interpreter finalize under it can abort the process. Everything the run committed is on
-    disk and the output is written, so leave at once with the run's exit code."""
+    """After a run that stopped early (Ctrl-C, a failed stage), an engine thread, or a thread
+    of the model runtime, may still be inside a native call (an encode, a model compile) that
+    cannot be interrupted; letting the interpreter finalize under it aborts the process
+    (SIGABRT, "exception not rethrown"). Everything the run committed is on disk and the output
+    is written and flushed, so leave at once with the command's exit code."""
     import sys
     import threading
 
-    if any(t.name.startswith("ragctl-") and t.is_alive() for t in threading.enumerate()):
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and t.is_alive() for t in threading.enumerate()):  # engine or runtime threads
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
