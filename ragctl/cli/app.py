@@ -48,25 +48,25 @@ def main() -> None:
         app()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        _exit_past_stragglers(code)
-        raise
-    _exit_past_stragglers(0)
+    else:
+        code = 0
+    _exit_now(code)
 
 
-def _exit_past_stragglers(code: int) -> None:
-    """After a run that stopped early (Ctrl-C, a failed stage), an engine thread, or a thread
-    of the model runtime, may still be inside a native call (an encode, a model compile) that
-    cannot be interrupted; letting the interpreter finalize under it aborts the process
-    (SIGABRT, "exception not rethrown"). Everything the run committed is on disk and the output
-    is written and flushed, so leave at once with the command's exit code."""
+def _exit_now(code: int) -> None:
+    """Leave without interpreter finalization. After a run that stopped early (Ctrl-C, a failed
+    stage), an engine thread or a model-runtime thread (OpenVINO runs its callbacks on threads
+    of its own, invisible to `threading`) may still be inside native code; finalizing under it
+    aborts the process (SIGABRT, "exception not rethrown"). Everything the command committed is
+    on disk and its output is flushed here, so exit with its code at once."""
     import sys
-    import threading
 
-    main_thread = threading.main_thread()
-    if any(t is not main_thread and t.is_alive() for t in threading.enumerate()):  # engine or runtime threads
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
