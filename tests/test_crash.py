@@ -455,8 +455,15 @@ class IngestRun:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.entity_done = threading.Event()
+        self.ended: float | None = None  # monotonic time the process exited on its own, if it did
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        threading.Thread(target=self._wait, daemon=True).start()
+
+    def _wait(self) -> None:
+        self.proc.wait()
+        if self.ended is None:
+            self.ended = time.monotonic()
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -472,6 +479,7 @@ class IngestRun:
         alive = self.running()
         at = time.monotonic() - self.started
         if alive:
+            self.ended = at + self.started  # not "on its own": keeps it out of the run-length estimate
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
         lingering = False
@@ -520,8 +528,11 @@ def wait_for_first_write(store: Path, run: IngestRun, timeout: float = 60) -> bo
 def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path, ragctl_cmd):
     """kill -9 an ingest at many random moments; after each, verify passes; a final re-run
     leaves every file indexed exactly once. Three kinds of moment, in turn:
-    anywhere (2-12 s after start), a few ms after the run's first write to the store (inside or
-    between commits), and just after the first entity finished (others' commits and gc)."""
+    anywhere (uniformly within the length of the last run that finished by itself, so a fast
+    machine is not mostly killing finished runs), a few ms after the run's first write to the
+    store (inside or between commits), and just after the first entity finished (others'
+    commits and gc). Runs that finish before their moment do not count as kills; trials go on
+    until 12 runs were killed mid-run (at most 30 trials)."""
     seed = int(os.environ.get("RAGCTL_TEST_SEED", random.randrange(1 << 30)))
     print(f"\nfault-injection seed: {seed} (RAGCTL_TEST_SEED={seed} to replay)")
     rng = random.Random(seed)
@@ -543,7 +554,8 @@ def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path, ragctl_cmd):
     verify_cmd = [*ragctl_cmd, "verify", "--store", str(store), "--json"]
 
     trials: list[dict] = []
-    while sum(t["killed"] for t in trials) < 12 and len(trials) < 18:
+    run_length = 4.0  # seconds; replaced by each run that finishes by itself
+    while sum(t["killed"] for t in trials) < 12 and len(trials) < 30:
         trial = len(trials)
         if trial:  # new work for every trial: rewrite some files, add some
             for entity, rel in rng.sample(sorted(versions), 10):
@@ -553,7 +565,7 @@ def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path, ragctl_cmd):
         run = IngestRun(cmd)
         kind = ("anywhere", "after-first-write", "after-first-entity")[trial % 3]
         if kind == "anywhere":
-            delay = rng.uniform(2.0, 12.0)
+            delay = rng.uniform(0.1, 0.95) * run_length
             time.sleep(delay)
             how = f"{delay:.2f}s after start"
         elif kind == "after-first-write":
@@ -563,10 +575,12 @@ def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path, ragctl_cmd):
             how = f"{delay * 1000:.0f}ms after the run's first store write"
         else:
             run.entity_done.wait(timeout=60)
-            delay = rng.uniform(0.0, 0.15)
+            delay = rng.uniform(0.0, 0.08)
             time.sleep(delay)
             how = f"{delay * 1000:.0f}ms after the first entity finished"
         outcome = {"trial": trial, "how": how, **run.kill()}
+        if not outcome["killed"] and run.ended is not None:
+            run_length = max(0.5, run.ended - run.started)
         if store.exists():
             outcome["temp_files"] = len(temp_files(store))
             outcome["hot_journals"] = len(list(store.rglob("*-journal")))
