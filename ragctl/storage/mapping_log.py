@@ -35,7 +35,7 @@ from ragctl.fsutil import atomic_write_bytes, json_bytes
 
 Record = dict[str, Any]
 
-FOLD_FRACTION = 1.0  # fold when the log exceeds the shard's size (shard + log bytes written <= ~3x)...
+FOLD_FRACTION = 2.0  # fold when the log exceeds twice the shard's size (mapping bytes written ~1.5x final)...
 FOLD_MIN_BYTES = 256 * 1024  # ...and this many bytes (small shards are cheap to rewrite anyway)
 
 
