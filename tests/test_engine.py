@@ -185,6 +185,52 @@ def test_a_moved_file_keeps_its_doc_id_and_a_copy_is_skipped(tmp_path, embedder)
     assert list(records) == [doc_id] and records[doc_id]["path"] in ("sub/a.md", "copy.md")
 
 
+@pytest.mark.timeout(120)
+def test_files_whose_result_never_came_back_are_reported_failed_by_name(tmp_path, embedder):
+    """If the stages upstream end without settling every file of an entity (a task lost by a
+    stage), the committer names each lost file as failed instead of finishing the entity as if
+    they never existed; the files that did settle are committed as usual."""
+    import threading
+
+    import numpy as np
+
+    from ragctl.discovery import EntitySource
+    from ragctl.events import Status
+    from ragctl.ingest import messages as msg
+    from ragctl.ingest.channel import END, Channel
+    from ragctl.ingest.commit import LOST, CommitStage
+    from ragctl.ingest.options import IngestOptions, Limits, RunContext
+    from ragctl.ingest.plan import EntityPlan, Verdict
+    from ragctl.ingest.report import Reporter
+    from ragctl.storage import open_store
+    from ragctl.storage.entity import EntityStore, PreparedDoc
+
+    root = tree(tmp_path, entities=("e",), per_entity=3) / "e"
+    spec = embedder.spec
+    storage = open_store(tmp_path / "store", create=True)
+    ctx = RunContext(IngestOptions(store=tmp_path / "store"), spec, spec.identity(), storage, 1)
+    store = EntityStore(storage, "e")
+    source = EntitySource("e", root)
+    plan = EntityPlan(source, {}, False, Limits())
+    tasks = [plan.classify(f) for f in sorted(source.list_files(), key=lambda f: f.rel_path)]
+    assert [verdict for verdict, _ in tasks] == [Verdict.PARSE] * 3
+    events = []
+    reporter = Reporter(events.append)
+    stop, interrupted = threading.Event(), threading.Event()
+    stage = CommitStage(ctx, lambda _eid: store, reporter, {})
+    inbox = Channel("settled", 16, stop)
+    vectors = np.ones((1, spec.dim), dtype=np.float32) / np.sqrt(spec.dim)
+    inbox.put(msg.Embedded("e", PreparedDoc("doc0.md", "h0", 10, 1, ["zero"], vectors), "fp32"))
+    inbox.put(msg.Outcome("e", "doc1.md", Status.SKIPPED, "empty", 10))
+    inbox.put(msg.EntityEnd("e", 3, plan))  # doc2.md was sent but nothing settled it
+    inbox.put(END)
+    stage.run(inbox, stop, interrupted)
+    done = {e.path: (e.status, e.detail) for e in events if type(e).__name__ == "FileDone"}
+    assert done == {"doc0.md": (Status.INDEXED, ""), "doc1.md": (Status.SKIPPED, "empty"), "doc2.md": (Status.FAILED, LOST)}
+    assert [r["path"] for r in store.records().values()] == ["doc0.md"]
+    assert reporter.report.entities["e"].failed == 1
+
+
 def test_two_versions_of_one_path_in_one_commit_window_leave_one_document(tmp_path, embedder):
     """Two uploads of one path with different content reach the committer inside one batch
     window: they are committed in order (the later replaces the earlier), never as two live

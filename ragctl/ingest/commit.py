@@ -25,6 +25,8 @@ from ragctl.storage.entity import EntityStore
 
 # Failures of one entity's store: its files fail, other entities go on.
 ENTITY_FAILURES = (StorageError, OSError, sqlite3.Error)
+# A file whose task never settled although the stages upstream ended normally.
+LOST = "no result came back from parsing/embedding (lost in the pipeline); re-run to index it"
 
 
 def commit_documents(
@@ -76,6 +78,7 @@ class CommitStage:
         self.changes: dict[str, list[msg.Change]] = defaultdict(list)
         self.oldest: dict[str, float] = {}
         self.settled: dict[tuple[str, str], int] = defaultdict(int)  # per work unit
+        self.settled_paths: dict[tuple[str, str], set[str]] = defaultdict(set)  # to name lost files
         self.committed: set[str] = set()  # entities this run committed to
         self.ends: dict[tuple[str, str], msg.EntityEnd] = {}
 
@@ -121,6 +124,7 @@ class CommitStage:
             return
         eid = item.entity_id
         self.settled[(eid, item.tag)] += 1
+        self.settled_paths[(eid, item.tag)].add(item.doc.path if isinstance(item, msg.Embedded) else item.path)
         if isinstance(item, msg.Outcome):
             self.reporter.file_done(eid, item.path, item.status, 0, item.detail, item.size, item.tag)
             return
@@ -141,7 +145,11 @@ class CommitStage:
 
     def _finish(self, key: tuple[str, str]) -> None:
         end = self.ends.pop(key)
-        self.settled.pop(key, None)
+        settled, paths = self.settled.pop(key, 0), self.settled_paths.pop(key, set())
+        # The upstream stages ended without settling some of this unit's files (a stage bug or
+        # an engine failure that did not stop the run): say so per file instead of losing them.
+        for path in sorted(end.plan.sent - paths) if settled < end.tasks else ():
+            self.reporter.file_done(end.entity_id, path, Status.FAILED, 0, LOST, 0, end.plan.tag)
         self.plans.pop(key, None)
         self._flush(end.entity_id)
         finish_entity(self.store_for(end.entity_id), end.plan.gone(), self.ctx, self.reporter)

@@ -137,6 +137,7 @@ class EntityPlan:
         for r in records.values():
             self.by_hash.setdefault(r["content_hash"], []).append(r)
         self.seen: set[str] = set()
+        self.sent: set[str] = set()  # paths sent to be parsed (O(changed files), not O(entity))
         self.claimed: dict[str, str] = {}  # content hash -> path that owns it in this run
         self.moved: set[str] = set()  # doc_ids whose record moved to another path
 
@@ -167,6 +168,8 @@ class EntityPlan:
                 st.st_size,
             )
         known = record["content_hash"] if record is not None else ""
+        with self._lock:
+            self.sent.add(f.rel_path)
         return Verdict.PARSE, ParseTask(self.entity_id, f.rel_path, str(f.abs_path), st.st_size, known, hash_only, self.tag)
 
     # --------------------------------------------------------------- router (after hashing)
