@@ -277,10 +277,13 @@ def test_a_killed_driver_leaves_no_ray_processes_and_a_rerun_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_parser_that_crashes_or_hangs_on_an_actor_fails_only_its_file(tmp_path):
-    """The actor parses in the engine's supervised pool: same reasons as a local run."""
+def test_a_parser_that_crashes_or_hangs_or_a_model_out_of_memory_on_an_actor_fails_only_its_file(tmp_path):
+    """The actor parses in the engine's supervised pool: same reasons as a local run. A
+    MemoryError raised by the model on an actor fails only the file that caused it: the batch
+    is retried one file per call, and the others are indexed."""
     root = small_tree(tmp_path / "docs", per_entity=1)
-    make_tree(root, {"alpha/crash.segv": "x", "beta/stuck.hang": "x"})
+    make_tree(root, {"alpha/crash.segv": "x", "beta/stuck.hang": "x",
+                     "beta/huge.md": "# Huge\n\nRAGCTL-FAULT-ENCODE-OOM stands in for a batch the model cannot hold.\n"})
     env = fault_env()
     cmd = [*RAGCTL, "ingest", str(root), "--store", str(tmp_path / "store"), "--ray", "local",
            "--parse-timeout", "5", "--json", "-q"]
@@ -290,6 +293,7 @@ def test_a_parser_that_crashes_or_hangs_on_an_actor_fails_only_its_file(tmp_path
     assert {f["path"]: f["error"] for f in report["failures"]} == {
         "crash.segv": "parser process crashed (SIGSEGV) while parsing this file",
         "stuck.hang": "parse timed out after 5 s",
+        "huge.md": "failed on a Ray worker: MemoryError: cannot allocate memory for the encode batch",
     }
     assert report["entities"]["alpha"]["indexed"] == 2 and report["entities"]["beta"]["indexed"] == 2
 

@@ -30,8 +30,13 @@ killed mid-call (kill -9, OOM) is restarted and its calls are run again; the dri
 file only when its call returned, so each file is settled once. A call that still fails is
 split into one call per file (a file that kills its worker every time fails alone, with the
 reason; a parser crash or time-out is caught earlier still, by the actor's parse pool, and
-fails its file as in a local run). A killed driver leaves what it committed; a re-run resumes
-as in local mode.
+fails its file as in a local run). The same holds for every failure that belongs to a call
+rather than to the run (`_call_failure`): a node that died, Ray's memory monitor killing the
+worker, a full object store or disk, a lost result, a call that never answered, and a
+MemoryError/OSError raised on the actor. Only a cluster that is gone, a configuration error,
+or a bug in ragctl (any other exception raised on the actor) stops the run, as the same
+exception in a local embed stage would. A killed driver leaves what it committed; a re-run
+resumes as in local mode.
 Every Ray wait has a timeout and watches the run's stop event.
 """
 
@@ -254,6 +259,29 @@ class IngestActor:
 
 
 # ----------------------------------------------------------------------------- driver side
+def _call_failure(exc: BaseException) -> BaseException | None:
+    """The failure to settle a call's files with (after one retry per file), or None when the
+    exception belongs to the run (it stops with that reason)."""
+    from ray import exceptions as rex
+
+    if isinstance(exc, rex.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, (MemoryError, OSError)):
+            return cause  # a resource of that actor ran out on these files
+        return None
+    per_call = (
+        rex.RayActorError,  # ActorDiedError, ActorUnavailableError
+        rex.WorkerCrashedError,
+        rex.ObjectLostError,  # OwnerDiedError, ObjectFetchTimedOutError, reconstruction failed
+        rex.OutOfMemoryError,  # Ray's memory monitor killed the worker
+        rex.NodeDiedError,
+        rex.ObjectStoreFullError,
+        rex.OutOfDiskError,
+        rex.GetTimeoutError,  # a result reported ready that never came
+    )
+    return exc if isinstance(exc, per_call) else None
+
+
 @dataclasses.dataclass
 class _Call:
     slot: int
@@ -457,11 +485,12 @@ class RayStage:
         self._bytes_inflight -= call.nbytes
         try:
             result = self._ray.get(ref, timeout=GET_TIMEOUT_S)
-        except rex.RayTaskError as exc:  # our code raised in the actor: a bug or a configuration error
-            cause = getattr(exc, "cause", None)
-            raise cause if isinstance(cause, Exception) else exc  # noqa: B904
-        except (rex.RayActorError, rex.WorkerCrashedError, rex.ObjectLostError) as exc:
-            self._call_failed(call, exc, outbox)
+        except rex.RayError as exc:
+            failure = _call_failure(exc)
+            if failure is None:  # the cluster is gone, a configuration error, or a bug: the run stops
+                cause = getattr(exc, "cause", None) if isinstance(exc, rex.RayTaskError) else None
+                raise cause if isinstance(cause, Exception) else exc  # noqa: B904
+            self._call_failed(call, failure, outbox, hung=isinstance(exc, rex.GetTimeoutError))
             return
         identity = result.get("identity")
         if identity is not None and identity.get("digest") != self.ctx.identity.get("digest"):
@@ -485,18 +514,22 @@ class RayStage:
             share = new_chunks / max(1, result["chunks"])
             self.reporter.embedded(new_chunks, result["encode_seconds"] * share, per_entity)
 
-    def _call_failed(self, call: _Call, exc: BaseException, outbox: Channel[msg.Settled]) -> None:
+    def _call_failed(self, call: _Call, exc: BaseException, outbox: Channel[msg.Settled], hung: bool = False) -> None:
         from ray import exceptions as rex
 
-        if isinstance(exc, rex.ActorDiedError) or "actor died" in str(exc).lower():
+        if hung or isinstance(exc, rex.ActorDiedError) or "actor died" in str(exc).lower():
             self._replace(call.slot, call.actor)
         if not call.alone and len(call.items) > 1:
             self._retry.extend(call.items)  # one call per file: a file that kills workers fails alone
             return
         from ragctl.parsing.textutil import one_line
 
+        if isinstance(exc, rex.RayError):
+            what = f"Ray worker died while processing this file ({MAX_TASK_RETRIES + 1} attempts)"
+        else:  # raised by our code on the actor
+            what = "failed on a Ray worker"
         for task, data, _ in call.items:
-            reason = f"Ray worker died while processing this file ({MAX_TASK_RETRIES + 1} attempts): {one_line(exc, 160)}"
+            reason = f"{what}: {one_line(exc, 160)}"
             size = len(data) if data is not None else task.size
             outbox.put(msg.Outcome(task.entity_id, task.rel_path, Status.FAILED, reason, size, task.tag),
                        even_when_stopping=True)

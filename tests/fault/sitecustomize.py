@@ -5,6 +5,9 @@ process of the run (the ingest and its spawned parse workers) gets three extra "
   .killme the parser process is killed with SIGKILL (as the OOM killer does)
   .hang   the parser never returns (stuck in a native call)
 
+and the model runs out of memory (MemoryError from encode) on any batch holding a chunk with
+the text RAGCTL-FAULT-ENCODE-OOM.
+
 Nothing of this is in ragctl itself: the test suite adds real readers that really crash.
 """
 
@@ -34,6 +37,17 @@ def _install() -> None:
     for suffix, func in ((".segv", segv), (".killme", killme), (".hang", hang)):
         native.READERS[suffix] = native.Reader("fault", func, "bytes")
     parsing.SUPPORTED_SUFFIXES = frozenset(native.READERS)
+
+    from ragctl import embedding
+
+    real_encode = embedding.Embedder.encode
+
+    def encode(self, texts, *args, **kwargs):
+        if any("RAGCTL-FAULT-ENCODE-OOM" in t for t in texts):
+            raise MemoryError("cannot allocate memory for the encode batch")
+        return real_encode(self, texts, *args, **kwargs)
+
+    embedding.Embedder.encode = encode
 
 
 _install()
