@@ -5,8 +5,9 @@ One open server and one locked-down server per module (a start costs a model loa
 crash test starts its own. Covers: the original parallel-upload snippet (8 threads, three
 entities, each file exactly once, `ragctl verify` clean), re-upload semantics, cross-request
 batching (encode calls counted by the server), bad files with ingest's reasons, every 400 /
-401 / 403 / 404 / 413 / 415 / 503 path, a CLI ingest on the same store at once, and kill -9
-during a burst of uploads followed by a restart (slow).
+401 / 403 / 404 / 413 / 415 / 503 path, a CLI ingest on the same store at once, listing an
+entity's jobs, deleting an entity with queued and running jobs (cancelled, nothing comes back),
+and kill -9 during a burst of uploads followed by a restart (slow).
 """
 
 from __future__ import annotations
@@ -299,6 +300,66 @@ def test_list_pages_delete_document_and_entity(server: Server) -> None:
         assert c.delete("/api/entities/pages").status_code == 404
 
 
+@pytest.mark.timeout(120)
+def test_list_jobs_newest_first_with_status_filter_and_limit(server: Server) -> None:
+    with server.client() as c:
+        ids = [upload(c, "joblist", [(f"j{i}.md", doc(450 + i).encode())], wait=True).json()["job_id"]
+               for i in range(3)]
+        upload(c, "joblist-other", [("o.md", doc(460).encode())], wait=True)
+        page = c.get("/api/entities/joblist/jobs").json()
+        assert page["count"] == 3 and [j["job_id"] for j in page["jobs"]] == ids[::-1]  # newest first
+        assert page["jobs"][0] == c.get(f"/api/jobs/{ids[2]}").json()  # the same view as one job
+        assert [j["job_id"] for j in c.get("/api/entities/joblist/jobs", params={"limit": 2}).json()["jobs"]] \
+            == [ids[2], ids[1]]
+        assert c.get("/api/entities/joblist/jobs", params={"status": "done"}).json()["count"] == 3
+        for status in ("queued", "running", "failed", "cancelled"):
+            assert c.get("/api/entities/joblist/jobs", params={"status": status}).json()["jobs"] == []
+        assert c.get("/api/entities/nojobs/jobs").json() == {"entity": "nojobs", "status": None, "limit": 100,
+                                                            "count": 0, "jobs": []}
+        for params in ({"status": "finished"}, {"limit": 0}, {"limit": 1001}):
+            r = c.get("/api/entities/joblist/jobs", params=params)
+            assert r.status_code == 400 and error_of(r)["code"] == "invalid_request", params
+        assert c.get("/api/entities/-bad/jobs").status_code == 400
+
+
+@pytest.mark.timeout(120)
+def test_delete_entity_cancels_its_jobs_and_nothing_comes_back(server: Server) -> None:
+    """Jobs of the entity still queued (behind a big upload) or running when DELETE comes:
+    every one ends `cancelled` with its staged files gone, no document of theirs is left once
+    the server is idle, and the entity can be filled again afterwards."""
+    blocker = "\n\n".join(doc(2000 + i, "granary") for i in range(200)).encode()
+    doomed = [(f"d{i}.md", doc(900 + i, "orchard").encode()) for i in range(10)]
+    with server.client() as c:
+        first = upload(c, "doomed", [("first.md", doc(899, "orchard").encode())], wait=True).json()
+        assert first["files"][0]["status"] == "indexed"
+        assert upload(c, "blocker", [("big.md", blocker)]).status_code == 202
+        ids = [upload(c, "doomed", [f]).json()["job_id"] for f in doomed]
+        before = c.get("/api/entities/doomed/jobs", params={"status": "queued"}).json()["jobs"]
+        assert before and {j["job_id"] for j in before} <= set(ids)
+        r = c.delete("/api/entities/doomed")
+        assert r.status_code == 200, r.text
+        assert r.json()["deleted"] is True and sorted(r.json()["cancelled_jobs"]) == sorted(ids)
+        assert c.get(f"/api/jobs/{first['job_id']}").json()["status"] == "done"  # finished before: stays
+        for job_id in ids:
+            job = c.get(f"/api/jobs/{job_id}").json()
+            assert job["status"] == "cancelled" and "deleted" in job["error"], job
+            assert [f["status"] for f in job["files"]] == ["cancelled"] and job["files"][0]["doc_id"] is None
+            assert not (server.store / ".serve" / "jobs" / job_id / "files").exists()
+        assert c.get("/api/entities/doomed/jobs", params={"status": "cancelled"}).json()["count"] == 10
+        deadline = time.monotonic() + 60
+        while c.get("/api/status").json()["engine"]["jobs_active"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.get("/api/entities/doomed/files").status_code == 404  # nothing came back
+        assert "doomed" not in c.get("/api/entities").json()["entities"]
+        assert c.delete("/api/entities/doomed").status_code == 404
+        again = upload(c, "doomed", [("first.md", doc(899, "orchard").encode()), doomed[0]], wait=True).json()
+        assert again["status"] == "done" and {f["status"] for f in again["files"]} == {"indexed"}, again
+        assert [f["path"] for f in listing(c, "doomed")] == ["d0.md", "first.md"]
+        hits = c.post("/api/entities/doomed/search", json={"query": "orchard opening hours", "k": 3}).json()
+        assert sorted(h["path"] for h in hits["results"]) == ["d0.md", "first.md"]
+        assert c.get("/api/status").json()["staging"]["files"] == 0
+
+
 def test_server_and_cli_ingest_on_one_store_at_once(server: Server, tmp_path: Path) -> None:
     tree = make_tree(tmp_path / "tree", {
         **{f"shared/cli-{i}.md": doc(500 + i, "quarry") for i in range(6)},
@@ -351,6 +412,23 @@ def test_tokens_401_403_and_isolation(secure: Server) -> None:
         assert hits and all(h["path"] == "mine.md" for h in hits)  # never another entity's chunks
         assert list(t1.get("/api/entities").json()["entities"]) == ["t1"]
     assert not (secure.store / "doc_id_name_mapping" / "t3.json").exists()
+
+
+@pytest.mark.timeout(60)
+def test_job_listing_is_per_tenant(secure: Server) -> None:
+    with secure.client(ALL_TOKEN) as admin:
+        theirs = upload(admin, "t2", [("t2-jobs.md", doc(710, "vault").encode())], wait=True).json()["job_id"]
+    with secure.client(T1_TOKEN) as t1:
+        mine = upload(t1, "t1", [("t1-jobs.md", doc(711, "garden").encode())], wait=True).json()["job_id"]
+        r = t1.get("/api/entities/t2/jobs")
+        assert r.status_code == 403 and error_of(r)["code"] == "forbidden"
+        listed = t1.get("/api/entities/t1/jobs").json()["jobs"]
+        assert listed[0]["job_id"] == mine and all(j["entity_id"] == "t1" for j in listed)
+        assert t1.get(f"/api/jobs/{theirs}").status_code == 404
+    with secure.client() as anon:
+        assert anon.get("/api/entities/t1/jobs").status_code == 401
+    with secure.client(ALL_TOKEN) as admin:
+        assert [j["job_id"] for j in admin.get("/api/entities/t2/jobs").json()["jobs"]][0] == theirs
 
 
 BOUNDARY = "ragctl-test-boundary"
@@ -412,6 +490,32 @@ def test_staging_bytes_bound_and_size_limit_are_counted_while_streaming(tmp_path
     job = JobStore(tmp_path).new_job("e")
     files = asyncio.run(receive(stream(1 << 20, []), ctype, None, job, ok, 64 << 20, 10))
     assert [f.bytes for f in files] == [1 << 20] and ok.bytes == 1 << 20 and ok.files == 1
+
+
+@pytest.mark.timeout(60)
+def test_cancelled_jobs_are_never_resumed_and_the_job_index_follows_the_jobs(tmp_path: Path) -> None:
+    """In-process: a job cancelled by a DELETE before a crash is not resumed at the next start
+    (so it cannot bring the deleted entity back); the per-entity job index is rebuilt."""
+    from ragctl.serve.jobs import CANCELLED, QUEUED, JobStore
+
+    store = JobStore(tmp_path)
+    queued, cancelled, unacked = store.new_job("e"), store.new_job("e"), store.new_job("e")
+    for job in (queued, cancelled):
+        (job.directory / "files" / "0").mkdir()
+        store.commit(job)
+    cancelled.cancel("cancelled: entity 'e' was deleted")
+    store.finish(cancelled)
+    other = store.new_job("f")
+    store.commit(other)
+    assert store.job_ids("e") == [cancelled.job_id, queued.job_id]  # newest first; unacknowledged: none
+    for marker in (tmp_path / ".serve" / "entities" / "e").iterdir():
+        marker.unlink()  # markers a crash lost
+    resumed = store.recover(retention_days=7)
+    assert sorted(j.job_id for j in resumed) == sorted([queued.job_id, other.job_id])
+    assert all(j.status == QUEUED for j in resumed)
+    assert store.load(cancelled.job_id).status == CANCELLED  # type: ignore[union-attr]
+    assert not (cancelled.directory / "files").exists() and not unacked.directory.exists()
+    assert store.job_ids("e") == [cancelled.job_id, queued.job_id] and store.job_ids("f") == [other.job_id]
 
 
 def test_refuses_a_public_host_without_a_token(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from ragctl.errors import ConfigError, StorageError, UsageError
 from ragctl.ids import is_valid_entity_id
 from ragctl.serve.config import ServeConfig
 from ragctl.serve.engine import Engine
-from ragctl.serve.jobs import DONE, FAILED, JobStore, Staging
+from ragctl.serve.jobs import FINISHED, QUEUED, STATUSES, JobStore, Staging
 from ragctl.serve.upload import UploadError, receive
 
 log = logging.getLogger("ragctl.serve")
@@ -226,15 +226,41 @@ def create_app(config: ServeConfig) -> FastAPI:
             ack["status"] = job.status
         return JSONResponse(ack, status_code=202, headers=headers)
 
+    def job_view(job_id: str) -> dict[str, Any] | None:
+        """A job as the API shows it: this process's live state, else its manifest."""
+        live = engine.get(job_id)
+        job = live or jobs.load(job_id)
+        if job is None:
+            return None
+        body = job.to_json()
+        if live is None and job.status not in FINISHED:
+            body["status"] = QUEUED  # on disk, not picked up by this process (yet)
+        return body
+
     @app.get("/api/jobs/{job_id}")
     def get_job(request: Request, job_id: str) -> dict[str, Any]:
         allowed = allowed_entities(request)
-        job = engine.get(job_id) or jobs.load(job_id)
-        if job is None or (allowed is not None and job.entity_id not in allowed):
+        body = job_view(job_id)
+        if body is None or (allowed is not None and body["entity_id"] not in allowed):
             raise ApiError(404, "unknown_job", f"no job {job_id!r}")
-        if job.status not in (DONE, FAILED) and engine.get(job_id) is None:
-            job.status = "queued"  # on disk, not picked up by this process (yet)
-        return job.to_json()
+        return body
+
+    @app.get("/api/entities/{entity_id}/jobs")
+    def list_jobs(request: Request, entity_id: str,
+                  status: str | None = Query(None, description=" | ".join(STATUSES)),
+                  limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+        entity_access(request, entity_id)
+        if status is not None and status not in STATUSES:
+            raise ApiError(400, "invalid_request", f"status must be one of {', '.join(STATUSES)}")
+        found: list[dict[str, Any]] = []
+        for job_id in jobs.job_ids(entity_id):  # this entity's jobs only, newest first
+            body = job_view(job_id)
+            if body is None or body["entity_id"] != entity_id or (status and body["status"] != status):
+                continue
+            found.append(body)
+            if len(found) == limit:
+                break
+        return {"entity": entity_id, "status": status, "limit": limit, "count": len(found), "jobs": found}
 
     @app.get("/api/entities")
     def list_entities(request: Request) -> dict[str, Any]:
@@ -285,9 +311,15 @@ def create_app(config: ServeConfig) -> FastAPI:
         from ragctl.manager import delete_entity
 
         entity_access(request, entity_id)
-        if not delete_entity(config.store, entity_id):
+        try:
+            with engine.deleting(entity_id, f"cancelled: entity {entity_id!r} was deleted",
+                                 config.delete_timeout_s) as cancelled:
+                existed = delete_entity(config.store, entity_id)
+        except TimeoutError as exc:
+            raise ApiError(503, "entity_busy", str(exc), {"Retry-After": "5"}) from None
+        if not existed and not cancelled:
             raise ApiError(404, "unknown_entity", f"entity {entity_id!r} has no documents")
-        return {"entity": entity_id, "deleted": True}
+        return {"entity": entity_id, "deleted": True, "cancelled_jobs": cancelled}
 
     @app.post("/api/entities/{entity_id}/search")
     def search(request: Request, entity_id: str, body: SearchRequest) -> dict[str, Any]:

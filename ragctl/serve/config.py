@@ -45,6 +45,7 @@ class ServeConfig:
     limits: Limits = field(default_factory=Limits)
     wait_timeout_s: float = 600.0  # ?wait=true gives up (202 + job status) after this
     job_retention_days: float = 7.0  # finished job records are deleted after this (at start-up)
+    delete_timeout_s: float = 300.0  # DELETE of an entity waits this long for its running jobs to settle
 
     @property
     def auth_required(self) -> bool:

@@ -11,6 +11,11 @@ uploads (to any entities) share the engine's encode windows. Commits take the sa
 shard locks as `ragctl ingest`, so a CLI ingest or another server on the same store stays
 exactly-once. If the run dies (a stage failed), the jobs it held go back to the queue and a new
 run starts; a job that fails that way three times is marked `failed`.
+
+Deleting an entity (`deleting`): its jobs not finished are cancelled — queued ones at once, and
+a running one loses its staged files (what is not read yet settles at once) — the delete waits
+until the running ones have settled (their in-flight commits are done), and uploads to the
+entity acknowledged meanwhile are held back until the entity's data is gone.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ragctl import events as ev
@@ -28,7 +34,7 @@ from ragctl.fsutil import now_iso
 from ragctl.ingest.options import IngestOptions
 from ragctl.ingest.plan import WorkUnit
 from ragctl.serve.config import ServeConfig
-from ragctl.serve.jobs import DONE, FAILED, RUNNING, Job, JobStore, Staging
+from ragctl.serve.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, JobStore, Staging
 
 log = logging.getLogger("ragctl.serve")
 MAX_ATTEMPTS = 3
@@ -69,12 +75,15 @@ class Engine:
         self.shutdown = threading.Event()
         self._queue: queue.Queue[Job] = queue.Queue()
         self._active: dict[str, Job] = {}  # submitted and not finished
-        self._active_lock = threading.Lock()
+        self._active_lock = threading.Lock()  # also guards job.status changes and the two below
+        self._deleting: dict[str, int] = {}  # entity -> DELETEs in progress
+        self._held: list[Job] = []  # acknowledged during a DELETE of their entity: queued after it
         self._finished: queue.Queue[Job | None] = queue.Queue()
         self._run: Any = None
         self._thread: threading.Thread | None = None
         self._finisher: threading.Thread | None = None
-        self.counters = {"encode_calls": 0, "chunks_embedded": 0, "files_done": 0, "jobs_done": 0}
+        self.counters = {"encode_calls": 0, "chunks_embedded": 0, "files_done": 0, "jobs_done": 0,
+                         "jobs_cancelled": 0}
         self._counter_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
@@ -104,6 +113,9 @@ class Engine:
     def submit(self, job: Job) -> None:
         with self._active_lock:
             self._active[job.job_id] = job
+            if job.entity_id in self._deleting:
+                self._held.append(job)
+                return
         self._queue.put(job)
 
     def get(self, job_id: str) -> Job | None:
@@ -166,6 +178,9 @@ class Engine:
             for job in held:  # give back what the dead run held
                 if job.done_event.is_set() or len(job.outcomes) >= len({f.path for f in job.files}):
                     continue  # finished, or every file settled (the finisher completes it)
+                if job.status == CANCELLED:
+                    self._finished.put(job)  # nothing of it is in flight any more
+                    continue
                 job.attempts += 1
                 if job.attempts >= MAX_ATTEMPTS:
                     job.error = self.error
@@ -180,12 +195,15 @@ class Engine:
                 job = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            if job.done_event.is_set():
-                continue
-            if not taken.add(job):  # the run ended meanwhile: the job goes back for the next one
-                self._queue.put(job)
-                return
-            job.status = RUNNING
+            with self._active_lock:  # a job is taken or cancelled, never both
+                if job.status == CANCELLED and not job.done_event.is_set():
+                    self._finished.put(job)  # cancelled while back in the queue after a dead run
+                if job.done_event.is_set() or job.status == CANCELLED:
+                    continue
+                if not taken.add(job):  # the run ended meanwhile: the job goes back for the next one
+                    self._queue.put(job)
+                    return
+                job.status = RUNNING
             files_dir = job.directory / "files"
             files = tuple(SourceFile(f.path, job.directory / f.staged) for f in job.files)
             yield WorkUnit(EntitySource(job.entity_id, files_dir, files=files), tag=job.job_id)
@@ -222,6 +240,27 @@ class Engine:
                 log.error("job %s: cannot record its results: %s", job.job_id, exc)
 
     def _finish(self, job: Job) -> None:
+        results = None if job.status == CANCELLED else self._results(job)
+        with self._active_lock:
+            cancelled = job.status == CANCELLED  # by a DELETE, which wrote its manifest
+            if not cancelled:
+                job.results = results
+                job.status = FAILED if job.outcomes == {} and job.error else DONE
+                job.finished_at = now_iso()
+        if not cancelled:
+            self.jobs.finish(job)
+        self._retire(job, "jobs_cancelled" if cancelled else "jobs_done")
+
+    def _retire(self, job: Job, counter: str) -> None:
+        with self._active_lock:
+            if self._active.pop(job.job_id, None) is None:
+                return  # retired already (a cancelled job can reach here twice)
+        self.staging.release(job.total_bytes, len(job.files))
+        with self._counter_lock:
+            self.counters[counter] += 1
+        job.done_event.set()
+
+    def _results(self, job: Job) -> list[dict[str, Any]]:
         records = self._records(job.entity_id)
         by_path = {r.get("path"): r for r in records.values()}
         by_hash: dict[str, dict[str, Any]] = {}
@@ -244,16 +283,44 @@ class Engine:
                 "sha256": f.sha256,
                 "error": (detail or None) if status in ("failed", "skipped") else None,
             })
-        job.results = results
-        job.status = FAILED if job.outcomes == {} and job.error else DONE
-        job.finished_at = now_iso()
-        self.jobs.finish(job)
-        self.staging.release(job.total_bytes, len(job.files))
+        return results
+
+    # ------------------------------------------------------------------ deleting an entity
+    @contextmanager
+    def deleting(self, entity_id: str, reason: str, timeout: float) -> Iterator[list[str]]:
+        """Around the removal of an entity's data: cancel its unfinished jobs (manifests written
+        `cancelled`, staged files removed), wait until none of its jobs can commit any more,
+        then yield the ids of the jobs it cancelled. Uploads to the entity acknowledged from
+        the start until the end of the block are queued after it. TimeoutError if a running
+        job has not settled within `timeout` (it stays cancelled; the data is not removed)."""
         with self._active_lock:
-            self._active.pop(job.job_id, None)
-        with self._counter_lock:
-            self.counters["jobs_done"] += 1
-        job.done_event.set()
+            self._deleting[entity_id] = self._deleting.get(entity_id, 0) + 1
+            settling = [j for j in self._active.values() if j.entity_id == entity_id]
+            unfinished = [(j, j.status == QUEUED) for j in settling if j.status in (QUEUED, RUNNING)]
+            for job, _queued in unfinished:
+                job.cancel(reason)
+            self._held = [j for j in self._held if j.status != CANCELLED]
+        try:
+            for job, queued in unfinished:
+                self.jobs.finish(job)  # durable before the data goes: never resumed at a restart
+                if queued:
+                    self._retire(job, "jobs_cancelled")  # never taken: nothing of it in flight
+            deadline = time.monotonic() + timeout
+            for job in settling:
+                if not job.done_event.wait(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError(f"job {job.job_id} of entity {entity_id!r} has not settled yet "
+                                       "(its files were dropped); retry the delete")
+            yield [job.job_id for job, _queued in unfinished]
+        finally:
+            with self._active_lock:
+                self._deleting[entity_id] -= 1
+                release: list[Job] = []
+                if not self._deleting[entity_id]:
+                    del self._deleting[entity_id]
+                    release = [j for j in self._held if j.entity_id == entity_id]
+                    self._held = [j for j in self._held if j.entity_id != entity_id]
+            for job in release:
+                self._queue.put(job)
 
     def _records(self, entity_id: str) -> dict[str, Any]:
         from ragctl.storage.entity import EntityStore
