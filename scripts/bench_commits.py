@@ -3,7 +3,9 @@
 One entity grows to --chunks chunks in commits of --docs documents x --per-doc chunks
 (random unit vectors of --dim, synthetic text), straight through EntityStore.commit; gc() at
 the end (the end of an ingest). Reports commit time at the start and at the end (p50, mean
-with compactions and folds, max), bytes written in total (wchar of /proc/self/io: every
+with compactions and folds, max), how long each commit held the entity's lock (the
+`on_lock_held` hook: the longest single hold, and the most one commit held it in total, vs the
+commit's own time: merges run outside the lock), bytes written in total (wchar of /proc/self/io: every
 write() this process made, sqlite included) and per kind of file vs the final store size, and
 peak RSS. No model is needed.
 
@@ -76,6 +78,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     n_commits = args.chunks // (args.docs * args.per_doc)
     times: list[float] = []
+    held: list[float] = []  # per commit: seconds the entity's lock was held, all holds together
+    holds: list[float] = []  # every single hold of the lock
+    longest_hold = 0.0
+    es.on_lock_held = holds.append
     checkpoints = []
     w0 = wchar()
     shard = root / "doc_id_name_mapping" / "big.json"
@@ -95,8 +101,11 @@ def main() -> None:
                       if shard.with_name(shard.name + ".log").exists() else 0)
         shard_before = shard.stat().st_mtime_ns if shard.exists() else None
         t = time.perf_counter()
+        first_hold = len(holds)
         es.commit(model, docs)
         times.append(time.perf_counter() - t)
+        held.append(sum(holds[first_hold:]))
+        longest_hold = max([longest_hold, *holds[first_hold:]])
         log = shard.with_name(shard.name + ".log")
         log_after = log.stat().st_size if log.exists() else 0
         if shard.exists() and shard.stat().st_mtime_ns != shard_before:
@@ -112,8 +121,10 @@ def main() -> None:
                                 "elapsed_s": round(time.perf_counter() - t_start, 1)})
             print(json.dumps(checkpoints[-1]), file=sys.stderr, flush=True)
     t = time.perf_counter()
+    first_hold = len(holds)
     es.gc()
     gc_s = time.perf_counter() - t
+    gc_held = sum(holds[first_hold:])
     total_written = wchar() - w0
     final = dir_bytes(root)
     seg_final = dir_bytes(root / "entities" / "big" / "segments")
@@ -132,7 +143,13 @@ def main() -> None:
         "mean_all_ms": round(statistics.fmean(times) * 1000, 1),
         "max_ms": round(max(times) * 1000, 1),
         "slowest_commits_ms": sorted((round(x * 1000) for x in times), reverse=True)[:8],
+        "max_lock_held_per_commit_ms": round(max(held) * 1000, 1),
+        "max_single_lock_hold_ms": round(longest_hold * 1000, 1),
+        "lock_held_share_of_commit_time": round(sum(held) / sum(times), 3),
+        "slowest_commits_lock_held_ms": [round(held[i] * 1000) for i in
+                                         sorted(range(len(times)), key=times.__getitem__, reverse=True)[:8]],
         "final_gc_s": round(gc_s, 2),
+        "final_gc_lock_held_s": round(gc_held, 2),
         "bytes_written_total": total_written,
         "final_store_bytes": final,
         "write_amplification_total": round(total_written / final, 2),

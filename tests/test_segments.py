@@ -1,5 +1,6 @@
-"""Store format 3: vector segments + compaction, the mapping log, migration from format 2,
-kill -9 of a committing process (including inside compaction and log folding), concurrent
+"""Store format 3: vector segments + compaction (merges outside the entity lock: a commit
+during a merge, a merge discarded, kill -9 mid-merge), the mapping log, migration from format
+2, kill -9 of a committing process (including inside compaction and log folding), concurrent
 writer processes. Vectors are random; no model is needed."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,7 +24,7 @@ from typer.testing import CliRunner
 
 from ragctl.cli.app import app
 from ragctl.fsutil import atomic_write_json, read_json
-from ragctl.storage import mapping_log, segments
+from ragctl.storage import compaction, mapping_log, segments
 from ragctl.storage.entity import EntityStore, PreparedDoc
 from ragctl.storage.json_storage import JSONStorage
 from ragctl.storage.layout import open_store_manifest
@@ -246,6 +248,193 @@ def test_approximate_index_is_built_at_compaction_and_finds_neighbours(tmp_path,
 def es_path(es: EntityStore, vid: int) -> tuple[str, int]:
     record = es.owners().owner(vid)
     return (record["path"], vid - record["first_vector_id"])
+
+
+# ----------------------------------------------------------------------------- merges outside the lock
+def pause_merges(monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """The next merge output written (outside the entity lock) pauses until `release` is set."""
+    started, release = threading.Event(), threading.Event()
+    real = segments.write_segment
+
+    def write_segment(path, ids, vectors, kind="flat"):
+        entry = real(path, ids, vectors, kind)
+        if Path(path).name.startswith(compaction.MERGE_PREFIX) and not started.is_set():
+            started.set()
+            assert release.wait(60)
+        return entry
+
+    monkeypatch.setattr(segments, "write_segment", write_segment)
+    return started, release
+
+
+def in_thread(fn, *args) -> tuple[threading.Thread, list]:
+    errors: list = []
+
+    def run():
+        try:
+            fn(*args)
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, errors
+
+
+def segment_files(root: Path, entity: str = "e") -> tuple[set[str], set[str]]:
+    """(names entity.json lists, names in the segments directory)."""
+    meta = read_json(root / "entities" / entity / "entity.json")
+    listed = {s["name"] for s in meta["vectors"]["segments"]}
+    return listed, {p.name for p in (root / "entities" / entity / "segments").iterdir()}
+
+
+def assert_ids_unique(es: EntityStore) -> None:
+    ids = np.concatenate([p.ids for p in es.load_index().parts])
+    assert len(ids) == len(np.unique(ids))
+
+
+@pytest.mark.timeout(120)
+def test_a_commit_does_not_wait_for_a_merge_in_progress(tmp_path, monkeypatch):
+    """A commit that fills a tier merges after releasing the entity lock: while that merge is
+    paused, another writer commits (and gc's garbage removal leaves the merge's files alone);
+    then the merge switches in, keeping the segment added meanwhile."""
+    monkeypatch.setattr(segments, "FANOUT", 4)
+    started, release = pause_merges(monkeypatch)
+    root = new_store(tmp_path)
+    es = EntityStore(JSONStorage(root), "e")
+    docs = {d.path: d for d in (make_doc(f"a{i}.md") for i in range(4))}
+    for d in list(docs.values())[:3]:
+        es.commit(MODEL, [d])
+    merging, errors = in_thread(es.commit, MODEL, [docs["a3.md"]])  # fills tier 0
+    assert started.wait(30)
+    other = EntityStore(JSONStorage(root, lock_timeout=10), "e")  # times out if the lock is held
+    late = make_doc("late.md")
+    other.commit(MODEL, [late])
+    docs[late.path] = late
+    assert other.search(late.vectors[:1], 1)[0][0].path == "late.md"
+    other.gc()  # full pass under the lock: must not delete the merge in progress
+    listed, on_disk = segment_files(root)
+    assert len(listed) == 5 and any(n.startswith(compaction.MERGE_PREFIX) for n in on_disk - listed)
+    assert_exact(EntityStore(JSONStorage(root), "e"), docs)  # readers meanwhile
+    assert merging.is_alive()
+    release.set()
+    merging.join(30)
+    assert not merging.is_alive() and not errors
+    assert [s["tier"] for s in es.meta()["vectors"]["segments"]] == [1, 0]  # merged + late.md's
+    listed, on_disk = segment_files(root)
+    assert listed == on_disk
+    fresh = EntityStore(JSONStorage(root), "e")
+    assert_exact(fresh, docs)
+    assert_ids_unique(fresh)
+    assert verify(root)["ok"]
+
+
+@pytest.mark.timeout(120)
+def test_a_merge_whose_inputs_were_compacted_meanwhile_is_discarded(tmp_path, monkeypatch):
+    """gc rewrites an input of a paused merge (it held an orphan): the merge's switch finds
+    that input gone and discards its output, then merges what is listed now."""
+    monkeypatch.setattr(segments, "FANOUT", 4)
+    started, release = pause_merges(monkeypatch)
+    outcomes: list[tuple[int, int]] = []  # (jobs, jobs applied) per switch
+    real_switch = compaction.Merge.switch
+
+    def switch(self, *args):
+        applied = real_switch(self, *args)
+        outcomes.append((len(self.jobs), len(applied)))
+        return applied
+
+    monkeypatch.setattr(compaction.Merge, "switch", switch)
+    root = new_store(tmp_path)
+    es = EntityStore(JSONStorage(root), "e")
+    docs = {d.path: d for d in (make_doc("a0.md"), make_doc("a1.md"), make_doc("a2.md"))}
+    es.commit(MODEL, [docs["a0.md"], docs["a1.md"]])
+    es.commit(MODEL, [docs["a2.md"]])
+    docs["a0.md"] = make_doc("a0.md", version=1)  # the first segment now holds orphans
+    es.commit(MODEL, [docs["a0.md"]])
+    docs["a3.md"] = make_doc("a3.md")
+    merging, errors = in_thread(es.commit, MODEL, [docs["a3.md"]])  # fills tier 0
+    assert started.wait(30)
+    other = EntityStore(JSONStorage(root, lock_timeout=10), "e")
+    assert other.gc() == 3  # rewrites the first segment without a0 v0's 3 vectors
+    assert outcomes == [(1, 1)]
+    listed, on_disk = segment_files(root)
+    paused_output = [n for n in on_disk - listed if n.startswith(compaction.MERGE_PREFIX) and n.endswith(".seg")]
+    assert len(paused_output) == 1  # still there: its merge is in progress
+    release.set()
+    merging.join(30)
+    assert not merging.is_alive() and not errors
+    assert outcomes[1] == (1, 0)  # discarded: an input was gone
+    assert outcomes[2:] == [(1, 1)]  # then the four segments listed now were merged
+    assert not (root / "entities" / "e" / "segments" / paused_output[0]).exists()
+    fresh = EntityStore(JSONStorage(root), "e")
+    assert_exact(fresh, docs)
+    assert_ids_unique(fresh)
+    fresh.gc()
+    listed, on_disk = segment_files(root)
+    assert listed == on_disk and len(listed) == 1
+    report = verify(root)
+    assert report["ok"] and report["entities"]["e"]["orphans"] == 0
+
+
+MERGE_KILLED = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    from ragctl.storage import segments
+    segments.FANOUT = 4
+    real = segments.write_segment
+
+    def write_segment(path, ids, vectors, kind="flat"):
+        entry = real(path, ids, vectors, kind)
+        if Path(path).name.startswith(".merge-"):
+            print("merging", flush=True)
+            time.sleep(120)  # killed here: outside the lock, the output written
+        return entry
+
+    segments.write_segment = write_segment
+    from ragctl.storage.entity import EntityStore
+    from ragctl.storage.json_storage import JSONStorage
+    from test_segments import make_doc, MODEL
+
+    es = EntityStore(JSONStorage(sys.argv[1]), "e")
+    for i in range(4):
+        es.commit(MODEL, [make_doc(f"k{i}.md")])
+        print("committed", flush=True)
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_kill9_mid_merge_outside_the_lock_leaves_a_store_that_verifies(tmp_path, monkeypatch):
+    monkeypatch.setattr(segments, "FANOUT", 4)  # as in the killed process
+    root = new_store(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", MERGE_KILLED, str(root), str(Path(__file__).parent)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().strip() for _ in range(4)]
+        assert lines == ["committed"] * 3 + ["merging"], proc.stderr.read() if proc.poll() is not None else lines
+        late = make_doc("late.md")  # the merging process does not hold the lock; its inputs
+        EntityStore(JSONStorage(root, lock_timeout=10), "e").commit(MODEL, [late])  # are not merged again
+        assert len(segment_files(root)[0]) == 5
+    finally:
+        proc.kill()
+        proc.wait(30)
+    docs = {d.path: d for d in [*(make_doc(f"k{i}.md") for i in range(4)), late]}
+    listed, on_disk = segment_files(root)
+    stale = {n for n in on_disk - listed if n.startswith(compaction.MERGE_PREFIX)}
+    assert {n.rsplit(".", 1)[1] for n in stale} == {"lock", "seg"}  # the killed merge's files
+    report = verify(root)
+    assert report["ok"] and report["entities"]["e"]["documents"] == 5
+    es = EntityStore(JSONStorage(root), "e")
+    assert_exact(es, docs)
+    es.gc()  # merges the full tier and removes the dead merge's files
+    listed, on_disk = segment_files(root)
+    assert listed == on_disk and len(listed) == 1
+    assert_exact(EntityStore(JSONStorage(root), "e"), docs)
+    assert verify(root)["ok"]
 
 
 # ----------------------------------------------------------------------------- format 2

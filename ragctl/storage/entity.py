@@ -9,9 +9,13 @@ All under the entity's mapping-shard lock:
      the live segments and the id high-water mark;
   3. the mapping change is appended to the shard's log (one checksummed line, fsynced) - this
      is the commit point (a monolithic store rewrites its legacy file instead);
-  4. maintenance after the commit point: a long log is folded into the shard JSON, full
-     segment tiers are merged; vectors of replaced/removed documents are orphans, invisible to
-     queries (results are filtered to ids the mapping references), dropped by compaction/`gc()`.
+  4. maintenance after the commit point: a long log is folded into the shard JSON, the merge
+     of a full segment tier is planned; vectors of replaced/removed documents are orphans,
+     invisible to queries (results are filtered to ids the mapping references), dropped by
+     compaction/`gc()`.
+
+Merges are written after the lock is released and switched in under it again (compaction.py):
+the lock covers the commit's own writes, a merge's plan and its manifest switch.
 
 Invariant at every instant: chunk rows ⊇ index ids ⊇ ids referenced by the mapping, and the
 full-text index holds exactly the chunk rows. A kill -9 anywhere leaves every mapped document
@@ -21,8 +25,9 @@ fully searchable and never exposes a half document. A commit costs what it adds.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +42,9 @@ from ragctl.storage.json_storage import JSONStorage, Record, record_shards
 from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout
 from ragctl.storage.mapping_log import ShardView, apply_entry
 from ragctl.storage.owners import Owners, referenced_ids
+from ragctl.storage import compaction
 from ragctl.storage import segments as seg
-from ragctl.storage.segments import SegmentedIndex, effective_kind, read_segment_ids
+from ragctl.storage.segments import SegmentedIndex, effective_kind
 from ragctl.storage.vector_index import VectorIndex, file_signature
 
 if TYPE_CHECKING:
@@ -100,6 +106,8 @@ class EntityStore:
         # the committer's private view of the shard + log, and its lookups (used under the lock)
         self._view: ShardView | None = None
         self._lookup = _Lookup()
+        # timing hook (benchmarks, tests): called with the seconds each hold of the lock lasted
+        self.on_lock_held: Callable[[float], None] | None = None
 
     # ------------------------------------------------------------------ reading
     def meta(self) -> dict[str, Any] | None:
@@ -136,10 +144,20 @@ class EntityStore:
     def locked(self) -> Iterator[dict[str, Record]]:
         """Hold the entity's lock (= its mapping shard lock); yields the shard, written on exit
         (a rewrite folds the mapping log in). Commits use `_locked_view` instead."""
-        with self._mem_lock, self.storage.edit(MAPPING_COLLECTION, self.entity_id) as shard:
+        with self._mem_lock, self.storage.edit(MAPPING_COLLECTION, self.entity_id) as shard, self._timed():
             if not self.storage.enable_sharding:
                 self._refuse_if_migrated()
             yield shard
+
+    @contextmanager
+    def _timed(self) -> Iterator[None]:
+        """Report how long the lock was held to `on_lock_held` (entered right after acquiring)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.on_lock_held is not None:
+                self.on_lock_held(time.perf_counter() - start)
 
     @contextmanager
     def _locked_view(self) -> Iterator[tuple[dict[str, Record] | None, dict[str, Record]]]:
@@ -151,7 +169,7 @@ class EntityStore:
                 yield None, legacy
             return
         path = self.storage.shard_path(MAPPING_COLLECTION, self.entity_id)
-        with self._mem_lock, file_lock(path, self.storage.lock_timeout):
+        with self._held():
             if self._view is None:
                 self._view = ShardView(path, self.storage.id_field, copy_on_write=False)
                 self._view.listeners.append(self._lookup.on_entry)
@@ -162,6 +180,26 @@ class EntityStore:
                 if k not in records and self.entity_id in record_shards(r)
             }
             yield records, legacy
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        """The entity's lock alone (no mapping read or written): a compaction's switch, and
+        the sharded commit. A monolithic store's lock is the legacy file's; when the store was
+        migrated to sharded meanwhile the shard lock is taken too (order: legacy -> shard)."""
+        shard = self.storage.shard_path(MAPPING_COLLECTION, self.entity_id)
+        timeout = self.storage.lock_timeout
+        if self.storage.enable_sharding:
+            with self._mem_lock, file_lock(shard, timeout), self._timed():
+                yield
+            return
+        from ragctl.storage.layout import MODE_SHARDED, read_manifest
+
+        with self._mem_lock, file_lock(self.storage.legacy_path(MAPPING_COLLECTION), timeout), self._timed():
+            if (read_manifest(self.storage.root) or {}).get("mapping_mode") != MODE_SHARDED:
+                yield
+                return
+            with file_lock(shard, timeout):
+                yield
 
     def _refuse_if_migrated(self) -> None:
         """A monolithic writer that waited on the legacy lock while migrate-to-sharded ran must
@@ -260,15 +298,23 @@ class EntityStore:
                     legacy_removals.append(doc_id)
             if sets or dels:
                 self._write_mapping(shard, mine, sets, dels)
-            # 4. maintenance after the commit point: fold a long log, compact full tiers
+            # 4. maintenance after the commit point: fold a long log, plan the compaction of
+            # a full tier (or of segments holding many orphans)
             if shard is not None and self._view is not None and self._view.should_fold():
                 self._view.fold()
-            if new_rows or dels:
-                self._maintain(meta, full=False, legacy_refs=legacy_lookup.referenced)
-        # Records still in an unmigrated legacy file are removed after the shard lock is
-        # released: lock order is always legacy -> shard (as migrate-to-sharded takes them).
-        if legacy_removals:
-            self.storage.delete(MAPPING_COLLECTION, {"doc_id": legacy_removals, "entity_id": self.entity_id})
+            merge = self._plan(meta, full=False, legacy_refs=legacy_lookup.referenced) if new_rows or dels else None
+        try:
+            # Records still in an unmigrated legacy file are removed after the shard lock is
+            # released: lock order is always legacy -> shard (as migrate-to-sharded takes them).
+            if legacy_removals:
+                self.storage.delete(MAPPING_COLLECTION, {"doc_id": legacy_removals, "entity_id": self.entity_id})
+        except BaseException:
+            if merge is not None:
+                merge.close()
+            raise
+        # The merge runs here, without the lock: other writers and readers of the entity go
+        # on meanwhile; only its switch takes the lock again.
+        self._compact(merge)
         return result
 
     def _write_mapping(self, shard: dict[str, Record] | None, mine: dict[str, Record],
@@ -318,71 +364,80 @@ class EntityStore:
             manifest["requested"] = self.index_kind  # applied at the next full compaction
         return manifest
 
-    def _maintain(self, meta: dict[str, Any], full: bool, legacy_refs: int = 0) -> int:
-        """Compaction (lock held): orphans dropped when their share is high (always when
-        `full`), full tiers merged, approximate indexes (re)built where the kind asks (`full`).
-        Returns how many orphan vectors were dropped."""
+    def _plan(self, meta: dict[str, Any], full: bool, legacy_refs: int = 0,
+              after: compaction.Merge | None = None) -> compaction.Merge | None:
+        """Compaction plan (lock held; compaction.py): orphans are dropped when their share is
+        high (always when `full`), full tiers merged, approximate indexes (re)built where the
+        kind asks (`full`). A pass with nothing to merge finishes here; otherwise the merge is
+        returned for `_compact` to write without the lock. `after`: the merge just switched in
+        (only full tiers are looked for, with its ids to keep)."""
         import numpy as np
 
         manifest = meta.get("vectors")
         if not manifest:
-            return 0
+            return None
         segments = manifest["segments"]
         total = sum(int(s["count"]) for s in segments)
-        orphans = total - self._lookup.referenced - legacy_refs  # O(1): no id sets per commit
         kind = effective_kind(manifest.get("requested", "auto"), total)
-        plan: list[tuple[list[str], int]] = []  # (segment names merged into one, tier)
-        keep = None
-        if full or orphans > max(seg.ORPHAN_MIN, seg.ORPHAN_SHARE * total):
+        keep = stray = None
+        keep_below = 0
+        if after is not None:
+            keep, keep_below = after.keep, after.keep_below
+        elif full or total - self._lookup.referenced - legacy_refs > max(seg.ORPHAN_MIN, seg.ORPHAN_SHARE * total):
+            # (orphans counted in O(1): segment vectors - referenced chunks, running totals)
             keep = self._referenced_ids()
-            for s in segments:
-                ids = read_segment_ids(self.index.dir / s["name"])
-                if not np.isin(ids, keep, assume_unique=True).all():
-                    plan.append(([s["name"]], int(s.get("tier", 0))))
-        if full:
-            planned = {n for names, _ in plan for n in names}
-            for s in segments:
-                want = kind if int(s["count"]) >= seg.APPROX_SEGMENT_MIN else "flat"
-                if s.get("kind", "flat") != want and s["name"] not in planned:
-                    plan.append(([s["name"]], int(s.get("tier", 0))))
-        if full and kind != "flat":
-            # End of an ingest with an approximate kind: flat segments that together reach the
-            # approximate size are merged into one approximate segment (bounded: the flat
-            # segments are the lower tiers, at most ~FANOUT x 2 tiers of vectors).
-            planned = {n for names, _ in plan for n in names}
-            small = [s for s in segments if s.get("kind", "flat") == "flat" and s["name"] not in planned]
-            if len(small) > 1 and sum(int(s["count"]) for s in small) >= seg.APPROX_SEGMENT_MIN:
-                count = sum(int(s["count"]) for s in small)
-                plan.append(([s["name"] for s in small], max(seg.tier_for(count), max(int(s.get("tier", 0)) for s in small))))
-        new = dict(manifest)
-        for names, tier in plan:
-            new = self.index.merge(new, names, keep, kind, tier) or new
-        while True:
-            tiers: dict[int, list[str]] = {}
-            for s in new["segments"]:
-                tiers.setdefault(int(s.get("tier", 0)), []).append(s["name"])
-            full_tier = next((t for t in sorted(tiers) if len(tiers[t]) >= seg.FANOUT), None)
-            if full_tier is None:
-                break
-            new = self.index.merge(new, tiers[full_tier], keep, kind, full_tier + 1)
-            plan.append((tiers[full_tier], full_tier + 1))
-        dropped = 0
-        if full and manifest.get("kind") != kind:
-            new["kind"] = kind
-        if new is not manifest and new != manifest:
-            new["kind"] = kind
-            dropped = total - sum(int(s["count"]) for s in new["segments"])
-            if self.index.dir.is_dir():
-                fsync_dir(self.index.dir)
-            meta["vectors"] = new
-            atomic_write_json(self._meta.path, meta)  # the switch: the manifest names the live set
-        if plan or full:
-            self.index.remove_unlisted(meta["vectors"])  # inputs of this or an interrupted compaction
-            self.index.legacy_path.unlink(missing_ok=True)
-        if keep is not None:  # rows nothing references (orphans' texts, interrupted commits)
+            # Ids below the watermark are never handed out again (not even those of rows or
+            # segments this pass drops), so what is unreferenced now stays unreferenced.
+            keep_below = max(int(meta.get("next_vector_id", 0)), self.texts.max_id() + 1,
+                             max((int(s["max_id"]) + 1 for s in segments), default=0))
+            if keep_below > int(meta.get("next_vector_id", 0)):
+                meta["next_vector_id"] = keep_below
+                atomic_write_json(self._meta.path, meta)
+            # rows nothing references (orphans' texts, interrupted commits): deleted once the
+            # orphans' segments are rewritten
             stray = np.setdiff1d(self.texts.row_ids(), keep, assume_unique=True)
+        jobs = compaction.plan_jobs(self.index.dir, segments, kind, keep if after is None else None, full)
+        if not jobs:
+            jobs = [job for job in [compaction.tier_job(self.index.dir, segments)] if job is not None]
+        if jobs:
+            return compaction.Merge(self.index.dir, jobs, kind, keep, keep_below, stray)
+        if full:
+            if manifest.get("kind") != kind:
+                meta["vectors"] = {**manifest, "kind": kind}
+                atomic_write_json(self._meta.path, meta)
+            self._remove_garbage(meta)
+        if stray is not None:
             self.texts.delete(stray.tolist())
+        return None
+
+    def _compact(self, merge: compaction.Merge | None) -> int:
+        """Write planned merges without the lock and switch each in under it, planning the
+        next round there (a merge can fill the next tier). Returns how many orphan vectors
+        were dropped."""
+        dropped = 0
+        while merge is not None:
+            try:
+                merge.write()
+                with self._held():
+                    meta = self._meta.read() or {}
+                    applied = merge.switch(meta, self._meta.path, self.index.new_name)
+                    if applied:
+                        self._remove_garbage(meta)
+                    if merge.stray_rows is not None and len(applied) == len(merge.jobs):
+                        self.texts.delete(merge.stray_rows.tolist())  # every orphan's segment rewritten
+                    dropped += sum(job.dropped for job in applied)
+                    merge.close()  # its inputs are no longer "in progress" for the next plan
+                    following = self._plan(meta, full=False, after=merge)
+            finally:
+                merge.close()
+            merge = following
         return dropped
+
+    def _remove_garbage(self, meta: dict[str, Any]) -> None:
+        """Segment files the manifest does not name (inputs of this or an interrupted
+        compaction, a killed merge's files; not those of merges in progress), index.faiss."""
+        self.index.remove_unlisted(meta["vectors"])
+        self.index.legacy_path.unlink(missing_ok=True)
 
     def _referenced_ids(self) -> Any:
         """Sorted ids the mapping references (shard + log + legacy); read under the lock."""
@@ -432,9 +487,9 @@ class EntityStore:
                     self._drop_stray_rows()
                     return 0
             self._vectors_manifest(meta)
-            dropped = self._maintain(meta, full=True)
             self.texts.ensure_full_text()
-            return dropped
+            merge = self._plan(meta, full=True)
+        return self._compact(merge)  # merges written without the lock, switched in under it
 
     def _drop_stray_rows(self) -> None:
         import numpy as np

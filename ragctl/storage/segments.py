@@ -15,13 +15,15 @@ Segment file: `RSEG0001`, u32 header length, header JSON {dim, count, kind, ...}
 index over the same vectors and ids (kind "ivf": IndexIVFFlat, inner product; "hnsw":
 IndexIDMap2(IndexHNSWFlat)). Ids are readable without the payload (orphan checks at compaction).
 
-Compaction (lock held): tiered with fanout FANOUT - when a tier holds FANOUT segments they are
-merged into one segment of the next tier, dropping orphans - so each vector is rewritten once
-per tier it climbs (tiers of ~640, 10k, 164k, 2.6M vectors: <= 3x bytes written up to ~2.6M
-vectors per entity). gc() (end of an entity's ingest, `verify --repair`) also rewrites every
-segment holding orphans and (re)builds approximate indexes where the entity's index kind asks.
+Compaction: tiered with fanout FANOUT - when a tier holds FANOUT segments they are merged into
+one segment of the next tier, dropping orphans - so each vector is rewritten once per tier it
+climbs (tiers of ~640, 10k, 164k, 2.6M vectors: <= 3x bytes written up to ~2.6M vectors per
+entity). gc() (end of an entity's ingest, `verify --repair`) also rewrites every segment
+holding orphans and (re)builds approximate indexes where the entity's index kind asks. Merges
+are planned and switched in under the entity's lock and written without it (compaction.py).
 Crash safety: write the merged segment(s), then entity.json naming the live set (the switch),
-then delete the inputs. Files not named by the manifest are garbage removed under the lock.
+then delete the inputs. Files not named by the manifest are garbage removed under the lock,
+except those of a merge in progress.
 """
 
 from __future__ import annotations
@@ -438,41 +440,19 @@ class SegmentedIndex:
         manifest.setdefault("segments", []).append(entry)
         manifest["dim"] = int(vectors.shape[1])
 
-    def merge(self, manifest: dict[str, Any], names: list[str], keep: np.ndarray | None, kind: str, tier: int) -> dict[str, Any] | None:
-        """Write the segments `names` as one (without ids not in `keep`, when given) of `kind`;
-        returns the new manifest (the caller switches to it). None when nothing is left."""
-        import numpy as np
-
-        all_ids, all_vecs = [], []
-        for name in names:
-            ids, vecs = segment_vectors(self.dir / name)
-            if keep is not None:
-                mask = np.isin(ids, keep, assume_unique=True)
-                ids, vecs = ids[mask], vecs[mask]
-            all_ids.append(ids)
-            all_vecs.append(vecs)
-        ids = np.concatenate(all_ids) if all_ids else np.empty(0, np.int64)
-        live = [s for s in manifest["segments"] if s["name"] not in names]
-        pos = min(i for i, s in enumerate(manifest["segments"]) if s["name"] in names)
-        new = dict(manifest)
-        if len(ids):
-            vecs = np.vstack(all_vecs)
-            use = kind if len(ids) >= APPROX_SEGMENT_MIN else "flat"
-            entry = write_segment(self.dir / self.new_name(int(ids.min())), ids, vecs, use)
-            entry["tier"] = tier
-            live.insert(pos, entry)
-        new["segments"] = live
-        return new
-
     def remove_unlisted(self, manifest: dict[str, Any]) -> int:
         """Delete segment files the manifest does not name (inputs of a finished compaction,
-        outputs of an interrupted one, temp files). Lock held; returns how many."""
+        outputs and lock files of a killed merge, temp files) except the files of merges in
+        progress (compaction.live_merges). Lock held; returns how many."""
+        from ragctl.storage.compaction import live_merges, merge_token
+
         if not self.dir.is_dir():
             return 0
         listed = {s["name"] for s in manifest.get("segments", [])}
+        running = live_merges(self.dir)
         removed = 0
         for path in self.dir.iterdir():
-            if path.name not in listed:
+            if path.name not in listed and merge_token(path.name) not in running:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
