@@ -635,3 +635,46 @@ def test_kill9_of_a_committing_process_at_random_instants(tmp_path):
     es.gc()
     assert verify(root)["entities"]["e"]["orphans"] == 0
 
+
+
+@pytest.mark.timeout(60)
+def test_a_merge_that_fails_after_the_commit_point_leaves_the_commit_standing(tmp_path, monkeypatch):
+    """Disk full while writing a merge (after the commit's own log line is durable): the commit
+    reports its documents indexed with a maintenance error instead of failing them; the store
+    verifies; with room again, the next commit does the merge."""
+    import errno
+
+    from ragctl.errors import StorageError
+
+    monkeypatch.setattr(segments, "FANOUT", 4)
+    root = new_store(tmp_path)
+    es = EntityStore(JSONStorage(root), "e")
+    docs = {}
+    for i in range(3):
+        d = make_doc(f"d{i}.md", version=i)
+        assert es.commit(MODEL, [d]).maintenance_error == ""
+        docs[d.path] = d
+
+    real_write = compaction.Merge.write
+
+    def disk_full(self):
+        raise StorageError(f"{self.dir}/x.seg: cannot write: {os.strerror(errno.ENOSPC)}")
+
+    monkeypatch.setattr(compaction.Merge, "write", disk_full)
+    fourth = make_doc("d3.md", version=3)
+    result = es.commit(MODEL, [fourth])  # the fourth tier-0 segment fills the tier: a merge
+    assert result.status == {"d3.md": "indexed"}
+    assert "compaction after the commit failed (the commit stands)" in result.maintenance_error
+    assert "No space left on device" in result.maintenance_error
+    docs[fourth.path] = fourth
+    assert_exact(es, docs)
+    assert verify(root)["ok"]
+    assert len(es.meta()["vectors"]["segments"]) == 4  # not merged
+
+    monkeypatch.setattr(compaction.Merge, "write", real_write)
+    fifth = make_doc("d4.md", version=4)
+    assert es.commit(MODEL, [fifth]).maintenance_error == ""
+    docs[fifth.path] = fifth
+    assert len(es.meta()["vectors"]["segments"]) < 4  # merged now
+    assert_exact(es, docs)
+    assert verify(root)["ok"]

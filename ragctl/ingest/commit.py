@@ -50,6 +50,8 @@ def commit_documents(
         for change in changes:
             reporter.file_done(eid, change.path, Status.FAILED, 0, reason, change.size, change.tag)
         return
+    if result.maintenance_error:
+        reporter.phase(f"{eid}: {result.maintenance_error}")
     for add in adds:
         doc = add.doc
         status = result.status.get(doc.path)

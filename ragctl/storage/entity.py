@@ -24,6 +24,7 @@ fully searchable and never exposes a half document. A commit costs what it adds.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from ragctl.errors import StorageError
 from ragctl.fsutil import atomic_write_json, file_lock, fsync_dir, now_iso
 from ragctl.ids import validate_entity_id
+from ragctl.parsing.textutil import one_line
 from ragctl.storage.chunk_texts import ChunkTexts
 from ragctl.storage.entity_meta import EntityMeta
 from ragctl.storage.json_storage import JSONStorage, Record, record_shards
@@ -76,6 +78,9 @@ class CommitResult:
     status: dict[str, str] = field(default_factory=dict)  # path -> indexed|updated|unchanged|duplicate|moved|pruned|refreshed
     chunks_added: int = 0
     note: dict[str, str] = field(default_factory=dict)  # path -> detail (e.g. duplicate of X)
+    # The compaction after the commit point failed (disk full, ...): the commit itself stands;
+    # the next commit or gc (or `verify --repair`) plans the merge again.
+    maintenance_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -314,7 +319,10 @@ class EntityStore:
             raise
         # The merge runs here, without the lock: other writers and readers of the entity go
         # on meanwhile; only its switch takes the lock again.
-        self._compact(merge)
+        try:
+            self._compact(merge)
+        except (StorageError, OSError, sqlite3.Error) as exc:
+            result.maintenance_error = f"compaction after the commit failed (the commit stands): {one_line(exc, 200)}"
         return result
 
     def _write_mapping(self, shard: dict[str, Record] | None, mine: dict[str, Record],
