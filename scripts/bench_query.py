@@ -6,7 +6,7 @@ The entity is synthetic: random unit vectors (dim 384) and Zipf-distributed text
 8-15 words (content words from a flatter 1/sqrt(rank) distribution), with a random unit
 vector; the embedding of the query text is not part of the measured time.
 
-    python scripts/bench_query.py [--chunks 100000] [--queries 200] [--store /tmp/ragctl-bench-query]
+    python scripts/bench_query.py [--chunks 100000] [--queries 200] [--index auto|flat|ivf|hnsw] [--store /tmp/ragctl-bench-query]
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ def unit(rng: np.random.Generator, n: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def build(store: Path, chunks: int, per_doc: int, rng: np.random.Generator, gen: TextGen) -> float:
+def build(store: Path, chunks: int, per_doc: int, rng: np.random.Generator, gen: TextGen, index: str) -> float:
     storage = open_store(store, create=True)
-    entity = EntityStore(storage, "big")
+    entity = EntityStore(storage, "big", index_kind=index)
     started = time.perf_counter()
     docs = []
     for d in range(chunks // per_doc):
@@ -90,18 +90,20 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=Path("/tmp/ragctl-bench-query"))
     parser.add_argument("--reuse", action="store_true", help="query an existing store")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--index", default="auto", help="the entity's index kind (ingest --index): auto|flat|ivf|hnsw")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     gen = TextGen(rng)
     if not args.reuse:
         shutil.rmtree(args.store, ignore_errors=True)
         print(f"building {args.chunks} chunks ...", file=sys.stderr)
-        print(f"build: {build(args.store, args.chunks, args.per_doc, rng, gen):.1f} s", file=sys.stderr)
+        print(f"build: {build(args.store, args.chunks, args.per_doc, rng, gen, args.index):.1f} s", file=sys.stderr)
     searcher = Searcher.__new__(Searcher)  # no model: the query vectors are given
     searcher.entity = EntityStore(open_store(args.store, create=False), "big")
     queries = [gen.text(int(rng.integers(8, 16)), query=True) for _ in range(args.queries)]
     vectors = unit(rng, args.queries)
-    out = {"chunks": int(searcher.entity.load_index().ntotal), "k": args.k, "queries": args.queries, "modes": {}}
+    kind = (searcher.entity.meta() or {}).get("vectors", {}).get("kind")
+    out = {"chunks": int(searcher.entity.load_index().ntotal), "index": kind, "k": args.k, "queries": args.queries, "modes": {}}
     cold = []
     for query in queries[:20]:  # the first queries also fill the document-frequency cache
         t0 = time.perf_counter()
