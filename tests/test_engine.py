@@ -264,3 +264,26 @@ def test_two_versions_of_one_path_in_one_commit_window_leave_one_document(tmp_pa
     records = list(store.records().values())
     assert [(r["path"], r["content_hash"]) for r in records] == [("same.md", "hash-second")]
     assert [e.status for e in events if hasattr(e, "status")] == ["indexed", "updated"]
+
+
+@pytest.mark.timeout(10)
+def test_a_consumer_waiting_without_a_timeout_wakes_up_when_the_run_stops():
+    """A stage blocked on its input with no time-out does not depend on END to wake up: once
+    the run stops it gets None within a tick; what was queued before still comes out first."""
+    import threading
+
+    from ragctl.ingest.channel import Channel
+
+    stop = threading.Event()
+    channel: Channel[int] = Channel("test", 4, stop)
+    assert channel.put(1)
+    got: list = []
+    waiter = threading.Thread(target=lambda: got.extend([channel.get(None), channel.get(None)]))
+    waiter.start()
+    time.sleep(0.3)
+    assert waiter.is_alive()  # the second get is still waiting: nothing queued, no stop
+    started = time.monotonic()
+    stop.set()
+    waiter.join(timeout=2)
+    assert not waiter.is_alive() and got == [1, None]
+    assert time.monotonic() - started < 1.0

@@ -42,14 +42,15 @@ class Channel(Generic[T]):
         self.put(END, even_when_stopping=True)
 
     def get(self, timeout: float | None = None) -> T | None:
-        """The next item, END, or None when `timeout` passed (None: wait, in slices)."""
+        """The next item, END, or None when `timeout` passed (None: wait, in slices) or the run
+        is stopping with nothing queued: a consumer never depends on END alone to wake up."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             tick = _TICK if deadline is None else min(_TICK, deadline - time.monotonic())
             try:
                 return self._queue.get(timeout=max(tick, 0.0005))
             except queue.Empty:
-                if deadline is not None and time.monotonic() >= deadline:
+                if self._stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
                     return None
 
     def get_nowait(self) -> T | None:
