@@ -287,3 +287,61 @@ def test_a_consumer_waiting_without_a_timeout_wakes_up_when_the_run_stops():
     waiter.join(timeout=2)
     assert not waiter.is_alive() and got == [1, None]
     assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.timeout(60)
+def test_a_merge_of_one_entity_does_not_hold_up_commits_of_others(tmp_path, embedder, monkeypatch):
+    """A commit that fills a tier hands the merge to the merge thread: while entity a's merge
+    is stuck, entity b's commits (and a's next one) go through; the merge then switches in and
+    both entities verify."""
+    import threading
+
+    import numpy as np
+
+    from ragctl.ingest import messages as msg
+    from ragctl.ingest.commit import Maintenance, commit_documents
+    from ragctl.ingest.options import IngestOptions, RunContext
+    from ragctl.ingest.report import Reporter
+    from ragctl.storage import compaction, open_store, segments
+    from ragctl.storage.entity import EntityStore, PreparedDoc
+
+    monkeypatch.setattr(segments, "FANOUT", 2)
+    merging, release, resumed = threading.Event(), threading.Event(), threading.Event()
+    real_write = compaction.Merge.write
+
+    def held_write(self):
+        if self.dir.parent.name == "a":
+            merging.set()
+            release.wait(20)
+            resumed.set()
+        real_write(self)
+
+    monkeypatch.setattr(compaction.Merge, "write", held_write)
+    spec = embedder.spec
+    storage = open_store(tmp_path / "store", create=True)
+    ctx = RunContext(IngestOptions(store=tmp_path / "store"), spec, spec.identity(), storage, 1)
+    stores = {e: EntityStore(storage, e) for e in ("a", "b")}
+    events = []
+    maintenance = Maintenance(Reporter(events.append))
+
+    def commit(entity, name):
+        vectors = np.ones((1, spec.dim), dtype=np.float32) / np.sqrt(spec.dim)
+        doc = PreparedDoc(name, f"hash-{entity}-{name}", 10, 1, [f"{entity} {name}"], vectors)
+        commit_documents(stores[entity], ctx, Reporter(events.append), [msg.Embedded(entity, doc, "fp32")],
+                         maintenance=maintenance)
+
+    commit("a", "1.md")
+    commit("a", "2.md")  # two tier-0 segments: a full tier, merged on the merge thread
+    assert merging.wait(10)
+    for i in range(3):
+        commit("b", f"{i}.md")
+    commit("a", "3.md")
+    assert not resumed.is_set()  # all of the above happened while a's merge was stuck
+    assert sorted(r["path"] for r in stores["b"].records().values()) == ["0.md", "1.md", "2.md"]
+    assert sorted(r["path"] for r in stores["a"].records().values()) == ["1.md", "2.md", "3.md"]
+    release.set()
+    maintenance.wait()
+    assert len(stores["a"].meta()["vectors"]["segments"]) < 3  # the merge switched in
+    report = verify_ok(tmp_path / "store")
+    assert report["ok"] and {e: r["documents"] for e, r in report["entities"].items()} == {"a": 3, "b": 3}
+    assert not [e for e in events if type(e).__name__ == "Phase"]  # no merge failed

@@ -1,7 +1,9 @@
 """The commit stage: buffer settled documents per entity, commit them in batches, report.
 
-One thread. Documents of an entity are committed every `commit_docs` documents or
-`commit_seconds`, each batch one locked `EntityStore.commit` (the protocol lives in storage).
+One thread, plus one for merges (`Maintenance`). Documents of an entity are committed every
+`commit_docs` documents or `commit_seconds`, each batch one locked `EntityStore.commit` (the
+protocol lives in storage); a tier that commit fills is merged on the merge thread, outside
+any lock, while this one goes on committing.
 A commit that fails on the store (disk full, permissions, corrupt file) fails the files of that
 batch with the reason and the run goes on with every other entity. When an entity's last task
 has settled, its gone files are reported stale (or pruned) and its orphans collected.
@@ -9,7 +11,9 @@ has settled, its gone files are reported stale (or pruned) and its orphans colle
 
 from __future__ import annotations
 
+import queue
 import sqlite3
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -29,6 +33,58 @@ ENTITY_FAILURES = (StorageError, OSError, sqlite3.Error)
 LOST = "no result came back from parsing/embedding (lost in the pipeline); re-run to index it"
 
 
+class Maintenance:
+    """Runs the merges that commits planned on a thread of its own, so the commit stage goes
+    on committing (other entities' files too) while a full tier merges: one entity's big merge
+    never holds up the others. Merges are safe to abandon at any instant (storage/compaction.py),
+    so a run that stops early does not wait for them."""
+
+    MAX_PENDING = 4  # queued merges (each holds its inputs' ids); beyond, submit waits
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self._jobs: queue.Queue[tuple[EntityStore, Any]] = queue.Queue()
+        self._pending: dict[str, int] = defaultdict(int)
+        self._idle = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, store: EntityStore, merge: Any) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: sum(self._pending.values()) < self.MAX_PENDING)
+            self._pending[store.entity_id] += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ragctl-merge", daemon=True)
+                self._thread.start()
+        self._jobs.put((store, merge))
+
+    def wait(self, entity_id: str | None = None) -> None:
+        """Until the entity's merges (or every merge) are done."""
+        with self._idle:
+            if entity_id is None:
+                self._idle.wait_for(lambda: not any(self._pending.values()))
+            else:
+                self._idle.wait_for(lambda: not self._pending.get(entity_id))
+
+    def _run(self) -> None:
+        while True:
+            store, merge = self._jobs.get()
+            error = ""
+            try:
+                error = store.compact(merge)
+            except Exception as exc:  # noqa: BLE001 - a bug: say so, keep merging others
+                error = f"compaction after the commit failed (the commit stands): {describe_exception(exc)}"
+                try:
+                    merge.close()
+                except OSError:
+                    pass  # its files are a dead merge's: the next plan removes them
+            finally:
+                with self._idle:
+                    self._pending[store.entity_id] -= 1
+                    self._idle.notify_all()
+            if error:
+                self.reporter.phase(f"{store.entity_id}: {error}")
+
+
 def commit_documents(
     store: EntityStore,
     ctx: RunContext,
@@ -36,13 +92,16 @@ def commit_documents(
     adds: Sequence[msg.Embedded] = (),
     changes: Sequence[msg.Change] = (),
     removes: Sequence[str] = (),
+    maintenance: Maintenance | None = None,
 ) -> None:
-    """One locked commit of an entity's batch, every file's status reported."""
+    """One locked commit of an entity's batch, every file's status reported. A merge the
+    commit planned goes to `maintenance` if given, else runs before this returns."""
     eid = store.entity_id
     docs = [a.doc for a in adds]
     precision = next((a.precision for a in adds if a.precision), "")
     try:
-        result = store.commit(ctx.identity, docs, [(c.doc_id, c.fields) for c in changes], removes, precision)
+        result = store.commit(ctx.identity, docs, [(c.doc_id, c.fields) for c in changes], removes, precision,
+                              merge_later=maintenance is not None)
     except ENTITY_FAILURES as exc:
         reason = f"not committed: {describe_exception(exc)}"
         for add in adds:
@@ -50,6 +109,8 @@ def commit_documents(
         for change in changes:
             reporter.file_done(eid, change.path, Status.FAILED, 0, reason, change.size, change.tag)
         return
+    if result.pending_merge is not None and maintenance is not None:
+        maintenance.submit(store, result.pending_merge)
     if result.maintenance_error:
         reporter.phase(f"{eid}: {result.maintenance_error}")
     for add in adds:
@@ -83,6 +144,7 @@ class CommitStage:
         self.settled_paths: dict[tuple[str, str], set[str]] = defaultdict(set)  # to name lost files
         self.committed: set[str] = set()  # entities this run committed to
         self.ends: dict[tuple[str, str], msg.EntityEnd] = {}
+        self.maintenance = Maintenance(reporter)
 
     def run(self, inbox: Channel[Any], stop: Any, interrupted: Any) -> None:
         import faiss
@@ -113,6 +175,7 @@ class CommitStage:
         if not stop.is_set() and not interrupted.is_set():
             for key in list(self.ends):
                 self._finish(key)
+            self.maintenance.wait()  # merges of entities that did not finish (a library run's)
         else:  # unfinished entities: at least their shard JSON holds every committed record
             for eid in self.committed:
                 try:
@@ -143,7 +206,7 @@ class CommitStage:
         self.oldest.pop(eid, None)
         if adds or changes:
             self.committed.add(eid)
-            commit_documents(self.store_for(eid), self.ctx, self.reporter, adds, changes)
+            commit_documents(self.store_for(eid), self.ctx, self.reporter, adds, changes, maintenance=self.maintenance)
 
     def _finish(self, key: tuple[str, str]) -> None:
         end = self.ends.pop(key)
@@ -154,6 +217,7 @@ class CommitStage:
             self.reporter.file_done(end.entity_id, path, Status.FAILED, 0, LOST, 0, end.plan.tag)
         self.plans.pop(key, None)
         self._flush(end.entity_id)
+        self.maintenance.wait(end.entity_id)  # gc plans from what its merges left
         finish_entity(self.store_for(end.entity_id), end.plan.gone(), self.ctx, self.reporter)
         self.committed.discard(end.entity_id)  # gc folded its log
         self.release_store(end.entity_id)

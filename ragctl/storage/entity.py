@@ -81,6 +81,9 @@ class CommitResult:
     # The compaction after the commit point failed (disk full, ...): the commit itself stands;
     # the next commit or gc (or `verify --repair`) plans the merge again.
     maintenance_error: str = ""
+    # commit(merge_later=True): the merge this commit planned, for the caller to run with
+    # `compact()` (on any thread; no lock is held meanwhile) - None when nothing is to merge.
+    pending_merge: Any = None
 
 
 @dataclass(frozen=True)
@@ -226,12 +229,15 @@ class EntityStore:
         changes: Sequence[tuple[str, dict[str, Any]]] = (),
         removes: Sequence[str] = (),
         precision: str = "",
+        merge_later: bool = False,
     ) -> CommitResult:
         """Apply adds/replacements, record changes (moves, refreshes) and removals atomically.
 
         Hash checks are repeated here, under the lock, so concurrent writers never index the
         same content twice; parsing and embedding happened before, outside any lock. The cost
-        is what the commit adds: one segment file, entity.json, one mapping-log line.
+        is what the commit adds: one segment file, entity.json, one mapping-log line. A tier
+        this commit fills is merged before it returns (without the lock), or, with
+        `merge_later`, handed back in `result.pending_merge` for `compact()`.
         """
         import numpy as np
 
@@ -317,13 +323,22 @@ class EntityStore:
             if merge is not None:
                 merge.close()
             raise
-        # The merge runs here, without the lock: other writers and readers of the entity go
-        # on meanwhile; only its switch takes the lock again.
+        # The merge runs here (or where the caller runs it), without the lock: other writers
+        # and readers of the entity go on meanwhile; only its switch takes the lock again.
+        if merge_later:
+            result.pending_merge = merge
+        else:
+            result.maintenance_error = self.compact(merge)
+        return result
+
+    def compact(self, merge: compaction.Merge | None) -> str:
+        """Run a merge a commit planned; '' or a one-line reason it failed (the commit stands:
+        the next commit or gc plans the merge again)."""
         try:
             self._compact(merge)
         except (StorageError, OSError, sqlite3.Error) as exc:
-            result.maintenance_error = f"compaction after the commit failed (the commit stands): {one_line(exc, 200)}"
-        return result
+            return f"compaction after the commit failed (the commit stands): {one_line(exc, 200)}"
+        return ""
 
     def _write_mapping(self, shard: dict[str, Record] | None, mine: dict[str, Record],
                        sets: dict[str, Record], dels: list[str]) -> None:
