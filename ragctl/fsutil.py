@@ -82,7 +82,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None, sync
 
 
 def atomic_write(
-    path: Path, fill: Callable[[BinaryIO], object], *, mode: int | None = None, sync_dir: bool = True
+    path: Path, fill: Callable[[BinaryIO], object], *, mode: int | None = None, sync_dir: bool = True,
+    make_dirs: bool = True,
 ) -> None:
     """Replace `path` with what `fill(handle)` writes: temp file in the same directory, flush,
     fsync, `os.replace`, fsync the directory. The only place ragctl replaces a file.
@@ -90,12 +91,15 @@ def atomic_write(
     A crash before the replace leaves the previous file intact; an OSError (disk full,
     permission denied) is raised as StorageError naming the file, the temp file is removed.
     `sync_dir=False` leaves the directory fsync to the caller (one fsync after many files).
+    `make_dirs=False`: a missing directory is an error (FileNotFoundError as the cause), for
+    writers that must not bring back a directory someone removed (a merge of a deleted entity).
     """
     path = Path(path)
     directory = path.parent
     tmp_name = None
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        if make_dirs:
+            directory.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), _file_mode(path) if mode is None else mode)

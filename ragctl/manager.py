@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -118,9 +119,15 @@ def delete_entity(store: str | os.PathLike[str], entity_id: str) -> bool:
         for key in doomed:
             del records[key]
         if entity_dir.exists():
-            shutil.rmtree(entity_dir)
+            # Renamed away first (atomic), then removed: a merge still writing outside the lock
+            # (this or another process) finds its directory gone and discards its work instead
+            # of re-creating the entity or racing the removal.
+            tomb = entity_dir.with_name(f".deleted-{entity_id}-{uuid.uuid4().hex[:8]}")
+            os.rename(entity_dir, tomb)
     if storage.enable_sharding:
         storage.drop_shard(MAPPING_COLLECTION, entity_id)
+    for tomb in entity_dir.parent.glob(".deleted-*"):  # this one, and any a crash left
+        shutil.rmtree(tomb, ignore_errors=True)
     return existed
 
 

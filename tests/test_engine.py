@@ -217,7 +217,7 @@ def test_files_whose_result_never_came_back_are_reported_failed_by_name(tmp_path
     events = []
     reporter = Reporter(events.append)
     stop, interrupted = threading.Event(), threading.Event()
-    stage = CommitStage(ctx, lambda _eid: store, reporter, {})
+    stage = CommitStage(ctx, lambda _eid: store, reporter, {("e", ""): plan})  # the run's live plans
     inbox = Channel("settled", 16, stop)
     vectors = np.ones((1, spec.dim), dtype=np.float32) / np.sqrt(spec.dim)
     inbox.put(msg.Embedded("e", PreparedDoc("doc0.md", "h0", 10, 1, ["zero"], vectors), "fp32"))
@@ -345,3 +345,55 @@ def test_a_merge_of_one_entity_does_not_hold_up_commits_of_others(tmp_path, embe
     report = verify_ok(tmp_path / "store")
     assert report["ok"] and {e: r["documents"] for e, r in report["entities"].items()} == {"a": 3, "b": 3}
     assert not [e for e in events if type(e).__name__ == "Phase"]  # no merge failed
+
+
+@pytest.mark.timeout(60)
+def test_deleting_an_entity_while_its_merge_runs_does_not_bring_it_back(tmp_path, embedder, monkeypatch):
+    """The upload service can delete an entity while the merge thread still merges its
+    segments (outside the lock): the merge finds its directory gone and discards its work; the
+    entity does not come back and nothing is left behind."""
+    import threading
+
+    import numpy as np
+
+    from ragctl.ingest import messages as msg
+    from ragctl.ingest.commit import Maintenance, commit_documents
+    from ragctl.ingest.options import IngestOptions, RunContext
+    from ragctl.ingest.report import Reporter
+    from ragctl.manager import delete_entity
+    from ragctl.storage import compaction, open_store, segments
+    from ragctl.storage.entity import EntityStore, PreparedDoc
+    from ragctl.storage.layout import StoreLayout
+
+    monkeypatch.setattr(segments, "FANOUT", 2)
+    merging, release = threading.Event(), threading.Event()
+    real_write = segments.write_segment
+
+    def held_write(path, *args, **kwargs):  # the merge has read its inputs; about to write
+        if path.name.startswith(compaction.MERGE_PREFIX):
+            merging.set()
+            release.wait(20)
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(segments, "write_segment", held_write)
+    spec = embedder.spec
+    root = tmp_path / "store"
+    storage = open_store(root, create=True)
+    ctx = RunContext(IngestOptions(store=root), spec, spec.identity(), storage, 1)
+    store = EntityStore(storage, "doomed")
+    events = []
+    maintenance = Maintenance(Reporter(events.append))
+    for name in ("1.md", "2.md"):
+        vectors = np.ones((1, spec.dim), dtype=np.float32) / np.sqrt(spec.dim)
+        doc = PreparedDoc(name, f"hash-{name}", 10, 1, [name], vectors)
+        commit_documents(store, ctx, Reporter(events.append), [msg.Embedded("doomed", doc, "fp32")],
+                         maintenance=maintenance)
+    assert merging.wait(10)
+    assert delete_entity(root, "doomed")
+    release.set()
+    maintenance.wait()
+    layout = StoreLayout(root)
+    assert layout.entity_ids() == []
+    assert not layout.entity_dir("doomed").exists()
+    assert list(layout.entities_dir.iterdir()) == []  # no tombstone, no merge leftovers
+    assert verify_ok(root)["entities"] == {}

@@ -256,8 +256,8 @@ def pause_merges(monkeypatch) -> tuple[threading.Event, threading.Event]:
     started, release = threading.Event(), threading.Event()
     real = segments.write_segment
 
-    def write_segment(path, ids, vectors, kind="flat"):
-        entry = real(path, ids, vectors, kind)
+    def write_segment(path, ids, vectors, kind="flat", **kwargs):
+        entry = real(path, ids, vectors, kind, **kwargs)
         if Path(path).name.startswith(compaction.MERGE_PREFIX) and not started.is_set():
             started.set()
             assert release.wait(60)
@@ -385,8 +385,8 @@ MERGE_KILLED = textwrap.dedent(
     segments.FANOUT = 4
     real = segments.write_segment
 
-    def write_segment(path, ids, vectors, kind="flat"):
-        entry = real(path, ids, vectors, kind)
+    def write_segment(path, ids, vectors, kind="flat", **kwargs):
+        entry = real(path, ids, vectors, kind, **kwargs)
         if Path(path).name.startswith(".merge-"):
             print("merging", flush=True)
             time.sleep(120)  # killed here: outside the lock, the output written
@@ -678,3 +678,66 @@ def test_a_merge_that_fails_after_the_commit_point_leaves_the_commit_standing(tm
     assert len(es.meta()["vectors"]["segments"]) < 4  # merged now
     assert_exact(es, docs)
     assert verify(root)["ok"]
+
+
+@pytest.mark.timeout(60)
+def test_a_listed_segment_gone_from_disk_does_not_make_compaction_loop(tmp_path, monkeypatch):
+    """A merge whose input vanished applies nothing and plans nothing more: the commit that
+    filled the tier returns (it used to re-plan the same merge forever)."""
+    monkeypatch.setattr(segments, "FANOUT", 2)
+    root = new_store(tmp_path)
+    es = EntityStore(JSONStorage(root), "e")
+    es.commit(MODEL, [make_doc("a.md")])
+    first = es.meta()["vectors"]["segments"][0]["name"]
+    (root / "entities" / "e" / "segments" / first).unlink()  # damage from outside ragctl
+    switches = []
+    real_switch = compaction.Merge.switch
+    monkeypatch.setattr(compaction.Merge, "switch", lambda self, *a: switches.append(1) or real_switch(self, *a))
+    result = es.commit(MODEL, [make_doc("b.md")])  # fills tier 0: a merge that cannot read its input
+    assert result.status == {"b.md": "indexed"}
+    assert len(switches) == 1
+    assert not verify(root)["ok"]  # the damage is reported, not hidden
+
+
+@pytest.mark.timeout(60)
+def test_a_failure_planning_the_merge_after_the_commit_point_leaves_the_commit_standing(tmp_path, monkeypatch):
+    import errno
+
+    monkeypatch.setattr(segments, "FANOUT", 2)
+    root = new_store(tmp_path)
+    es = EntityStore(JSONStorage(root), "e")
+    es.commit(MODEL, [make_doc("a.md")])
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(compaction.Merge, "__init__", disk_full)
+    result = es.commit(MODEL, [make_doc("b.md")])
+    assert result.status == {"b.md": "indexed"}
+    assert "compaction after the commit failed (the commit stands): " in result.maintenance_error
+    monkeypatch.undo()
+    assert sorted(r["path"] for r in es.records().values()) == ["a.md", "b.md"]
+    assert verify(root)["ok"]
+
+
+@pytest.mark.timeout(60)
+def test_monolithic_commit_keeps_its_own_vectors_when_orphans_pile_up(tmp_path, monkeypatch):
+    """In a monolithic store a commit's records reach the mapping file only when its lock is
+    released: an orphan pass inside the commit would take the commit's own vectors for orphans.
+    Orphans are dropped by gc there instead."""
+    monkeypatch.setattr(segments, "ORPHAN_MIN", 2)
+    monkeypatch.setattr(segments, "ORPHAN_SHARE", 0.0)
+    root = tmp_path / "store"
+    open_store_manifest(root, sharding=False)
+    es = EntityStore(JSONStorage(root, enable_sharding=False), "e")
+    docs = {}
+    for version in range(4):  # each commit replaces a.md: orphans pile up
+        d = make_doc("a.md", version=version, n=4)
+        es.commit(MODEL, [d, make_doc(f"n{version}.md", n=4)])
+        docs["a.md"] = d
+        docs[f"n{version}.md"] = make_doc(f"n{version}.md", n=4)
+    assert_exact(es, docs)
+    es.gc()
+    assert_exact(es, docs)
+    report = verify(root)
+    assert report["ok"] and report["entities"]["e"]["orphans"] == 0

@@ -150,10 +150,10 @@ class Merge:
                 use = self.kind if len(ids) >= seg.APPROX_SEGMENT_MIN else "flat"
                 out = self.dir / f"{MERGE_PREFIX}{self.token}-{n}.seg"
                 try:
-                    job.entry = seg.write_segment(out, ids, vecs, use)
+                    job.entry = seg.write_segment(out, ids, vecs, use, make_dirs=False)
                 except StorageError as exc:
                     if isinstance(exc.__cause__, FileNotFoundError):
-                        continue  # removed by a writer that does not know merges in progress
+                        continue  # removed meanwhile (the entity deleted, or a writer that does not know merges in progress)
                     raise
                 job.entry["tier"] = job.tier
                 job.output = out

@@ -86,6 +86,10 @@ class CommitResult:
     pending_merge: Any = None
 
 
+def _inputs(merge: compaction.Merge) -> list[list[str]]:
+    return sorted(sorted(job.inputs) for job in merge.jobs)
+
+
 @dataclass(frozen=True)
 class Hit:
     doc_id: str
@@ -313,7 +317,15 @@ class EntityStore:
             # a full tier (or of segments holding many orphans)
             if shard is not None and self._view is not None and self._view.should_fold():
                 self._view.fold()
-            merge = self._plan(meta, full=False, legacy_refs=legacy_lookup.referenced) if new_rows or dels else None
+            merge = None
+            if new_rows or dels:
+                try:
+                    # Monolithic: this commit's records are not on disk until the lock is
+                    # released, so no orphan pass here (it would miss them); gc does it.
+                    merge = self._plan(meta, full=False, legacy_refs=legacy_lookup.referenced,
+                                       orphans=shard is not None)
+                except (StorageError, OSError, sqlite3.Error) as exc:  # after the commit point
+                    result.maintenance_error = f"compaction after the commit failed (the commit stands): {one_line(exc, 200)}"
         try:
             # Records still in an unmigrated legacy file are removed after the shard lock is
             # released: lock order is always legacy -> shard (as migrate-to-sharded takes them).
@@ -327,7 +339,7 @@ class EntityStore:
         # and readers of the entity go on meanwhile; only its switch takes the lock again.
         if merge_later:
             result.pending_merge = merge
-        else:
+        elif merge is not None:
             result.maintenance_error = self.compact(merge)
         return result
 
@@ -388,7 +400,7 @@ class EntityStore:
         return manifest
 
     def _plan(self, meta: dict[str, Any], full: bool, legacy_refs: int = 0,
-              after: compaction.Merge | None = None) -> compaction.Merge | None:
+              after: compaction.Merge | None = None, orphans: bool = True) -> compaction.Merge | None:
         """Compaction plan (lock held; compaction.py): orphans are dropped when their share is
         high (always when `full`), full tiers merged, approximate indexes (re)built where the
         kind asks (`full`). A pass with nothing to merge finishes here; otherwise the merge is
@@ -406,7 +418,7 @@ class EntityStore:
         keep_below = 0
         if after is not None:
             keep, keep_below = after.keep, after.keep_below
-        elif full or total - self._lookup.referenced - legacy_refs > max(seg.ORPHAN_MIN, seg.ORPHAN_SHARE * total):
+        elif full or (orphans and total - self._lookup.referenced - legacy_refs > max(seg.ORPHAN_MIN, seg.ORPHAN_SHARE * total)):
             # (orphans counted in O(1): segment vectors - referenced chunks, running totals)
             keep = self._referenced_ids()
             # Ids below the watermark are never handed out again (not even those of rows or
@@ -450,7 +462,13 @@ class EntityStore:
                         self.texts.delete(merge.stray_rows.tolist())  # every orphan's segment rewritten
                     dropped += sum(job.dropped for job in applied)
                     merge.close()  # its inputs are no longer "in progress" for the next plan
-                    following = self._plan(meta, full=False, after=merge)
+                    if applied:  # a merge can fill the next tier
+                        following = self._plan(meta, full=False, after=merge)
+                    else:  # its inputs went meanwhile: what is listed now, without its keep set
+                        following = self._plan(meta, full=False, orphans=False)
+                        if following is not None and _inputs(following) == _inputs(merge):
+                            following.close()  # listed but unreadable: not again (verify reports it)
+                            following = None
             finally:
                 merge.close()
             merge = following

@@ -66,7 +66,8 @@ def effective_kind(requested: str, total: int) -> str:
 
 
 # --------------------------------------------------------------------------- segment files
-def write_segment(path: Path, ids: np.ndarray, vectors: np.ndarray, kind: str = "flat") -> dict[str, Any]:
+def write_segment(path: Path, ids: np.ndarray, vectors: np.ndarray, kind: str = "flat",
+                  make_dirs: bool = True) -> dict[str, Any]:
     """Write a segment atomically; returns its manifest entry (without the tier)."""
     import numpy as np
 
@@ -89,7 +90,7 @@ def write_segment(path: Path, ids: np.ndarray, vectors: np.ndarray, kind: str = 
         handle.write(memoryview(ids).cast("B"))
         handle.write(memoryview(payload).cast("B"))
 
-    atomic_write(path, fill, sync_dir=False)
+    atomic_write(path, fill, sync_dir=False, make_dirs=make_dirs)
     entry = {"name": path.name, "count": int(count), "kind": kind,
              "min_id": int(ids[0]) if count else 0, "max_id": int(ids[-1]) if count else -1}
     return entry
