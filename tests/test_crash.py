@@ -524,7 +524,7 @@ def wait_for_first_write(store: Path, run: IngestRun, timeout: float = 60) -> bo
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_sigkill_at_random_moments_never_breaks_the_store(tmp_path, ragctl_cmd):
     """kill -9 an ingest at many random moments; after each, verify passes; a final re-run
     leaves every file indexed exactly once. Three kinds of moment, in turn:

@@ -47,28 +47,42 @@ class Maintenance:
         self._pending: dict[str, int] = defaultdict(int)
         self._idle = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._abandoned = False
 
     def submit(self, store: EntityStore, merge: Any) -> None:
         with self._idle:
-            self._idle.wait_for(lambda: sum(self._pending.values()) < self.MAX_PENDING)
+            if not self._abandoned:
+                self._idle.wait_for(lambda: sum(self._pending.values()) < self.MAX_PENDING or self._abandoned)
+            if self._abandoned:  # the run is stopping: the next commit or gc plans it again
+                merge.close()
+                return
             self._pending[store.entity_id] += 1
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="ragctl-merge", daemon=True)
                 self._thread.start()
         self._jobs.put((store, merge))
 
     def wait(self, entity_id: str | None = None) -> None:
-        """Until the entity's merges (or every merge) are done."""
+        """Until the entity's merges (or every merge) are done, or `abandon()`."""
         with self._idle:
             if entity_id is None:
-                self._idle.wait_for(lambda: not any(self._pending.values()))
+                self._idle.wait_for(lambda: self._abandoned or not any(self._pending.values()))
             else:
-                self._idle.wait_for(lambda: not self._pending.get(entity_id))
+                self._idle.wait_for(lambda: self._abandoned or not self._pending.get(entity_id))
+
+    def abandon(self) -> None:
+        """The run stops: nobody waits for merges and new ones are not queued (a merge is safe
+        to abandon at any instant; one in progress finishes or dies with the process)."""
+        with self._idle:
+            self._abandoned = True
+            self._idle.notify_all()
 
     def _run(self) -> None:
+        import faiss
+
+        faiss.omp_set_num_threads(1)  # as on the commit thread: the cores are the model's
         while True:
             store, merge = self._jobs.get()
-            error = ""
             try:
                 error = store.compact(merge)
             except Exception as exc:  # noqa: BLE001 - a bug: say so, keep merging others
@@ -80,9 +94,14 @@ class Maintenance:
             finally:
                 with self._idle:
                     self._pending[store.entity_id] -= 1
+                    if not self._pending[store.entity_id]:
+                        del self._pending[store.entity_id]
                     self._idle.notify_all()
             if error:
-                self.reporter.phase(f"{store.entity_id}: {error}")
+                try:
+                    self.reporter.phase(f"{store.entity_id}: {error}")
+                except Exception:  # noqa: BLE001 - reporting must not end the merge thread
+                    pass
 
 
 def commit_documents(
@@ -141,7 +160,6 @@ class CommitStage:
         self.changes: dict[str, list[msg.Change]] = defaultdict(list)
         self.oldest: dict[str, float] = {}
         self.settled: dict[tuple[str, str], int] = defaultdict(int)  # per work unit
-        self.settled_paths: dict[tuple[str, str], set[str]] = defaultdict(set)  # to name lost files
         self.committed: set[str] = set()  # entities this run committed to
         self.ends: dict[tuple[str, str], msg.EntityEnd] = {}
         self.maintenance = Maintenance(reporter)
@@ -158,6 +176,7 @@ class CommitStage:
             if item is not None:
                 self._take(item)
             if stop.is_set():  # take what is already here; don't wait for an encode in progress
+                self.maintenance.abandon()
                 while (item := inbox.get_nowait()) is not None and item is not END:
                     self._take(item)
                 break
@@ -177,6 +196,7 @@ class CommitStage:
                 self._finish(key)
             self.maintenance.wait()  # merges of entities that did not finish (a library run's)
         else:  # unfinished entities: at least their shard JSON holds every committed record
+            self.maintenance.abandon()
             for eid in self.committed:
                 try:
                     self.store_for(eid).fold_mapping()
@@ -189,7 +209,9 @@ class CommitStage:
             return
         eid = item.entity_id
         self.settled[(eid, item.tag)] += 1
-        self.settled_paths[(eid, item.tag)].add(item.doc.path if isinstance(item, msg.Embedded) else item.path)
+        plan = self.plans.get((eid, item.tag))
+        if plan is not None:  # what is left in plan.sent at the unit's end was lost
+            plan.settle(item.doc.path if isinstance(item, msg.Embedded) else item.path)
         if isinstance(item, msg.Outcome):
             self.reporter.file_done(eid, item.path, item.status, 0, item.detail, item.size, item.tag)
             return
@@ -210,10 +232,10 @@ class CommitStage:
 
     def _finish(self, key: tuple[str, str]) -> None:
         end = self.ends.pop(key)
-        settled, paths = self.settled.pop(key, 0), self.settled_paths.pop(key, set())
+        settled = self.settled.pop(key, 0)
         # The upstream stages ended without settling some of this unit's files (a stage bug or
         # an engine failure that did not stop the run): say so per file instead of losing them.
-        for path in sorted(end.plan.sent - paths) if settled < end.tasks else ():
+        for path in sorted(end.plan.sent) if settled < end.tasks else ():
             self.reporter.file_done(end.entity_id, path, Status.FAILED, 0, LOST, 0, end.plan.tag)
         self.plans.pop(key, None)
         self._flush(end.entity_id)

@@ -137,7 +137,7 @@ class EntityPlan:
         for r in records.values():
             self.by_hash.setdefault(r["content_hash"], []).append(r)
         self.seen: set[str] = set()
-        self.sent: set[str] = set()  # paths sent to be parsed (O(changed files), not O(entity))
+        self.sent: set[str] = set()  # paths sent to be parsed and not settled yet (in flight)
         self.claimed: dict[str, str] = {}  # content hash -> path that owns it in this run
         self.moved: set[str] = set()  # doc_ids whose record moved to another path
 
@@ -207,7 +207,11 @@ class EntityPlan:
             return True  # explicit file lists, odd names: trust the record
         return record.get("size") == st.st_size and record.get("mtime_ns") == st.st_mtime_ns
 
-    # --------------------------------------------------------------- committer (entity end)
+    # --------------------------------------------------------------- committer
+    def settle(self, rel_path: str) -> None:
+        with self._lock:
+            self.sent.discard(rel_path)
+
     def gone(self) -> list[Record]:
         """Records whose file left the tree (never for explicit file lists)."""
         if self.explicit:

@@ -33,8 +33,9 @@ reason; a parser crash or time-out is caught earlier still, by the actor's parse
 fails its file as in a local run). The same holds for every failure that belongs to a call
 rather than to the run (`_call_failure`): a node that died, Ray's memory monitor killing the
 worker, a full object store or disk, a lost result, a call that never answered, and a
-MemoryError/OSError raised on the actor. Only a cluster that is gone, a configuration error,
-or a bug in ragctl (any other exception raised on the actor) stops the run, as the same
+MemoryError or a resource OSError (disk full, out of memory, I/O, too many open files) raised
+on the actor. Only a cluster that is gone, a configuration error, or a bug in ragctl (any
+other exception raised on the actor, a model that cannot load) stops the run, as the same
 exception in a local embed stage would. A killed driver leaves what it committed; a re-run
 resumes as in local mode.
 Every Ray wait has a timeout and watches the run's stop event.
@@ -43,6 +44,7 @@ Every Ray wait has a timeout and watches the run's stop event.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import logging
 import os
@@ -259,6 +261,9 @@ class IngestActor:
 
 
 # ----------------------------------------------------------------------------- driver side
+_RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.ENOMEM, errno.EIO, errno.EMFILE, errno.ENFILE})
+
+
 def _call_failure(exc: BaseException) -> BaseException | None:
     """The failure to settle a call's files with (after one retry per file), or None when the
     exception belongs to the run (it stops with that reason)."""
@@ -266,9 +271,9 @@ def _call_failure(exc: BaseException) -> BaseException | None:
 
     if isinstance(exc, rex.RayTaskError):
         cause = getattr(exc, "cause", None)
-        if isinstance(cause, (MemoryError, OSError)):
+        if isinstance(cause, MemoryError) or (isinstance(cause, OSError) and cause.errno in _RESOURCE_ERRNOS):
             return cause  # a resource of that actor ran out on these files
-        return None
+        return None  # e.g. a model that cannot load on that node (OSError without errno): the run stops
     per_call = (
         rex.RayActorError,  # ActorDiedError, ActorUnavailableError
         rex.WorkerCrashedError,
