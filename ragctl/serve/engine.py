@@ -214,6 +214,9 @@ class Engine:
                 self.counters["encode_calls"] += 1
                 self.counters["chunks_embedded"] += event.count
             return
+        if isinstance(event, ev.Phase):  # the engine's one-line notes (a merge that failed, ...)
+            log.warning("%s", event.message)
+            return
         if not isinstance(event, ev.FileDone) or not event.tag:
             return
         job = self.get(event.tag)
