@@ -741,3 +741,34 @@ def test_monolithic_commit_keeps_its_own_vectors_when_orphans_pile_up(tmp_path, 
     assert_exact(es, docs)
     report = verify(root)
     assert report["ok"] and report["entities"]["e"]["orphans"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_commits_during_an_orphan_rewrite_do_not_plan_it_again(tmp_path, monkeypatch):
+    """While a merge dropping orphans runs (outside the lock), later commits see the orphans
+    still there but do not redo the O(entity) orphan pass under the lock for every commit."""
+    monkeypatch.setattr(segments, "ORPHAN_MIN", 2)
+    monkeypatch.setattr(segments, "ORPHAN_SHARE", 0.0)
+    started, release = pause_merges(monkeypatch)
+    root = new_store(tmp_path)
+    es = EntityStore(JSONStorage(root), "e")
+    es.commit(MODEL, [make_doc("a.md"), make_doc("b.md")])
+    passes = []
+    real_referenced = EntityStore._referenced_ids
+    monkeypatch.setattr(EntityStore, "_referenced_ids", lambda self: passes.append(1) or real_referenced(self))
+    docs = {"a.md": make_doc("a.md", version=1), "b.md": make_doc("b.md")}
+    merging, errors = in_thread(es.commit, MODEL, [docs["a.md"]])  # 3 orphans: a rewrite is planned
+    assert started.wait(30)
+    assert passes == [1]
+    other = EntityStore(JSONStorage(root, lock_timeout=10), "e")
+    for i in range(3):
+        d = make_doc(f"n{i}.md")
+        other.commit(MODEL, [d])
+        docs[d.path] = d
+    assert passes == [1]  # none of the three commits redid the pass
+    release.set()
+    merging.join(30)
+    assert not merging.is_alive() and not errors
+    fresh = EntityStore(JSONStorage(root), "e")
+    assert_exact(fresh, docs)
+    assert verify(root)["ok"]

@@ -418,8 +418,11 @@ class EntityStore:
         keep_below = 0
         if after is not None:
             keep, keep_below = after.keep, after.keep_below
-        elif full or (orphans and total - self._lookup.referenced - legacy_refs > max(seg.ORPHAN_MIN, seg.ORPHAN_SHARE * total)):
-            # (orphans counted in O(1): segment vectors - referenced chunks, running totals)
+        elif full or (orphans and total - self._lookup.referenced - legacy_refs > max(seg.ORPHAN_MIN, seg.ORPHAN_SHARE * total)
+                      and not compaction.live_merges(self.index.dir)):
+            # (orphans counted in O(1): segment vectors - referenced chunks, running totals;
+            # while a merge is in progress - likely the rewrite this would plan again - the
+            # O(entity) pass waits for a later commit)
             keep = self._referenced_ids()
             # Ids below the watermark are never handed out again (not even those of rows or
             # segments this pass drops), so what is unreferenced now stays unreferenced.
