@@ -25,7 +25,7 @@ from ragctl.ingest import messages as msg
 from ragctl.ingest.channel import END, Channel
 from ragctl.ingest.options import RunContext
 from ragctl.ingest.report import Reporter, describe_exception
-from ragctl.storage.entity import EntityStore
+from ragctl.storage.entity import EntityStore, merge_failed
 
 # Failures of one entity's store: its files fail, other entities go on.
 ENTITY_FAILURES = (StorageError, OSError, sqlite3.Error)
@@ -86,7 +86,7 @@ class Maintenance:
             try:
                 error = store.compact(merge)
             except Exception as exc:  # noqa: BLE001 - a bug: say so, keep merging others
-                error = f"compaction after the commit failed (the commit stands): {describe_exception(exc)}"
+                error = merge_failed(describe_exception(exc))
                 try:
                     merge.close()
                 except OSError:

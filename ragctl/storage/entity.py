@@ -86,6 +86,11 @@ class CommitResult:
     pending_merge: Any = None
 
 
+def merge_failed(reason: str) -> str:
+    """The one line for a merge that failed after its commit point."""
+    return f"compaction after the commit failed (the commit stands): {reason}"
+
+
 def _inputs(merge: compaction.Merge) -> list[list[str]]:
     return sorted(sorted(job.inputs) for job in merge.jobs)
 
@@ -325,7 +330,7 @@ class EntityStore:
                     merge = self._plan(meta, full=False, legacy_refs=legacy_lookup.referenced,
                                        orphans=shard is not None)
                 except (StorageError, OSError, sqlite3.Error) as exc:  # after the commit point
-                    result.maintenance_error = f"compaction after the commit failed (the commit stands): {one_line(exc, 200)}"
+                    result.maintenance_error = merge_failed(one_line(exc, 200))
         try:
             # Records still in an unmigrated legacy file are removed after the shard lock is
             # released: lock order is always legacy -> shard (as migrate-to-sharded takes them).
@@ -349,7 +354,7 @@ class EntityStore:
         try:
             self._compact(merge)
         except (StorageError, OSError, sqlite3.Error) as exc:
-            return f"compaction after the commit failed (the commit stands): {one_line(exc, 200)}"
+            return merge_failed(one_line(exc, 200))
         return ""
 
     def _write_mapping(self, shard: dict[str, Record] | None, mine: dict[str, Record],
