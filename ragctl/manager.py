@@ -11,16 +11,22 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragctl import events as ev
 from ragctl.discovery import source_from_paths
 from ragctl.errors import UsageError
 from ragctl.ids import validate_entity_id
 from ragctl.ingest import IngestOptions, IngestReport, ingest
-from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, default_store_dir
+from ragctl.model_config import ModelConfig
 from ragctl.storage.entity import Hit
+from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, default_store_dir
+
+if TYPE_CHECKING:
+    from ragctl.model_config import Embedder
+    from ragctl.query import Searcher
 
 
 class EntityRAGManager:
@@ -28,22 +34,24 @@ class EntityRAGManager:
         self,
         store_dir: str | os.PathLike[str] | None = None,
         *,
-        model: str | None = None,
+        model: str | ModelConfig | None = None,
         workers: int = 0,
-        precision: str = "auto",
+        precision: str | None = None,
         enable_sharding: bool | None = None,
     ) -> None:
+        """`model`: a ModelConfig (model, backend, precision, device, batch size, remote
+        service), or just the model's directory/name; `precision` overrides the config's."""
         self.store = Path(store_dir) if store_dir is not None else default_store_dir()
-        self.model = model
+        config = model if isinstance(model, ModelConfig) else ModelConfig(model=model)
+        self.model_config = config if precision is None else replace(config, precision=precision)
         self.workers = workers
-        self.precision = precision
         self.enable_sharding = enable_sharding
-        self._searchers: dict[str, Any] = {}
+        self._searchers: dict[str, Searcher] = {}
 
-    def _shared_embedder(self):
-        from ragctl.embedding import Embedder, resolve_model
+    def _shared_embedder(self) -> Embedder:
+        from ragctl.embedding import load_embedder
 
-        return Embedder.shared(resolve_model(self.model), precision=self.precision)
+        return load_embedder(self.model_config)
 
     def add_documents_parallel(
         self,
@@ -63,8 +71,7 @@ class EntityRAGManager:
         opts = IngestOptions(
             store=self.store,
             workers=self.workers,
-            model=self.model,
-            precision=self.precision,
+            model=self.model_config,
             sharding=self.enable_sharding,
             ray=ray,
             **options,
@@ -77,30 +84,35 @@ class EntityRAGManager:
     def add_documents(self, entity_id: str, paths: list[str | os.PathLike[str]], **options: Any) -> IngestReport:
         return self.add_documents_parallel({entity_id: paths}, **options)
 
-    def query(self, entity_id: str, text: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
-        """Top-k chunks; mode "hybrid" (default: rank fusion of both), "vector" or "text"."""
-        return self.query_many(entity_id, [text], k, mode)[0]
+    def query(self, entity_id: str, text: str, k: int = 5, mode: str = "hybrid", rerank: bool = False) -> list[Hit]:
+        """Top-k chunks; mode "hybrid" (default: rank fusion of both), "vector" or "text";
+        `rerank`: re-score the top candidates passage by passage (ragctl.rerank)."""
+        return self.query_many(entity_id, [text], k, mode, rerank)[0]
 
-    def query_many(self, entity_id: str, texts: list[str], k: int = 5, mode: str = "hybrid") -> list[list[Hit]]:
+    def query_many(self, entity_id: str, texts: list[str], k: int = 5, mode: str = "hybrid",
+                   rerank: bool = False) -> list[list[Hit]]:
         from ragctl.query import Searcher
 
         searcher = self._searchers.get(entity_id)
         if searcher is None:
-            searcher = self._searchers[entity_id] = Searcher(self.store, entity_id, self.model)
-        return searcher.search(texts, k, mode)
+            searcher = self._searchers[entity_id] = Searcher(self.store, entity_id, self.model_config)
+        return searcher.search(texts, k, mode, rerank=rerank)
 
     def cleanup_entity(self, entity_id: str) -> None:
         """Drop this process's in-memory caches for the entity (nothing on disk changes)."""
         self._searchers.pop(validate_entity_id(entity_id), None)
 
     def delete_entity(self, entity_id: str) -> bool:
-        return delete_entity(self.store, entity_id) and (self.cleanup_entity(entity_id) is None)
+        deleted = delete_entity(self.store, entity_id)
+        self.cleanup_entity(entity_id)
+        return deleted
 
 
 def delete_entity(store: str | os.PathLike[str], entity_id: str) -> bool:
     """Remove every file of an entity: mapping shard (and its lock), index, chunk texts, meta,
     and its records in a legacy monolithic mapping. Returns False if there was nothing."""
-    from ragctl.storage.layout import open_store, require_store
+    from ragctl.storage.json_storage import open_store
+    from ragctl.storage.layout import require_store
 
     validate_entity_id(entity_id)
     layout = StoreLayout(Path(store))
@@ -146,7 +158,7 @@ def delete_document(store: str | os.PathLike[str], entity_id: str, path_or_id: s
     return str(record["path"])
 
 
-_managers: dict[tuple[str, str | None], EntityRAGManager] = {}
+_managers: dict[tuple[str, Any], EntityRAGManager] = {}
 
 
 def get_entity_rag_manager(store_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> EntityRAGManager:

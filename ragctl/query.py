@@ -7,25 +7,33 @@ only returns chunks of documents the entity's mapping references.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragctl.embedding import ModelSpec, resolve_model
 from ragctl.errors import ConfigError, UsageError
-from ragctl.storage.entity import EntityStore, Hit, open_entity
+from ragctl.model_config import ModelConfig, embedded_by
+from ragctl.model_spec import ModelSpec, resolve_model
+from ragctl.rerank import RERANK_DEPTH, Candidate, PassageReranker
+from ragctl.storage.entity import EntityStore, open_entity
+from ragctl.storage.search import RRF_K, EntitySearch, Hit, Ranked, fuse
+
+__all__ = ["MODES", "RRF_K", "Hit", "Searcher", "fuse", "hit_json", "model_for_entity"]
 
 if TYPE_CHECKING:
-    from ragctl.runtimes.remote import RemoteSettings
+    from ragctl.model_config import Embedder
 
 MODES = ("hybrid", "vector", "text")
-RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009)
-MIN_DEPTH = 40  # candidates taken from each list before fusing
+MIN_DEPTH = 20  # candidates taken from each list before fusing (at least 2k)
+# weights of the two lists in the fusion (docs/retrieval.md: tuned on question sets)
+VECTOR_WEIGHT = 1.0
+TEXT_WEIGHT = 1.0
 
 
-def model_for_entity(entity: EntityStore, model: str | None, remote: RemoteSettings | None = None) -> ModelSpec:
-    """The model the entity was indexed with (or `model`, which must be the same one); with
-    `remote`, the embedding service's identity (host, model, dim) must be the recorded one."""
+def model_for_entity(entity: EntityStore, config: ModelConfig) -> ModelSpec:
+    """The model the entity was indexed with (or `config.model`, which must be the same one);
+    with `config.remote`, the embedding service's identity (host, model, dim) must be the
+    recorded one."""
+    model, remote = config.model, config.remote
     meta = entity.meta() or {}
     recorded = meta.get("model", {})
     if remote is not None:
@@ -37,6 +45,11 @@ def model_for_entity(entity: EntityStore, model: str | None, remote: RemoteSetti
             f"entity {entity.entity_id!r} was indexed through an embedding service ({recorded['name']}); "
             "pass the same --embed-url/--embed-model to query it"
         )
+    elif str(recorded.get("name", "")).startswith("langchain:") and model is None:
+        raise ConfigError(
+            f"entity {entity.entity_id!r} was indexed through LangChain embeddings ({recorded['name']}); "
+            "ragctl cannot embed queries for it: search it with ragctl.integrations.langchain.RagctlVectorStore"
+        )
     else:
         spec = resolve_model(model if model is not None else recorded.get("name"))
     if recorded and (recorded.get("digest") != spec.digest or recorded.get("dim") != spec.dim):
@@ -47,67 +60,85 @@ def model_for_entity(entity: EntityStore, model: str | None, remote: RemoteSetti
     return spec
 
 
-def fuse(
-    vector: Sequence[tuple[int, float]], text: Sequence[tuple[int, float]], k: int, rrf_k: int = RRF_K
-) -> list[tuple[int, float, int | None, int | None]]:
-    """Reciprocal rank fusion: (id, score, vector_rank, text_rank), best first. Ties are broken
-    by the better vector rank, then the better text rank, then the id: fully deterministic."""
-    vranks = {vid: rank for rank, (vid, _) in enumerate(vector, 1)}
-    tranks = {vid: rank for rank, (vid, _) in enumerate(text, 1)}
-    rows = []
-    for vid in vranks.keys() | tranks.keys():
-        vr, tr = vranks.get(vid), tranks.get(vid)
-        score = (1.0 / (rrf_k + vr) if vr else 0.0) + (1.0 / (rrf_k + tr) if tr else 0.0)
-        rows.append((vid, score, vr, tr))
-    big = 1 << 62
-    rows.sort(key=lambda r: (-r[1], r[2] or big, r[3] or big, r[0]))
-    return rows[:k]
-
-
 class Searcher:
     """Loads the model once (only if a mode needs it) and answers many queries of one entity."""
 
-    def __init__(self, store: Path, entity_id: str, model: str | None = None,
-                 remote: RemoteSettings | None = None, backend: str = "auto") -> None:
+    def __init__(self, store: Path, entity_id: str, config: ModelConfig | None = None) -> None:
         self.entity = open_entity(store, entity_id)
-        self.spec = model_for_entity(self.entity, model, remote)
-        self.remote = remote
-        self.backend = backend  # any backend finds the same top results (vectors agree to 0.999)
-        self._embedder: Any = None
+        self.config = config if config is not None else ModelConfig()
+        self.spec = model_for_entity(self.entity, self.config)
+        self._embedder: Embedder | None = None
+        self._rerank: PassageReranker | None = None
 
-    def _encode(self, queries: list[str]):
-        if self._embedder is None and self.remote is not None:
-            from ragctl.runtimes.remote import RemoteEmbedder
-
-            self._embedder = RemoteEmbedder(self.spec, self.remote)  # type: ignore[arg-type]
+    @property
+    def embedder(self) -> Embedder:
+        """The process's shared model for this config (loaded on the first vector query)."""
         if self._embedder is None:
-            from ragctl.embedding import Embedder
+            from ragctl.embedding import load_embedder
 
-            # Queries are few and short: fp32 skips the bf16 self-check at start-up.
-            self._embedder = Embedder.shared(self.spec, precision="fp32", backend=self.backend)
-        return self._embedder.encode(queries)
+            self._embedder = load_embedder(self.config, spec=self.spec)
+        return self._embedder
 
-    def search(self, queries: list[str], k: int = 5, mode: str = "hybrid") -> list[list[Hit]]:
+    def _encode(self, queries: list[str]):  # -> np.ndarray
+        return self.embedder.encode(queries)
+
+    def model_info(self) -> dict[str, Any] | None:
+        """The runtime that embedded this searcher's queries (None: no query needed the model)."""
+        return None if self._embedder is None else embedded_by(self._embedder.describe())
+
+    def search(self, queries: list[str], k: int = 5, mode: str = "hybrid", rerank: bool = False) -> list[list[Hit]]:
+        """Top-k hits per query. `rerank`: the top RERANK_DEPTH candidates of the mode are
+        re-scored passage by passage (ragctl.rerank) and the best k kept."""
         if k < 1:
             raise UsageError("k must be at least 1")
         if mode not in MODES:
             raise UsageError(f"unknown search mode {mode!r} (one of {', '.join(MODES)})")
         if not queries:
             return []
-        entity = self.entity
+        searching = EntitySearch(self.entity)
+        want = max(k, RERANK_DEPTH) if rerank else k
+        vectors = self._encode(queries) if mode != "text" or rerank else None
+        ranked: list[list[Ranked]]
         if mode == "vector":
-            return entity.search(self._encode(queries), k)
-        if mode == "text":
-            return [
-                entity.hits([(i, s, None, rank) for rank, (i, s) in enumerate(entity.text_search(q, k), 1)])
-                for q in queries
+            assert vectors is not None
+            ranked = [[(i, s, rank, None) for rank, (i, s) in enumerate(row, 1)]
+                      for row in searching.vector_search(vectors, want)]
+        elif mode == "text":
+            ranked = [[(i, s, None, rank) for rank, (i, s) in enumerate(searching.text_search(q, want), 1)]
+                      for q in queries]
+        else:
+            assert vectors is not None
+            depth = max(MIN_DEPTH, 2 * want)
+            ranked = [
+                fuse(vrows, searching.text_search(q, depth), want, RRF_K, VECTOR_WEIGHT, TEXT_WEIGHT)
+                for q, vrows in zip(queries, searching.vector_search(vectors, depth))
             ]
-        depth = max(MIN_DEPTH, 4 * k)
-        vector_rows = entity.vector_search(self._encode(queries), depth)
+        if not rerank:
+            return [searching.hits(rows) for rows in ranked]
+        assert vectors is not None
+        reranker = self._reranker()
         return [
-            entity.hits(fuse(vrows, entity.text_search(q, depth), k))
-            for q, vrows in zip(queries, vector_rows)
+            reranker.rerank(vector, [Candidate(vid, hit, context_line(hit)) for vid, hit in searching.ranked_hits(rows)], k)
+            for vector, rows in zip(vectors, ranked)
         ]
+
+    def _reranker(self) -> PassageReranker:
+        if self._rerank is None:
+            self._rerank = PassageReranker(self._encode)
+        return self._rerank
+
+    def stale_documents(self) -> int:
+        """Documents chunked before contextual chunks (no title/section): `ingest --reindex`."""
+        from ragctl.chunking import CHUNKER_VERSION
+
+        return sum(int(r.get("chunker") or 1) < CHUNKER_VERSION for r in self.entity.records().values())
+
+
+def context_line(hit: Hit) -> str:
+    """The context line a chunk was embedded with (title > section), as far as the hit tells."""
+    from ragctl.chunking import CONTEXT_SEPARATOR
+
+    return CONTEXT_SEPARATOR.join(part for part in (hit.title, hit.section) if part)
 
 
 def hit_json(hit: Hit) -> dict[str, Any]:
@@ -119,4 +150,6 @@ def hit_json(hit: Hit) -> dict[str, Any]:
         "chunk": hit.chunk,
         "vector_rank": hit.vector_rank,
         "text_rank": hit.text_rank,
+        "title": hit.title,
+        "section": hit.section,
     }

@@ -34,6 +34,7 @@ from ragctl.bench.corpus import generate_corpus  # noqa: E402
 from ragctl.bench.sequential import ingest_sequential  # noqa: E402
 from ragctl.discovery import discover_entities  # noqa: E402
 from ragctl.ingest import IngestOptions, ingest  # noqa: E402
+from ragctl.model_config import ModelConfig  # noqa: E402
 from ragctl.runtimes.remote import RemoteEmbedder, RemoteSettings, remote_spec  # noqa: E402
 from tests.embed_server import EmbedServer, pseudo_vectors  # noqa: E402
 
@@ -49,7 +50,7 @@ def embedder_for(url: str, concurrency: int, batch: int) -> RemoteEmbedder:
 def run_engine(root: Path, store: Path, url: str, concurrency: int, batch: int, workers: int) -> dict:
     settings = RemoteSettings(url=url, concurrency=concurrency, batch=batch)
     embedder = RemoteEmbedder(remote_spec(None, settings), settings)
-    options = IngestOptions(store=store, workers=workers, remote=settings,
+    options = IngestOptions(store=store, workers=workers, model=ModelConfig(remote=settings),
                             embed_window=max(256, concurrency * batch))
     started = time.perf_counter()
     report = ingest(discover_entities(root, None), options, embedder=embedder)
@@ -94,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.real_model:
-        from ragctl.embedding import Embedder, resolve_model
+        from ragctl.embedding import load_embedder
 
-        encode = Embedder.shared(resolve_model(None)).encode
+        encode = load_embedder(ModelConfig()).encode
     else:
         encode = pseudo_vectors
     results: dict = {"latency_s": args.latency, "server": "packaged model" if args.real_model else "pseudo-vectors",

@@ -39,7 +39,7 @@ def find_docs(roots: list[Path], min_bytes: int = 2048) -> list[Path]:
 def real_chunks(roots: list[Path], limit: int, seed: int = 0, max_tokens: int | None = None) -> list[str]:
     """Up to `limit` chunks from real docs, spread over files (shuffled with `seed`)."""
     from ragctl.chunking import Chunker
-    from ragctl.embedding import resolve_model
+    from ragctl.model_spec import resolve_model
     from ragctl.parsing import parse_file
 
     spec = resolve_model(None)
@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from ragctl.embedding import Embedder, cpu_count, resolve_model
+    from ragctl.embedding import LocalEmbedder, cpu_count, resolve_model
     from ragctl.errors import ConfigError
+    from ragctl.model_config import ModelConfig
 
     chunks = real_chunks(args.docs or default_roots(), args.limit)
     spec = resolve_model(None)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         backend, precision = name.split(":")
         try:
             t0 = time.perf_counter()
-            emb = Embedder(spec, precision=precision, device="cpu", batch_size=args.batch_size, backend=backend)
+            emb = LocalEmbedder(spec, ModelConfig(precision=precision, device="cpu", batch_size=args.batch_size, backend=backend))
             emb.encode(chunks[: args.batch_size * 2])  # warm-up
             loaded[name] = emb
             print(f"loaded {name} in {time.perf_counter() - t0:.1f}s: {emb.describe()}", file=sys.stderr)

@@ -45,10 +45,12 @@ def log(message: str) -> None:
 def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     from ragctl import events as ev
     from ragctl.bench import BenchConfig, run_bench
-    from ragctl.embedding import Embedder, resolve_model
+    from ragctl.embedding import load_embedder
+    from ragctl.model_config import ModelConfig
 
     t0 = time.perf_counter()
-    embedder = Embedder(resolve_model(), args.precision, batch_size=args.batch_size)
+    model = ModelConfig(precision=args.precision, batch_size=args.batch_size)
+    embedder = load_embedder(model)
     load_s = time.perf_counter() - t0
 
     def progress(event: ev.Event) -> None:
@@ -65,7 +67,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
             generate_corpus(corpus, args.entities, args.docs, args.seed)
         for w in [int(x) for x in args.workers.split(",")]:
             log(f"workers={w}")
-            config = BenchConfig(corpus=corpus, workers=w, repeat=args.repeat, precision=args.precision)
+            config = BenchConfig(corpus=corpus, workers=w, repeat=args.repeat, model=model)
             result = run_bench(config, progress, embedder=embedder).to_json()
             keep = ("workers", "parse_workers", "sequential_s", "parallel_s", "speedup", "efficiency",
                     "docs_per_s", "chunks_per_s", "model_limit_chunks_per_s", "limit_ratio", "docs",
@@ -114,14 +116,16 @@ def cmd_real_corpus(args: argparse.Namespace) -> dict[str, Any]:
 def ragctl_run(corpus: Path, precision: str, workers: int, batch_size: int = 32) -> dict[str, Any]:
     """In this process: load the model (timed apart), then the parallel pipeline (timed)."""
     from ragctl.discovery import discover_entities
-    from ragctl.embedding import Embedder, resolve_model
+    from ragctl.embedding import load_embedder
     from ragctl.ingest import IngestOptions, ingest
+    from ragctl.model_config import ModelConfig
 
     t0 = time.perf_counter()
-    embedder = Embedder(resolve_model(), precision, batch_size=batch_size)
+    model = ModelConfig(precision=precision, batch_size=batch_size)
+    embedder = load_embedder(model)
     load_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="ragctl-baseline-cmp-") as tmp:
-        options = IngestOptions(store=Path(tmp) / "store", workers=workers, precision=embedder.precision)
+        options = IngestOptions(store=Path(tmp) / "store", workers=workers, model=model)
         started = time.perf_counter()
         report = ingest(discover_entities(corpus), options, embedder=embedder)
         seconds = time.perf_counter() - started

@@ -1,37 +1,18 @@
-"""Shared fixtures and helpers (keep this small and generic).
+"""Shared fixtures (keep this small and generic; importable helpers live in helpers.py).
 
-* `make_tree(root, {"entity/file.md": "text"})` writes a document tree (also a fixture that
-  returns the function, for tests that prefer fixtures to imports);
+* `make_tree`: a fixture returning `helpers.make_tree`, for tests that prefer fixtures;
 * `embedder`: the real default model, loaded once per session and shared with every in-process
-  ingest (`Embedder.shared` is what the pipeline uses too);
+  ingest (`load_embedder` is what the pipeline uses too);
 * `sample_docs`: the repository's sample tree; `ragctl_cmd`: argv prefix that runs the CLI in
   a subprocess with this interpreter.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE_DOCS = REPO / "sample_docs"
-RAGCTL = [sys.executable, "-m", "ragctl"]
-
-
-def make_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
-    """Write `{relative/path: text or bytes}` under `root`; returns `root`."""
-    root = Path(root)
-    for rel, content in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-    return root
+from helpers import RAGCTL, SAMPLE_DOCS, make_tree
 
 
 @pytest.fixture(name="make_tree")
@@ -39,11 +20,15 @@ def make_tree_fixture():
     return make_tree
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def embedder():
-    from ragctl.embedding import Embedder, resolve_model
+    """The default model as `auto` resolves it here, loaded once per session. Autouse: on a
+    machine whose model cache is cold, the first load converts (and quantises, int8) the model
+    once, here, instead of inside whichever CLI subprocess a test happens to start first."""
+    from ragctl.embedding import load_embedder
+    from ragctl.model_config import ModelConfig
 
-    return Embedder.shared(resolve_model(None))
+    return load_embedder(ModelConfig())
 
 
 @pytest.fixture(scope="session")

@@ -12,15 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ragctl.embedding import Embedder, resolve_model
+from ragctl.embedding import LocalEmbedder, load_embedder, resolve_model
 from ragctl.errors import ConfigError
+from ragctl.model_config import Embedder, ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
 pytest.importorskip("openvino", reason="the openvino extra is not installed")
@@ -60,7 +60,7 @@ def killed_cache(tmp_path_factory: pytest.TempPathFactory):
     """A cache dir in which a conversion was SIGKILLed mid-way; RAGCTL_CACHE_DIR points at it."""
     cache = tmp_path_factory.mktemp("ragctl-cache")
     env = {**os.environ, "RAGCTL_CACHE_DIR": str(cache)}
-    code = "from ragctl.embedding import Embedder, resolve_model; Embedder(resolve_model(None), 'fp32', backend='openvino')"
+    code = "from ragctl.embedding import LocalEmbedder, resolve_model; from ragctl.model_config import ModelConfig; LocalEmbedder(resolve_model(None), ModelConfig(precision='fp32', backend='openvino'))"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -86,12 +86,12 @@ def killed_cache(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def ov(killed_cache) -> Embedder:
-    return Embedder(resolve_model(None), "fp32", "cpu", 8, backend="openvino")
+    return LocalEmbedder(resolve_model(None), ModelConfig(precision="fp32", device="cpu", batch_size=8, backend="openvino"))
 
 
 @pytest.fixture(scope="module")
 def torch32() -> Embedder:
-    return Embedder.shared(resolve_model(None), "fp32", "cpu", 8, backend="torch")
+    return load_embedder(ModelConfig(backend="torch", precision="fp32", device="cpu", batch_size=8))
 
 
 def test_kill_during_conversion_leaves_no_entry_and_next_start_rebuilds(killed_cache, ov):
@@ -140,46 +140,44 @@ def test_query_on_one_backend_finds_the_same_results_in_vectors_of_the_other(ov,
         assert same.tolist() == expected.tolist()
 
 
-def test_auto_falls_back_to_torch_when_self_check_fails(killed_cache, monkeypatch):
+def test_auto_falls_back_to_torch_when_every_gate_fails(killed_cache, monkeypatch):
+    """auto tries int8 first, then bf16/f32; each refusal is a one-line note."""
     import ragctl.embedding as emb
+    from ragctl.runtimes import int8
 
+    def refused_build(spec, f32_dir, dest, tokenize, threads):
+        return {"model_digest": spec.digest, "gate": {"passed": False, "reason": "min cosine to fp32 0.5 < 0.99"}}
+
+    monkeypatch.setattr(int8, "GATE_VERSION", 99)  # a cache entry of its own, not the real verdict
+    monkeypatch.setattr(int8, "build_int8", refused_build)
     monkeypatch.setattr(emb, "BF16_MIN_COSINE", 1.5)  # nothing can pass
-    e = Embedder(resolve_model(None), "auto", "cpu", 8, backend="auto")
+    e = LocalEmbedder(resolve_model(None), ModelConfig(precision="auto", device="cpu", batch_size=8, backend="auto"))
     d = e.describe()
     assert d["backend"] == "torch" and "self-check failed" in d["backend_note"]
     assert d["backend_note"].endswith("-> torch backend") and "\n" not in d["backend_note"]
+    assert d["precision_note"].startswith("int8 not used: precision int8 refused by its quality gate")
 
 
-def test_auto_without_openvino_uses_torch_with_a_note(tmp_path):
-    code = textwrap.dedent("""
-        import json, sys
-        sys.modules["openvino"] = None  # import openvino -> ImportError, as if not installed
-        from ragctl.embedding import Embedder, resolve_model
-        from ragctl.errors import ConfigError
-        e = Embedder(resolve_model(None), "fp32", "cpu", 8, backend="auto")
-        try:
-            Embedder(resolve_model(None), "fp32", "cpu", 8, backend="openvino")
-            explicit = None
-        except ConfigError as exc:
-            explicit = str(exc)
-        print(json.dumps({"describe": e.describe(), "explicit": explicit}))
-    """)
-    env = {**os.environ, "RAGCTL_CACHE_DIR": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
-    assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    d = result["describe"]
+def test_auto_without_openvino_uses_torch_with_a_note(tmp_path, monkeypatch):
+    """In-process: `sys.modules["openvino"] = None` makes `import openvino` raise ImportError, as
+    if it were not installed (monkeypatch puts the real module back afterwards)."""
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    monkeypatch.setenv("RAGCTL_CACHE_DIR", str(tmp_path))
+    e = LocalEmbedder(resolve_model(None), ModelConfig(precision="fp32", device="cpu", batch_size=8, backend="auto"))
+    with pytest.raises(ConfigError) as explicit:
+        LocalEmbedder(resolve_model(None), ModelConfig(precision="fp32", device="cpu", batch_size=8, backend="openvino"))
+    d = e.describe()
     assert d["backend"] == "torch" and "openvino is not installed" in d["backend_note"]
     assert "\n" not in d["backend_note"]
-    assert result["explicit"].startswith("backend openvino: openvino is not installed")
+    assert str(explicit.value).startswith("backend openvino: openvino is not installed")
     assert not (tmp_path / "openvino").exists()
 
 
 def test_bad_backend_and_int8_on_torch_are_config_errors():
     with pytest.raises(ConfigError, match="backend"):
-        Embedder(resolve_model(None), backend="onnx")
+        LocalEmbedder(resolve_model(None), ModelConfig(backend="onnx"))
     with pytest.raises(ConfigError, match="int8"):
-        Embedder(resolve_model(None), "int8", "cpu", backend="torch")
+        LocalEmbedder(resolve_model(None), ModelConfig(precision="int8", device="cpu", backend="torch"))
 
 
 def test_int8_gate_rules():
@@ -216,23 +214,26 @@ def test_int8_refused_with_one_line_when_its_gate_fails(ov, monkeypatch):
     monkeypatch.setattr(int8, "build_int8", degraded_build)
     for _ in range(2):
         with pytest.raises(ConfigError) as info:
-            Embedder(resolve_model(None), "int8", "cpu", 8, backend="openvino")
+            LocalEmbedder(resolve_model(None), ModelConfig(precision="int8", device="cpu", batch_size=8, backend="openvino"))
         message = str(info.value)
         assert message.startswith("precision int8 refused by its quality gate: min cosine to fp32")
         assert "\n" not in message
     assert len(calls) == 1, "the refusal is cached: no second quantisation"
     with pytest.raises(ConfigError, match="int8 refused"):
-        Embedder(resolve_model(None), "int8", "cpu", 8, backend="auto")
+        LocalEmbedder(resolve_model(None), ModelConfig(precision="int8", device="cpu", batch_size=8, backend="auto"))
 
 
 @pytest.mark.slow
 def test_real_int8_is_either_within_the_gate_or_refused(killed_cache):
     pytest.importorskip("nncf")
     try:
-        e = Embedder(resolve_model(None), "int8", "cpu", 8, backend="openvino")
+        e = LocalEmbedder(resolve_model(None), ModelConfig(precision="int8", device="cpu", batch_size=8, backend="openvino"))
     except ConfigError as exc:
         assert "refused" in str(exc) and "\n" not in str(exc)
         return
     assert e.describe()["precision"] == "int8"
-    ref = Embedder.shared(resolve_model(None), "fp32", "cpu", 8, backend="torch").encode(TEXTS)
+    ref = load_embedder(ModelConfig(backend="torch", precision="fp32", device="cpu", batch_size=8)).encode(TEXTS)
     assert float((e.encode(TEXTS) * ref).sum(axis=1).min()) >= 0.99
+    # auto takes int8 once its gate has passed (the verdict is cached: no second quantisation)
+    auto = LocalEmbedder(resolve_model(None), ModelConfig(device="cpu", batch_size=8))
+    assert (auto.backend, auto.precision, auto.precision_note) == ("openvino", "int8", None)

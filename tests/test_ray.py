@@ -18,17 +18,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import RAGCTL, make_tree
 from typer.testing import CliRunner
-
-from tests.conftest import RAGCTL, make_tree
 
 ray = pytest.importorskip("ray")
 
 from ragctl import events as ev  # noqa: E402
 from ragctl.cli.app import app  # noqa: E402
-from ragctl.ingest import IngestOptions, ingest  # noqa: E402
-from ragctl.ingest import ray_stage  # noqa: E402
+from ragctl.ingest import (  # noqa: E402
+    IngestOptions,
+    ingest,
+    ray_stage,  # noqa: E402
+)
 from ragctl.manager import EntityRAGManager  # noqa: E402
+from ragctl.model_config import ModelConfig  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -59,7 +62,7 @@ def small_tree(root: Path, per_entity: int = 3) -> Path:
 def store_contents(store: Path, entity: str) -> dict[tuple[str, int], tuple[str, np.ndarray]]:
     """(path, chunk ordinal) -> (chunk text, vector), read from the store's files."""
     from ragctl.storage.entity import EntityStore
-    from ragctl.storage.layout import open_store
+    from ragctl.storage.json_storage import open_store
 
     es = EntityStore(open_store(store, create=False), entity)
     records = es.records()
@@ -84,16 +87,21 @@ def cli(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def test_ray_store_equals_the_local_store_and_a_rerun_does_nothing(tmp_path, embedder):
+def test_ray_store_equals_the_local_store_and_a_rerun_does_nothing(tmp_path):
     from ragctl.discovery import discover_entities
 
     root = small_tree(tmp_path / "docs")
 
-    local = ingest(discover_entities(root, None), IngestOptions(store=tmp_path / "local"), embedder=embedder)
+    # the actors honour the model configuration (they used to rebuild their own, backend ignored)
+    model = ModelConfig(backend="torch", precision="fp32")
+    local = ingest(discover_entities(root, None), IngestOptions(store=tmp_path / "local", model=model))
     assert not local.any_failed
-    report = ingest(discover_entities(root, None), IngestOptions(store=tmp_path / "ray", ray="local"))
+    report = ingest(discover_entities(root, None), IngestOptions(store=tmp_path / "ray", ray="local", model=model))
     assert not report.any_failed and report.error is None
     assert report.model["ray"]["actors"] == 1  # 2 CPUs: actors stay below the CPU count
+    assert (report.model["backend"], report.model["precision"]) == ("torch", "fp32")
+    meta = json.loads((tmp_path / "ray" / "entities" / "alpha" / "entity.json").read_text())
+    assert (meta["embedded_by"]["backend"], meta["embedded_by"]["precision"]) == ("torch", "fp32")
     assert report.total_chunks == local.total_chunks > 0
     for entity in ("alpha", "beta"):
         a, b = records_by_path(tmp_path / "local", entity), records_by_path(tmp_path / "ray", entity)

@@ -14,10 +14,11 @@ import argparse
 import json
 import random
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ragctl.bench.corpus import Prose
 from ragctl.parsing import parse_bytes
+
 
 def _sentence(rng: random.Random, n: int = 14) -> str:
     """About `n` words of the corpus prose (a short label for small n)."""

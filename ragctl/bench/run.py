@@ -35,12 +35,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragctl import events as ev
 from ragctl.bench.corpus import describe_corpus, generate_corpus
 from ragctl.bench.stores import chunk_texts_in_order, compare_snapshots, store_snapshot
 from ragctl.errors import RagctlError, UsageError
+from ragctl.model_config import ModelConfig
+
+if TYPE_CHECKING:
+    from ragctl.model_config import Embedder
 
 
 class BenchMismatch(RagctlError):
@@ -76,14 +80,10 @@ class BenchConfig:
     docs: int = 20
     workers: int = 0  # 0 = number of cores (as `ingest`)
     corpus: Path | None = None
-    precision: str = "auto"
-    backend: str = "auto"
-    remote: Any = None  # ragctl.runtimes.remote.RemoteSettings: embed through a service (--embed-url)
-    model: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)  # the model limit is measured with the same one
     seed: int = 0
     keep: Path | None = None
     embed_window: int | None = None  # None: the engine's default (IngestOptions.embed_window)
-    batch_size: int = 32
     repeat: int = 1  # best of R for each measurement (noisy machines)
     skip_sequential: bool = False
 
@@ -225,17 +225,18 @@ class _FirstEmbed:
             self.forward(event)
 
 
-def run_bench(config: BenchConfig, on_event: ev.EventSink = ev.ignore, embedder: Any = None) -> BenchResult:
+def run_bench(config: BenchConfig, on_event: ev.EventSink = ev.ignore, embedder: Embedder | None = None) -> BenchResult:
     """Generate (or take) a corpus, ingest it sequentially and in parallel, compare, time.
 
-    `embedder`: an already loaded Embedder to reuse; else the process's shared one
-    (`Embedder.shared`, loaded here if this process has none yet).
+    `embedder`: an already loaded Embedder to reuse; else the process's shared one for
+    `config.model` (`load_embedder`, loaded here if this process has none yet).
     Raises BenchMismatch when the two stores disagree, UsageError for bad options.
     """
-    from ragctl.discovery import discover_entities
     from ragctl.bench.sequential import ingest_sequential
-    from ragctl.embedding import Embedder, cpu_count, resolve_model
+    from ragctl.discovery import discover_entities
+    from ragctl.embedding import load_embedder
     from ragctl.ingest import IngestOptions, ingest
+    from ragctl.model_spec import cpu_count
 
     if config.repeat < 1:
         raise UsageError("--repeat must be at least 1")
@@ -248,7 +249,7 @@ def run_bench(config: BenchConfig, on_event: ev.EventSink = ev.ignore, embedder:
 
     with _workdir(config.keep) as work:
         stores = {"sequential": work / "store-sequential", "parallel": work / "store-parallel"}
-        for name, path in stores.items():
+        for _name, path in stores.items():
             if path.exists():
                 raise UsageError(f"{path} exists: --keep needs a directory without earlier bench stores")
         if config.corpus is not None:
@@ -265,15 +266,10 @@ def run_bench(config: BenchConfig, on_event: ev.EventSink = ev.ignore, embedder:
         sources = discover_entities(corpus)
 
         load_s = 0.0
-        if embedder is None and config.remote is not None:
-            from ragctl.runtimes.remote import RemoteEmbedder, remote_spec
-
-            embedder = RemoteEmbedder(remote_spec(config.model, config.remote), config.remote)
         if embedder is None:
             on_event(ev.Phase("loading model"))
             t0 = time.perf_counter()
-            embedder = Embedder.shared(resolve_model(config.model), config.precision, "auto", config.batch_size,
-                                       backend=config.backend)
+            embedder = load_embedder(config.model)
             load_s = time.perf_counter() - t0
         on_event(ev.Phase("warming up the model"))
         warmup_s = warm_up(embedder)
@@ -285,10 +281,7 @@ def run_bench(config: BenchConfig, on_event: ev.EventSink = ev.ignore, embedder:
             if kind == "sequential":
                 report = ingest_sequential(sources, store, embedder, sink)
             else:
-                options = IngestOptions(
-                    store=store, workers=workers, precision=embedder.precision, batch_size=config.batch_size,
-                    embed_window=window, remote=config.remote,
-                )
+                options = IngestOptions(store=store, workers=workers, model=config.model, embed_window=window)
                 report = ingest(sources, options, sink, embedder=embedder)
             first = None if sink.first is None else sink.first - started
             return report, first

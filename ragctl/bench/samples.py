@@ -18,7 +18,7 @@ import io
 import struct
 import textwrap
 import zipfile
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 FIXED_TIME = dt.datetime(2024, 6, 1, 12, 0, 0)
 _ZIP_TIME = (2024, 6, 1, 12, 0, 0)

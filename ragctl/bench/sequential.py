@@ -28,11 +28,12 @@ def ingest_sequential(
     from ragctl.ingest.parse import make_chunker, parse_file
     from ragctl.ingest.plan import VERDICT_STATUS, EntityPlan, Verdict, source_files
     from ragctl.ingest.report import Reporter
+    from ragctl.model_config import embedded_by
     from ragctl.storage import open_store
     from ragctl.storage.entity import EntityStore, PreparedDoc
 
     started = time.perf_counter()
-    options = IngestOptions(store=store, workers=1, precision=embedder.precision)
+    options = IngestOptions(store=store, workers=1)
     spec = embedder.spec
     ctx = RunContext(options, spec, spec.identity(), open_store(store, create=True, sharding=None), 1)
     reporter = Reporter(on_event)
@@ -40,6 +41,7 @@ def ingest_sequential(
     report.model = {"name": spec.name, "dim": spec.dim, "max_tokens": spec.max_tokens}
     report.parse_workers = 1
     reporter.model_info(embedder.describe())
+    runtime = embedded_by(embedder.describe())
     chunker = make_chunker(str(spec.path), spec.max_tokens)
 
     for source in sources:
@@ -65,13 +67,14 @@ def ingest_sequential(
             else:  # new content (`settled`: the doc_ids it is not a copy of): embed it alone, commit it alone
                 reporter.parsed(eid, outcome.rel_path, len(outcome.chunks), outcome.size)
                 t0 = time.perf_counter()
-                vectors = embedder.encode(outcome.chunks)
+                vectors = embedder.encode([outcome.embed_text(i) for i in range(len(outcome.chunks))])
                 reporter.embedded(len(outcome.chunks), time.perf_counter() - t0, {eid: len(outcome.chunks)})
                 doc = PreparedDoc(
                     outcome.rel_path, outcome.content_hash, outcome.size, outcome.mtime_ns, outcome.chunks,
-                    vectors, outcome.parser, frozenset(settled or ()),
+                    vectors, outcome.parser, frozenset(settled) if isinstance(settled, frozenset) else frozenset(),
+                    outcome.title, outcome.sections, outcome.chunker,
                 )
-                commit_documents(entity, ctx, reporter, adds=[msg.Embedded(eid, doc, embedder.precision)])
+                commit_documents(entity, ctx, reporter, adds=[msg.Embedded(eid, doc, runtime)])
         reporter.entity_files(eid, files)
         finish_entity(entity, plan.gone(), ctx, reporter)
     report.seconds = time.perf_counter() - started

@@ -10,6 +10,7 @@ as `embedder=` to the engine; `ragctl ingest` has no option that selects it.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,16 @@ class StandInSpec:
 
 
 class StandInEncoder:
+    """Implements `ragctl.model_config.Embedder` (spec, precision, backend, device, batch_size,
+    encode, describe, stop_when) without a model."""
+
     precision = "stand-in"
+    backend = "stand-in"
     device = "cpu"
+    batch_size = 32
 
     def __init__(self, model: str | None = None, dim: int = 384) -> None:
-        from ragctl.embedding import resolve_model
+        from ragctl.model_spec import resolve_model
 
         real = resolve_model(model)
         self.spec = StandInSpec(real.path, dim, real.max_tokens)
@@ -53,4 +59,7 @@ class StandInEncoder:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.spec.name, "dim": self.spec.dim, "max_tokens": self.spec.max_tokens,
-                "precision": self.precision, "device": self.device, "backend": "stand-in"}
+                "precision": self.precision, "device": self.device, "backend": self.backend, "runtime": "stand-in"}
+
+    def stop_when(self, event: threading.Event) -> None:
+        """Encoding is instant: nothing to stop."""

@@ -7,16 +7,17 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+
 def _open_storage(store: Path):  # -> JSONStorage
-    from ragctl.storage.layout import open_store
+    from ragctl.storage.json_storage import open_store
 
     return open_store(store, create=False)
 
 
 def store_snapshot(store: Path, texts: bool = False) -> dict[str, dict[str, Any]]:
     """{entity: {path: chunk_count}} (or {path: [chunk texts]} with texts=True)."""
-    from ragctl.storage.layout import StoreLayout
     from ragctl.storage.entity import EntityStore
+    from ragctl.storage.layout import StoreLayout
     from ragctl.storage.owners import vector_ids
 
     storage = _open_storage(store)
@@ -59,8 +60,8 @@ def _short(value: Any) -> str:
 
 def chunk_texts_in_order(store: Path, entities: list[str] | None = None) -> list[str]:
     """Every chunk text of the store, entity by entity in commit order (ids ascending)."""
-    from ragctl.storage.layout import StoreLayout
     from ragctl.storage.entity import EntityStore
+    from ragctl.storage.layout import StoreLayout
     from ragctl.storage.owners import referenced_ids
 
     storage = _open_storage(store)

@@ -9,15 +9,9 @@ from pathlib import Path
 
 import typer
 
-from ragctl.cli.remote_options import (
-    EmbedBatchOption,
-    EmbedConcurrencyOption,
-    EmbedDimOption,
-    EmbedKeyEnvOption,
-    EmbedModelOption,
-    EmbedUrlOption,
-)
 from ragctl.cli.common import EXIT_PROBLEMS, JsonOption, fail, handle_errors, plain, print_json, stderr
+from ragctl.cli.model_options import model_options
+from ragctl.model_config import ModelConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -25,6 +19,7 @@ def register(app: typer.Typer) -> None:
 
 
 @handle_errors
+@model_options
 def bench_command(
     entities: int = typer.Option(5, "--entities", "-n", min=1, help="Entity directories in the generated corpus."),
     docs: int = typer.Option(20, "--docs", "-m", min=1, help="Documents per entity in the generated corpus."),
@@ -33,22 +28,13 @@ def bench_command(
         None, "--corpus", help="Benchmark this tree (laid out like ingest's ROOT) instead of a generated one.", show_default=False
     ),
     json_out: bool = JsonOption,
-    precision: str = typer.Option("auto", "--precision", help="auto|fp32|bf16|int8 (as ingest)."),
-    backend: str = typer.Option("auto", "--backend", help="auto|torch|openvino (as ingest); the model limit is measured with the same backend."),
-    model: str = typer.Option(None, "--model", help="Model directory or cached name [default: packaged all-MiniLM-L6-v2]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generated corpus (same seed, same bytes)."),
     keep: Path = typer.Option(
         None, "--keep", help="Keep the corpus and both stores in this directory (default: a temp dir, removed).", show_default=False
     ),
     repeat: int = typer.Option(1, "--repeat", min=1, help="Run each measurement R times and keep the best (noisy machines)."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Chunks per model batch (as ingest)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr."),
-    embed_url: str = EmbedUrlOption,
-    embed_model: str = EmbedModelOption,
-    embed_key_env: str = EmbedKeyEnvOption,
-    embed_concurrency: int = EmbedConcurrencyOption,
-    embed_batch: int = EmbedBatchOption,
-    embed_dim: int = EmbedDimOption,
+    model_config: ModelConfig = None,  # type: ignore[assignment]  # filled in by @model_options
 ) -> None:
     """Time one-document-at-a-time ingest against the parallel pipeline on the same corpus.
 
@@ -58,16 +44,13 @@ def bench_command(
     """
     from ragctl import events as ev
     from ragctl.bench import BenchConfig, BenchMismatch, format_table, run_bench
-    from ragctl.runtimes.remote import settings_from
 
     def progress(event: ev.Event) -> None:
         if not quiet and isinstance(event, ev.Phase):
             stderr.print(plain(event.message, "dim"), soft_wrap=True)
 
     config = BenchConfig(
-        entities=entities, docs=docs, workers=workers, corpus=corpus, precision=precision, backend=backend, model=model,
-        seed=seed, keep=keep, repeat=repeat, batch_size=batch_size,
-        remote=settings_from(embed_url, embed_model, embed_key_env, embed_concurrency, embed_batch, embed_dim),
+        entities=entities, docs=docs, workers=workers, corpus=corpus, model=model_config, seed=seed, keep=keep, repeat=repeat,
     )
     try:
         result = run_bench(config, progress)

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from ragctl.ingest.options import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_TEXT_MB, DEFAULT_PARSE_TIMEOUT_S
-from ragctl.cli.remote_options import (
-    EmbedBatchOption,
-    EmbedConcurrencyOption,
-    EmbedDimOption,
-    EmbedKeyEnvOption,
-    EmbedModelOption,
-    EmbedUrlOption,
-)
 from ragctl.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
@@ -25,13 +19,22 @@ from ragctl.cli.common import (
     stderr,
     store_path,
 )
+from ragctl.cli.model_options import model_options
+from ragctl.ingest.options import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_TEXT_MB, DEFAULT_PARSE_TIMEOUT_S
+from ragctl.model_config import ModelConfig
 
 
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest_command)
 
 
+# What the command runs: (sources, options, renderer) -> IngestReport; None: `ingest`.
+# `ragctl watch` (cli/watch.py) runs this same command, with every option of ingest, and its engine.
+ENGINE: ContextVar[Callable[..., Any] | None] = ContextVar("ragctl_ingest_engine", default=None)
+
+
 @handle_errors
+@model_options
 def ingest_command(
     root: Path = typer.Argument(None, help="Directory whose immediate subdirectories are entities.", show_default=False),
     entities: list[str] = typer.Option(
@@ -39,24 +42,14 @@ def ingest_command(
     ),
     store: Path = StoreOption,
     workers: int = typer.Option(0, "--workers", "-w", min=0, help="Parse workers [default: number of cores]."),
-    model: str = typer.Option(None, "--model", help="Model directory or cached name [default: packaged all-MiniLM-L6-v2]."),
-    precision: str = typer.Option("auto", "--precision", help="auto|fp32|bf16|int8 (auto: bf16 where the CPU has it natively and a self-check passes; int8 only behind its quality gate)."),
-    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda."),
-    backend: str = typer.Option("auto", "--backend", help="auto|torch|openvino (auto: OpenVINO on x86 CPUs where it is installed and passes its self-check)."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Chunks per model batch."),
     max_file_mb: float = typer.Option(DEFAULT_MAX_FILE_MB, "--max-file-mb", min=0.001, help="Skip files larger than this."),
     max_text_mb: float = typer.Option(DEFAULT_MAX_TEXT_MB, "--max-text-mb", min=0.001, help="Skip files with more extracted text than this (zip-based documents: 2x this uncompressed)."),
     parse_timeout: float = typer.Option(DEFAULT_PARSE_TIMEOUT_S, "--parse-timeout", min=1, help="Seconds one file may take to parse before its worker is killed and the file failed."),
     prune: bool = typer.Option(False, "--prune", help="Remove documents whose file left the tree (default: report them as stale)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; touch nothing."),
     rehash: bool = typer.Option(False, "--rehash", help="Hash every file even when size and mtime are unchanged."),
+    reindex: bool = typer.Option(False, "--reindex", help="Re-chunk and re-embed documents indexed by an older chunker (adds titles and sections to their chunks); resumable."),
     no_sharding: bool = typer.Option(False, "--no-sharding", help="Create a new store with one monolithic mapping file (legacy layout)."),
-    embed_url: str = EmbedUrlOption,
-    embed_model: str = EmbedModelOption,
-    embed_key_env: str = EmbedKeyEnvOption,
-    embed_concurrency: int = EmbedConcurrencyOption,
-    embed_batch: int = EmbedBatchOption,
-    embed_dim: int = EmbedDimOption,
     ray: str = typer.Option(None, "--ray", help="Parse, chunk and embed on Ray: local (a cluster on this machine), auto (the running cluster) or HOST:PORT. Needs pip install -e '.[ray]'."),
     ray_actors: int = typer.Option(0, "--ray-actors", min=0, help="Ray actors [default: cluster CPUs minus one, or cluster GPUs / --ray-gpus-per-actor]."),
     ray_gpus_per_actor: float = typer.Option(0.0, "--ray-gpus-per-actor", min=0, help="GPUs each Ray actor reserves (0: CPU actors)."),
@@ -64,6 +57,7 @@ def ingest_command(
     index: str = typer.Option(None, "--index", help="Vector index per entity: auto|flat|hnsw|ivf (auto: exact flat search, approximate IVF from 100,000 vectors) [default: what the entity recorded, else auto]."),
     json_out: bool = JsonOption,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary on stderr."),
+    model_config: ModelConfig = None,  # type: ignore[assignment]  # filled in by @model_options
 ) -> None:
     """Parse, chunk, embed and index every file of each entity; re-runs only do what changed."""
     from ragctl.storage.segments import INDEX_KINDS
@@ -73,31 +67,26 @@ def ingest_command(
     from ragctl.cli.progress import ProgressRenderer, summary_table
     from ragctl.discovery import discover_entities
     from ragctl.ingest import IngestOptions, Limits, ingest
-    from ragctl.runtimes.remote import settings_from
 
     sources = discover_entities(root, entities)  # validates ids before anything touches disk
     options = IngestOptions(
         store=store_path(store),
         workers=workers,
-        model=model,
-        precision=precision,
-        device=device,
-        backend=backend,
-        batch_size=batch_size,
+        model=model_config,
         limits=Limits.from_mb(max_file_mb, max_text_mb, parse_timeout),
         sharding=False if no_sharding else None,
         prune=prune,
         dry_run=dry_run,
         rehash=rehash,
+        reindex=reindex,
         ray=ray,
         ray_actors=ray_actors,
         ray_gpus_per_actor=ray_gpus_per_actor,
         shared_fs=shared_fs,
         index=index,
-        remote=settings_from(embed_url, embed_model, embed_key_env, embed_concurrency, embed_batch, embed_dim),
     )
     with ProgressRenderer(stderr, quiet=quiet) as renderer:
-        report = ingest(sources, options, renderer)
+        report = (ENGINE.get() or ingest)(sources, options, renderer)
     result = report.to_json()
     if not quiet:
         stderr.print(summary_table(result))
@@ -105,10 +94,14 @@ def ingest_command(
         model_info = report.model
         stderr.print(
             f"{report.total_chunks} chunks in {report.seconds:.1f}s ({rate:.1f} chunks/s); model "
-            f"{model_info.get('name')} {model_info.get('precision', '')} on {model_info.get('device', 'cpu')}; "
+            f"{model_info.get('name')} {model_info.get('backend', '')} {model_info.get('precision', '')} "
+            f"on {model_info.get('device', 'cpu')} ({model_info.get('runtime', '')}); "
             f"{report.parse_workers} parse worker(s); {len(report.failures)} failed",
             markup=False,
         )
+        for note in (model_info.get("backend_note"), model_info.get("precision_note")):
+            if note:  # why auto did not take the fastest runtime (one line each)
+                stderr.print(f"note: {note}", markup=False, soft_wrap=True)
         if report.interrupted:
             stderr.print("interrupted: everything counted above is committed; re-run to finish", markup=False)
     if report.error:  # shown even with --quiet: the run stopped early

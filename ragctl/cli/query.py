@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 
-from ragctl.cli.remote_options import EmbedDimOption, EmbedKeyEnvOption, EmbedModelOption, EmbedUrlOption
-from ragctl.cli.common import JsonOption, StoreOption, fail, handle_errors, print_json, store_path, EXIT_USAGE
+from ragctl.cli.common import EXIT_USAGE, JsonOption, StoreOption, fail, handle_errors, print_json, store_path
+from ragctl.cli.model_options import model_options
+from ragctl.model_config import ModelConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -16,27 +17,27 @@ def register(app: typer.Typer) -> None:
 
 
 @handle_errors
+@model_options
 def query_command(
     entity: str = typer.Argument(..., help="Entity to search (only its documents are searched)."),
     text: str = typer.Argument(None, help="Query text (or use --queries).", show_default=False),
     k: int = typer.Option(5, "-k", min=1, help="Number of chunks to return."),
     queries: str = typer.Option(None, "--queries", help="File with one query per line ('-' for stdin)."),
     store: Path = StoreOption,
-    model: str = typer.Option(None, "--model", help="Model override (must be the entity's model)."),
     mode: str = typer.Option(
         "hybrid", "--mode", help="hybrid (rank fusion of both), vector (embeddings) or text (bm25 full-text)."
     ),
-    backend: str = typer.Option("auto", "--backend", help="auto|torch|openvino for the query's embedding (as ingest)."),
-    embed_url: str = EmbedUrlOption,
-    embed_model: str = EmbedModelOption,
-    embed_key_env: str = EmbedKeyEnvOption,
-    embed_dim: int = EmbedDimOption,
+    rerank: bool = typer.Option(
+        False, "--rerank",
+        help="Experimental: re-score the top 12 candidates passage by passage with the entity's model "
+             "(slower; not better on our question sets yet, docs/retrieval.md).",
+    ),
     json_out: bool = JsonOption,
+    model_config: ModelConfig = None,  # type: ignore[assignment]  # filled in by @model_options
 ) -> None:
     """Top-k chunks of one entity for a query (or a batch of queries, one model load)."""
     from ragctl.ids import validate_entity_id
     from ragctl.query import MODES, Searcher, hit_json
-    from ragctl.runtimes.remote import settings_from
 
     validate_entity_id(entity)
     if mode not in MODES:
@@ -51,15 +52,18 @@ def query_command(
         batch = [line.strip() for line in raw.splitlines() if line.strip()]
     else:
         batch = [text]
-    remote = settings_from(embed_url, embed_model, embed_key_env, dim=embed_dim)
-    searcher = Searcher(store_path(store), entity, model, remote, backend)
-    results = searcher.search(batch, k, mode)
+    searcher = Searcher(store_path(store), entity, model_config)
+    results = searcher.search(batch, k, mode, rerank=rerank)
+    stale = searcher.stale_documents()
+    if stale:
+        typer.echo(f"note: {stale} document(s) of {entity!r} were indexed before contextual chunks (no title or "
+                   "section); `ragctl ingest --reindex` re-chunks and re-embeds them", err=True)
     if json_out:
         if queries is None:
-            print_json({"entity": entity, "results": [hit_json(h) for h in results[0]]})
+            print_json({"entity": entity, "model": searcher.model_info(), "results": [hit_json(h) for h in results[0]]})
         else:
             print_json(
-                {"entity": entity, "queries": [{"query": q, "results": [hit_json(h) for h in r]} for q, r in zip(batch, results)]}
+                {"entity": entity, "model": searcher.model_info(), "queries": [{"query": q, "results": [hit_json(h) for h in r]} for q, r in zip(batch, results)]}
             )
         return
     for query_text, hits in zip(batch, results):
@@ -72,4 +76,5 @@ def query_command(
             if len(snippet) > 300:
                 snippet = snippet[:297] + "..."
             origin = "/".join(f"{name}#{r}" for name, r in (("vec", hit.vector_rank), ("text", hit.text_rank)) if r)
-            typer.echo(f"{rank}. {hit.score:.3f}  {hit.path}  [{hit.doc_id[:8]}] {origin}\n   {snippet}")
+            where = f"{hit.path} > {hit.section}" if hit.section else hit.path
+            typer.echo(f"{rank}. {hit.score:.3f}  {where}  [{hit.doc_id[:8]}] {origin}\n   {snippet}")

@@ -117,10 +117,11 @@ def commit_documents(
     commit planned goes to `maintenance` if given, else runs before this returns."""
     eid = store.entity_id
     docs = [a.doc for a in adds]
-    precision = next((a.precision for a in adds if a.precision), "")
+    embedded_by = next((a.embedded_by for a in adds if a.embedded_by), {})
     try:
-        result = store.commit(ctx.identity, docs, [(c.doc_id, c.fields) for c in changes], removes, precision,
-                              merge_later=maintenance is not None)
+        result = store.commit(ctx.identity, docs, [(c.doc_id, c.fields) for c in changes], removes,
+                              embedded_by.get("precision") or "", merge_later=maintenance is not None,
+                              embedded_by=embedded_by)
     except ENTITY_FAILURES as exc:
         reason = f"not committed: {describe_exception(exc)}"
         for add in adds:
@@ -139,13 +140,14 @@ def commit_documents(
             reporter.file_done(eid, doc.path, Status.FAILED, 0, "not committed: no result for this document", doc.size, add.tag)
         elif status == "duplicate":
             note = result.note.get(doc.path, "duplicate content")
-            reporter.file_done(eid, doc.path, Status.SKIPPED, 0, note, doc.size, add.tag)
+            reporter.file_done(eid, doc.path, Status.SKIPPED, 0, note, doc.size, add.tag, result.doc_ids.get(doc.path, ""))
         elif status in ("indexed", "updated"):
-            reporter.file_done(eid, doc.path, Status(status), len(doc.chunks), "", doc.size, add.tag)
+            reporter.file_done(eid, doc.path, Status(status), len(doc.chunks), "", doc.size, add.tag,
+                               result.doc_ids.get(doc.path, ""))
         else:
-            reporter.file_done(eid, doc.path, Status.UNCHANGED, 0, "", doc.size, add.tag)
+            reporter.file_done(eid, doc.path, Status.UNCHANGED, 0, "", doc.size, add.tag, result.doc_ids.get(doc.path, ""))
     for change in changes:
-        reporter.file_done(eid, change.path, change.status, 0, "", change.size, change.tag)
+        reporter.file_done(eid, change.path, change.status, 0, "", change.size, change.tag, change.doc_id)
 
 
 class CommitStage:
@@ -213,7 +215,7 @@ class CommitStage:
         if plan is not None:  # what is left in plan.sent at the unit's end was lost
             plan.settle(item.doc.path if isinstance(item, msg.Embedded) else item.path)
         if isinstance(item, msg.Outcome):
-            self.reporter.file_done(eid, item.path, item.status, 0, item.detail, item.size, item.tag)
+            self.reporter.file_done(eid, item.path, item.status, 0, item.detail, item.size, item.tag, item.doc_id)
             return
         if isinstance(item, msg.Embedded):
             if any(a.doc.path == item.doc.path for a in self.adds[eid]):

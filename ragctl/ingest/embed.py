@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ragctl.errors import EncodeFailure
 from ragctl.events import Status
@@ -25,6 +24,7 @@ from ragctl.ingest.options import RunContext
 from ragctl.ingest.parse import FAILED, HASHED, OK, ParseOutcome
 from ragctl.ingest.plan import EntityPlan, Resolution, record_change
 from ragctl.ingest.report import Reporter
+from ragctl.model_config import Embedder, embedded_by
 from ragctl.storage.entity import PreparedDoc
 
 
@@ -61,7 +61,7 @@ def route(outcome: ParseOutcome, plan: EntityPlan, dry_run: bool) -> msg.Settled
         return msg.Outcome(eid, path, status, outcome.error, size, tag)
     resolution, record, detail, stale_twins = plan.resolve(path, outcome.content_hash)
     if resolution is Resolution.COPY:
-        return msg.Outcome(eid, path, Status.SKIPPED, detail, size, tag)
+        return msg.Outcome(eid, path, Status.SKIPPED, detail, size, tag, record["doc_id"] if record else "")
     if resolution in (Resolution.SAME_CONTENT, Resolution.MOVE):
         assert record is not None
         status = Status.MOVED if resolution is Resolution.MOVE else Status.UNCHANGED
@@ -100,19 +100,23 @@ _malloc_trim: Any = None
 
 
 class EmbedStage:
+    """Owns the model for the run: `embedder` if the caller passed one (serve, bench, the
+    library), else the process's shared one for the run's ModelConfig, loaded on the first
+    document that needs it (`load_embedder`); announces it with a model_info event."""
+
     def __init__(self, ctx: RunContext, plans: dict[tuple[str, str], EntityPlan], reporter: Reporter,
-                 load_embedder: Callable[[], Any]) -> None:
+                 embedder: Embedder | None = None) -> None:
         self.ctx = ctx
         self.plans = plans
         self.reporter = reporter
-        self._load_embedder = load_embedder
-        self.embedder: Any = None
+        self._given = embedder
+        self.embedder: Embedder | None = None
 
     def run(self, inbox: Channel[ParseOutcome], outbox: Channel[msg.Settled], stop: Any) -> None:
         window = self.ctx.options.embed_window
         # Wait for at least one full model batch before encoding (a window of 3 chunks costs
         # almost what 32 do); with a batch in hand, go as soon as the input pauses.
-        full_batch = min(window, self.ctx.options.batch_size)
+        full_batch = min(window, self.ctx.options.model.batch_size)
         pending: deque[tuple[_DocState, int]] = deque()
         trimmed = time.monotonic()
         finished = False
@@ -134,26 +138,37 @@ class EmbedStage:
             if not pending or stop.is_set():
                 continue
             batch = [pending.popleft() for _ in range(min(window, len(pending)))]
-            self._encode(batch, outbox)
+            self._encode(batch, outbox, stop)
             if time.monotonic() - trimmed >= 1.0:
                 release_freed_memory()
                 trimmed = time.monotonic()
 
-    def _encode(self, batch: list[tuple[_DocState, int]], outbox: Channel[msg.Settled]) -> None:
+    def _load(self, stop: Any) -> Embedder:
+        embedder = self._given
+        if embedder is None:
+            from ragctl.embedding import load_embedder
+
+            self.reporter.phase(f"loading model {self.ctx.spec.name}")
+            embedder = load_embedder(self.ctx.options.model, spec=self.ctx.spec)
+        embedder.stop_when(stop)  # a remote service: no new request after a stop
+        self.reporter.model_info(embedder.describe())
+        return embedder
+
+    def _encode(self, batch: list[tuple[_DocState, int]], outbox: Channel[msg.Settled], stop: Any) -> None:
         if self.embedder is None:
-            self.embedder = self._load_embedder()
+            self.embedder = self._load(stop)
         t0 = time.perf_counter()
         failed: dict[int, str] = {}
         try:
-            vectors = self.embedder.encode([s.outcome.chunks[i] for s, i in batch])
+            vectors = self.embedder.encode([s.outcome.embed_text(i) for s, i in batch])
         except EncodeFailure as exc:  # some rows only (a remote service refused their request)
-            vectors, failed = exc.vectors, exc.failed
+            vectors, failed = cast(Any, exc.vectors), exc.failed  # every row; the failed ones are zeros
         took = time.perf_counter() - t0
         per_entity: dict[str, int] = {}
         for state, _ in batch:
             per_entity[state.outcome.entity_id] = per_entity.get(state.outcome.entity_id, 0) + 1
         self.reporter.embedded(len(batch), took, per_entity)
-        precision = self.embedder.precision
+        runtime = embedded_by(self.embedder.describe())
         for row, ((state, i), vector) in enumerate(zip(batch, vectors)):
             if not state.put(i, vector, failed.get(row)):
                 continue
@@ -163,5 +178,5 @@ class EmbedStage:
                            even_when_stopping=True)
             else:
                 doc = PreparedDoc(out.rel_path, out.content_hash, out.size, out.mtime_ns, out.chunks, state.vectors,
-                                  out.parser, state.not_a_copy_of)
-                outbox.put(msg.Embedded(out.entity_id, doc, precision, out.tag), even_when_stopping=True)
+                                  out.parser, state.not_a_copy_of, out.title, out.sections, out.chunker)
+                outbox.put(msg.Embedded(out.entity_id, doc, runtime, out.tag), even_when_stopping=True)

@@ -4,7 +4,7 @@ or one upload job). `tag` is the work unit's label, carried into every report.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ragctl.events import Status
@@ -16,7 +16,7 @@ from ragctl.storage.entity import PreparedDoc
 class Embedded:
     entity_id: str
     doc: PreparedDoc
-    precision: str = ""
+    embedded_by: dict[str, Any] = field(default_factory=dict)  # model_config.embedded_by(): backend, precision, runtime
     tag: str = ""
 
 
@@ -43,6 +43,7 @@ class Outcome:
     detail: str = ""
     size: int = 0
     tag: str = ""
+    doc_id: str = ""  # a copy skipped: the document it copies (when known)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragctl.model_config import ModelConfig
+
 if TYPE_CHECKING:
-    from ragctl.embedding import ModelSpec
-    from ragctl.runtimes.remote import RemoteSettings
+    from ragctl.model_spec import ModelSpec
     from ragctl.storage.json_storage import JSONStorage
 
 MB = 1 << 20
@@ -43,20 +44,16 @@ class Limits:
 class IngestOptions:
     store: Path
     workers: int = 0  # parse processes; 0 = number of cores
-    model: str | None = None
-    precision: str = "auto"
-    device: str = "auto"
-    backend: str = "auto"
-    batch_size: int = 32
+    model: ModelConfig = field(default_factory=ModelConfig)  # which model, runtime, precision (or a remote service)
     sharding: bool | None = None  # None: whatever the store says (sharded for new stores)
     prune: bool = False
     dry_run: bool = False
     rehash: bool = False  # hash every file even when size and mtime are unchanged
+    reindex: bool = False  # re-chunk/re-embed documents made by an older chunker (CHUNKER_VERSION)
     limits: Limits = field(default_factory=Limits)
     commit_docs: int = 64
     commit_seconds: float = 2.0
     embed_window: int = 256  # chunks per encode call (sorted by length inside it)
-    remote: RemoteSettings | None = None  # an embedding service instead of the local model (--embed-url)
     # Ray (docs/distributed.md): parse, chunk and embed on Ray actors; plan and commit stay here
     ray: str | None = None  # None: local processes; "local", "auto" or a cluster address
     ray_actors: int = 0  # 0: one per cluster CPU but one (or one per ray_gpus_per_actor GPUs)

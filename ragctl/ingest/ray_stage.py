@@ -54,7 +54,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragctl.errors import ConfigError, UsageError
 from ragctl.events import Status
@@ -65,7 +65,12 @@ from ragctl.ingest.options import IngestOptions, Limits, RunContext
 from ragctl.ingest.parse import FAILED, HASHED, OK, SKIPPED, ParseOutcome, _Skip, read_snapshot
 from ragctl.ingest.plan import EntityPlan, ParseTask
 from ragctl.ingest.report import Reporter
+from ragctl.model_config import ModelConfig, embedded_by
 from ragctl.storage.entity import PreparedDoc
+
+if TYPE_CHECKING:
+    from ragctl.model_config import Embedder
+    from ragctl.model_spec import ModelSpec
 
 INSTALL_HINT = 'pip install -e ".[ray]"'
 # files per actor call (their chunks are encoded together); a tuning knob, also used by tests
@@ -113,7 +118,7 @@ def connect(address: str) -> bool:
     common = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False}
     try:
         if address == "local":
-            from ragctl.embedding import cpu_count
+            from ragctl.model_spec import cpu_count
 
             ray.init(address="local", num_cpus=cpu_count(), **common)
             return True
@@ -141,7 +146,7 @@ def check_options(options: IngestOptions) -> None:
         if options.ray_actors or options.ray_gpus_per_actor or options.shared_fs:
             raise UsageError("ray_actors, ray_gpus_per_actor and shared_fs need a ray address")
         return
-    if getattr(options, "remote", None) is not None:
+    if options.model.remote is not None:
         raise UsageError("ray embeds on the Ray actors; it cannot be combined with a remote embedding service")
     if options.ray_actors < 0 or options.ray_gpus_per_actor < 0:
         raise UsageError("ray_actors and ray_gpus_per_actor must not be negative")
@@ -157,37 +162,33 @@ class IngestActor:
     needs it (a dry run with --shared-fs only hashes; a batch without new text loads no model).
     """
 
-    def __init__(self, model: str | None, limits: Limits, precision: str, device: str, backend: str,
-                 batch_size: int, threads: int) -> None:
+    def __init__(self, config: ModelConfig, limits: Limits, threads: int) -> None:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        self.model, self.limits = model, limits
-        self.precision, self.device, self.backend = precision, device, backend
-        self.batch_size, self.threads = batch_size, threads
-        self._spec: Any = None
-        self._embedder: Any = None
+        self.config, self.limits, self.threads = config, limits, threads
+        self._spec: ModelSpec | None = None
+        self._embedder: Embedder | None = None
         self._stop = threading.Event()
         self._pool_in: Channel[Any] | None = None
         self._pool_out: Channel[Any] | None = None
         self._pool_thread: threading.Thread | None = None
         self._tmp = tempfile.mkdtemp(prefix="ragctl-ray-")
 
-    def _spec_loaded(self) -> Any:
+    def _spec_loaded(self) -> ModelSpec:
         if self._spec is None:
-            from ragctl.embedding import resolve_model
+            from ragctl.model_spec import resolve_model
 
-            self._spec = resolve_model(self.model)
+            self._spec = resolve_model(self.config.model)
         return self._spec
 
-    def _load_embedder(self) -> Any:
+    def _load_embedder(self) -> Embedder:
         if self._embedder is None:
             # Ray sets OMP threads to the actor's num_cpus (1): torch's threads are set here, deliberately
             import torch
 
-            from ragctl.embedding import Embedder
+            from ragctl.embedding import load_embedder
 
             torch.set_num_threads(self.threads)
-            self._embedder = Embedder(self._spec_loaded(), self.precision, self.device, self.batch_size,
-                                      threads=self.threads, backend=self.backend)
+            self._embedder = load_embedder(self.config, threads=self.threads, spec=self._spec_loaded())
         return self._embedder
 
     def _parse_all(self, tasks: list[ParseTask]) -> list[ParseOutcome]:
@@ -239,7 +240,7 @@ class IngestActor:
         for out, (_, data, mtime_ns) in zip(outcomes, items):
             if data is not None:
                 out.size, out.mtime_ns = len(data), mtime_ns  # the stat the driver read the bytes at
-        texts = [c for o in outcomes if o.status == OK for c in o.chunks]
+        texts = [o.embed_text(i) for o in outcomes if o.status == OK for i in range(len(o.chunks))]
         result: dict[str, Any] = {"pid": os.getpid(), "encode_seconds": 0.0, "chunks": len(texts)}
         vectors: list[Any] = [None] * len(outcomes)
         if texts:
@@ -253,8 +254,7 @@ class IngestActor:
                     vectors[i] = encoded[at:at + len(o.chunks)].copy()
                     at += len(o.chunks)
         if self._embedder is not None:
-            result["identity"] = self._spec.identity()
-            result["precision"] = self._embedder.precision
+            result["identity"] = self._spec_loaded().identity()
             result["info"] = self._embedder.describe()
         result["results"] = list(zip(outcomes, vectors))
         return result
@@ -379,10 +379,11 @@ class RayStage:
         }
         if gpus:  # never num_gpus=0: Ray reads any num_gpus as a request
             remote_opts["num_gpus"] = gpus
-        device = opts.device if opts.device != "auto" else ("cuda" if gpus else "cpu")
+        config = opts.model
+        if config.device == "auto":  # the actor's device follows what it was given, not its node's torch
+            config = dataclasses.replace(config, device="cuda" if gpus else "cpu")
         cls = self._ray.remote(IngestActor).options(**remote_opts)
-        return cls.remote(opts.model, opts.limits, opts.precision, device, opts.backend, opts.batch_size,
-                          self._threads)
+        return cls.remote(config, opts.limits, self._threads)
 
     def _start_actors(self) -> None:
         actors, self._threads = self._plan_pool()
@@ -468,7 +469,7 @@ class RayStage:
             if not (task.hash_only or (task.known_hash and task.known_hash == out.content_hash)):
                 return (task, data, out.mtime_ns)
             out.status = HASHED
-        self._deliver(out, None, "", outbox)
+        self._deliver(out, None, {}, outbox)
         return None
 
     def _submit(self, items: list[tuple[ParseTask, bytes | None, int]], alone: bool, nbytes: int = -1) -> None:
@@ -512,7 +513,7 @@ class RayStage:
         new_chunks = 0
         per_entity: dict[str, int] = {}
         for outcome, vectors in result["results"]:
-            if self._deliver(outcome, vectors, result.get("precision", ""), outbox):
+            if self._deliver(outcome, vectors, embedded_by(result.get("info") or {}), outbox):
                 new_chunks += len(outcome.chunks)
                 per_entity[outcome.entity_id] = per_entity.get(outcome.entity_id, 0) + len(outcome.chunks)
         if new_chunks:
@@ -556,7 +557,7 @@ class RayStage:
         except Exception:  # noqa: BLE001
             pass
 
-    def _deliver(self, outcome: ParseOutcome, vectors: Any, precision: str, outbox: Channel[msg.Settled]) -> bool:
+    def _deliver(self, outcome: ParseOutcome, vectors: Any, runtime: dict[str, Any], outbox: Channel[msg.Settled]) -> bool:
         """Route one outcome on the driver and hand it to the committer; True if it was new
         content (embedded)."""
         settled = route(outcome, self.plans[outcome.key], self.ctx.dry_run)
@@ -569,6 +570,6 @@ class RayStage:
             return False
         self.reporter.parsed(outcome.entity_id, outcome.rel_path, len(outcome.chunks), outcome.size)
         doc = PreparedDoc(outcome.rel_path, outcome.content_hash, outcome.size, outcome.mtime_ns, outcome.chunks,
-                          vectors, outcome.parser, settled)
-        outbox.put(msg.Embedded(outcome.entity_id, doc, precision, outcome.tag), even_when_stopping=True)
+                          vectors, outcome.parser, settled, outcome.title, outcome.sections, outcome.chunker)
+        outbox.put(msg.Embedded(outcome.entity_id, doc, runtime, outcome.tag), even_when_stopping=True)
         return True

@@ -21,7 +21,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragctl import events as ev
 from ragctl.discovery import EntitySource
@@ -37,6 +37,9 @@ from ragctl.ingest.pool import ParsePool
 from ragctl.ingest.report import IngestReport, Reporter
 from ragctl.storage.entity import EntityStore
 
+if TYPE_CHECKING:
+    from ragctl.model_config import Embedder
+
 SHUTDOWN_GRACE_S = 60.0  # after a stop, how long the main thread waits for the committer
 MAX_CACHED_STORES = 64  # a service's open entity stores (each caches that entity's records)
 MAX_LIVE_PLANS = 8  # work units planned but not yet finished by the committer
@@ -49,22 +52,21 @@ class IngestRun:
     upload service: the run lasts as long as the iterable)."""
 
     def __init__(self, units: Iterable[WorkUnit], options: IngestOptions, on_event: ev.EventSink = ev.ignore,
-                 embedder: Any = None, keep_file_lists: bool = True) -> None:
-        from ragctl.embedding import cpu_count, resolve_model
+                 embedder: Embedder | None = None, keep_file_lists: bool = True) -> None:
+        from ragctl.embedding import load_embedder
+        from ragctl.model_spec import cpu_count, resolve_model
         from ragctl.storage import open_store
 
         self.units = units
         self.embedder = embedder
         self.reporter = Reporter(on_event, dry_run=options.dry_run, keep_file_lists=keep_file_lists)
-        if embedder is None and options.remote is not None:  # no network until the first encode
-            from ragctl.runtimes.remote import RemoteEmbedder, remote_spec
-
-            embedder = RemoteEmbedder(remote_spec(options.model, options.remote), options.remote)
+        remote = options.model.remote
+        if embedder is None and remote is not None:  # no network until the first encode
+            embedder = load_embedder(options.model)
             # every request of a window in flight at once: the window holds concurrency x batch
-            wide = options.remote.concurrency * options.remote.batch
-            options = dataclasses.replace(options, embed_window=max(options.embed_window, wide))
+            options = dataclasses.replace(options, embed_window=max(options.embed_window, remote.concurrency * remote.batch))
             self.embedder = embedder
-        spec = embedder.spec if embedder is not None else resolve_model(options.model)
+        spec = embedder.spec if embedder is not None else resolve_model(options.model.model)
         storage = open_store(options.store, create=not options.dry_run, sharding=options.sharding)
         workers = min(options.workers or cpu_count(), cpu_count())
         self.ctx = RunContext(options, spec, spec.identity(), storage, workers)
@@ -148,7 +150,7 @@ class IngestRun:
         while len(self.plans) >= MAX_LIVE_PLANS:  # each holds an entity's records: bound them
             if self.stop.wait(0.05):
                 return False
-        plan = EntityPlan(source, store.records(), opts.rehash, opts.limits, tag)
+        plan = EntityPlan(source, store.records(), opts.rehash, opts.limits, tag, opts.reindex)
         self.plans[unit.key] = plan
         files = sent = 0
         try:
@@ -178,18 +180,6 @@ class IngestRun:
                 return
             self.reporter.entity_counted(source.entity_id, *totals)
 
-    def _load_embedder(self) -> Any:
-        from ragctl.embedding import Embedder
-
-        if self.embedder is None:
-            opts = self.ctx.options
-            self.reporter.phase(f"loading model {self.ctx.spec.name}")
-            self.embedder = Embedder.shared(self.ctx.spec, opts.precision, opts.device, opts.batch_size)
-        if hasattr(self.embedder, "stop_when"):  # a remote service: no new request after a stop
-            self.embedder.stop_when(self.stop)
-        self.reporter.model_info(self.embedder.describe())
-        return self.embedder
-
     def _ray_stage(self) -> Any:
         opts = self.ctx.options
         if not (opts.ray or opts.ray_actors or opts.ray_gpus_per_actor or opts.shared_fs):
@@ -212,7 +202,7 @@ class IngestRun:
         parsed: Channel[Any] = Channel("parsed", 64, self.stop)
         settled: Channel[Any] = Channel("settled", 256, self.stop)
         pool = ParsePool(self.ctx.parse_workers, str(self.ctx.spec.path), self.ctx.spec.max_tokens, opts.limits)
-        embed = EmbedStage(self.ctx, self.plans, self.reporter, self._load_embedder)
+        embed = EmbedStage(self.ctx, self.plans, self.reporter, self.embedder)
         commit = CommitStage(self.ctx, self.store_for, self.reporter, self.plans, self._release_store)
         ray_stage = self._ray_stage()  # --ray: connects now (exit 2 before any work if it cannot)
         threading.Thread(target=self._count, name="ragctl-counter", daemon=True).start()
@@ -267,6 +257,6 @@ class IngestRun:
 
 
 def ingest(sources: list[EntitySource], options: IngestOptions, on_event: ev.EventSink = ev.ignore,
-           embedder: Any = None) -> IngestReport:
+           embedder: Embedder | None = None) -> IngestReport:
     """Run one ingest; progress goes to `on_event`, the result is the returned report."""
     return IngestRun([WorkUnit(s) for s in sources], options, on_event, embedder).execute()

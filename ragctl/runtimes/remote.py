@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ragctl.embedding import DEFAULT_MODEL_NAME, ModelSpec, resolve_model
 from ragctl.errors import ConfigError, EncodeFailure
+from ragctl.model_spec import DEFAULT_MODEL_NAME, ModelSpec, resolve_model
 
 DEFAULT_KEY_ENV = "RAGCTL_EMBED_KEY"
 DEFAULT_CONCURRENCY = 4
@@ -193,6 +193,7 @@ class RemoteEmbedder:
 
         self.spec = spec
         self.settings = settings
+        self.batch_size = settings.batch
         settings.key()  # a named variable that is not set: refused before any work
         self.requests = 0
         self.retries = 0

@@ -39,13 +39,23 @@ class EntityMeta:
                 f"{str(model.get('digest'))[:12]}). Use the same model, or another store."
             )
 
-    def write(self, model: dict[str, Any], precision: str, next_id: int = 0, base: dict[str, Any] | None = None) -> None:
+    def write(self, model: dict[str, Any], precision: str, next_id: int = 0, base: dict[str, Any] | None = None,
+              embedded_by: dict[str, Any] | None = None) -> None:
         """Write entity.json: `base` (the caller's current copy, e.g. with a new vectors
-        manifest) or what is on disk, with the model identity and high-water mark set."""
+        manifest) or what is on disk, with the model identity and high-water mark set;
+        `embedded_by`: the runtime that embedded this commit's vectors (backend, precision,
+        device, runtime), kept as the entity's last."""
         meta = base if base is not None else (self.read() or {"entity_id": self.entity_id, "created_at": now_iso()})
         meta["next_vector_id"] = max(int(meta.get("next_vector_id", 0)), next_id)
         meta["model"] = {k: model[k] for k in ("name", "digest", "dim") if k in model}
         if precision:
             meta["precision"] = precision
+        if embedded_by:
+            meta["embedded_by"] = embedded_by
         meta["last_ingest"] = now_iso()
+        self.replace(meta)
+
+    def replace(self, meta: dict[str, Any]) -> None:
+        """Write `meta` as the whole entity.json (atomically): a compaction's switch, a kind
+        change. The only writer of the file; callers hold the entity's lock."""
         atomic_write_json(self.path, meta)

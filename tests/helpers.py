@@ -1,0 +1,56 @@
+"""Helpers the tests import (`from helpers import make_tree, RAGCTL`); fixtures are in conftest.py.
+
+* `make_tree(root, {"entity/file.md": "text"})` writes a document tree;
+* `REPO`, `SAMPLE_DOCS`: the repository and its sample tree;
+* `RAGCTL`: argv prefix that runs the CLI in a subprocess with this interpreter;
+* `segment_doc`, `SEGMENT_MODEL`: the random-vector documents of tests/test_segments.py, here so
+  that its writer subprocesses import them without pytest, typer and the CLI.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DOCS = REPO / "sample_docs"
+RAGCTL = [sys.executable, "-m", "ragctl"]
+
+
+def make_tree(root: Path, files: Mapping[str, str | bytes]) -> Path:
+    """Write `{relative/path: text or bytes}` under `root`; returns `root`."""
+    root = Path(root)
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root
+
+
+SEGMENT_DIM = 16
+SEGMENT_MODEL = {"name": "fake-16d", "digest": "a" * 64, "dim": SEGMENT_DIM}
+
+
+def unit_vectors(n: int, seed: int, dim: int = SEGMENT_DIM) -> Any:
+    """n random unit vectors (float32), the same for the same seed."""
+    import numpy as np
+
+    v = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def segment_doc(path: str, version: int = 0, n: int = 3) -> Any:
+    """A `PreparedDoc` whose texts and vectors follow from (path, version): checkable later."""
+    import hashlib
+
+    from ragctl.storage.entity import PreparedDoc
+
+    text = f"{path} v{version}"
+    seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+    return PreparedDoc(path, hashlib.sha256(text.encode()).hexdigest(), len(text), 0,
+                       [f"{text} chunk {i}" for i in range(n)], unit_vectors(n, seed))
