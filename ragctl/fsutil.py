@@ -141,3 +141,62 @@ def read_json(path: Path, default: Any = None) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise StorageError(f"{path}: not valid JSON: {exc}") from exc
+
+
+# -- liveness markers: a file that is flock'ed for exactly as long as its owner is alive ----------
+def hold_marker(path: Path, payload: bytes) -> int:
+    """Create `path` (it must not exist), write `payload`, flock it exclusively, and return the
+    descriptor: the marker says "in progress" until `release_marker`, or until the owner dies
+    (the kernel drops the flock). The one place ragctl uses flock directly; the marker is
+    unique to its owner, so unlinking it on release is safe (unlike a shared lock file)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: never blocks
+    os.write(fd, payload)
+    return fd
+
+
+def release_marker(path: Path, fd: int) -> None:
+    Path(path).unlink(missing_ok=True)
+    os.close(fd)
+
+
+def read_live_marker(path: Path) -> bytes | None:
+    """The payload of a marker whose owner is alive (its flock is held); None for a marker left
+    by a dead owner or one already gone."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # held: the owner is alive
+            return os.read(fd, 1 << 24)
+        return None
+    finally:
+        os.close(fd)  # also drops our probe lock, if we got it
+
+
+# -- publishing a finished file or directory under its final name ---------------------------------
+def publish(tmp: Path, final: Path, *, replace: bool = False) -> None:
+    """Give a fully written `tmp` (a file, or a directory of files) its final name in the same
+    directory: fsync its data, rename (or replace), fsync the directory. With replace=False an
+    existing `final` directory is an error (a reader may be using it). OSError -> StorageError.
+    The only place ragctl renames a finished file into place besides `atomic_write`."""
+    tmp, final = Path(tmp), Path(final)
+    try:
+        if tmp.is_dir():
+            for file in tmp.iterdir():
+                if file.is_file():
+                    fsync_path(file)
+            fsync_dir(tmp)
+        else:
+            fsync_path(tmp)
+        (os.replace if replace else os.rename)(tmp, final)
+        fsync_dir(final.parent)
+    except OSError as exc:
+        raise StorageError(f"{final}: cannot write: {exc.strerror or exc}") from exc

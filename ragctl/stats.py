@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ragctl.storage.layout import StoreLayout
 from ragctl.storage.entity import EntityStore
-from ragctl.storage.layout import MAPPING_COLLECTION, open_store, require_store
+from ragctl.storage.json_storage import open_store
+from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, require_store
 
 
 def _bytes_under(path: Path) -> int:

@@ -19,8 +19,8 @@ from typing import Any
 
 from ragctl.errors import StorageError
 from ragctl.storage.entity import EntityStore
-from ragctl.storage.json_storage import JSONStorage, Record
-from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, open_store, require_store, upgrade_manifest
+from ragctl.storage.json_storage import JSONStorage, Record, open_store
+from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, require_store, upgrade_manifest
 from ragctl.storage.owners import vector_ids
 
 REQUIRED_FIELDS = ("doc_id", "entity_id", "name", "path", "content_hash", "chunk_count")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import resource
 import shutil
 import statistics
@@ -57,7 +56,8 @@ def main() -> None:
 
     from ragctl.storage import segments
     from ragctl.storage.entity import EntityStore, PreparedDoc
-    from ragctl.storage.layout import open_store, open_store_manifest
+    from ragctl.storage.json_storage import open_store
+    from ragctl.storage.layout import open_store_manifest
 
     written = {"segments": 0, "mapping": 0}
     real_write_segment = segments.write_segment

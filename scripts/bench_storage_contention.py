@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ragctl.storage.entity import EntityStore, PreparedDoc
 from ragctl.storage.json_storage import JSONStorage
 from ragctl.storage.layout import open_store_manifest
-from ragctl.storage.entity import EntityStore, PreparedDoc
 from ragctl.verify import verify_store
 
 

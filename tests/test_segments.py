@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SEGMENT_DIM, SEGMENT_MODEL, segment_doc, unit_vectors
 from typer.testing import CliRunner
 
 from ragctl.cli.app import app
@@ -32,21 +33,17 @@ from ragctl.storage.mapping_log import ShardView, load_shard_view, log_path
 from ragctl.storage.owners import vector_ids
 
 C = "doc_id_name_mapping"
-DIM = 16
-MODEL = {"name": "fake-16d", "digest": "a" * 64, "dim": DIM}
+DIM = SEGMENT_DIM
+MODEL = SEGMENT_MODEL
 REPO = Path(__file__).resolve().parents[1]
 
 
 def unit(n: int, seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    return unit_vectors(n, seed)
 
 
 def make_doc(path: str, version: int = 0, n: int = 3) -> PreparedDoc:
-    text = f"{path} v{version}"
-    seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
-    return PreparedDoc(path, hashlib.sha256(text.encode()).hexdigest(), len(text), 0,
-                       [f"{text} chunk {i}" for i in range(n)], unit(n, seed))
+    return segment_doc(path, version, n)
 
 
 def new_store(tmp_path: Path) -> Path:
@@ -395,7 +392,7 @@ MERGE_KILLED = textwrap.dedent(
     segments.write_segment = write_segment
     from ragctl.storage.entity import EntityStore
     from ragctl.storage.json_storage import JSONStorage
-    from test_segments import make_doc, MODEL
+    from helpers import SEGMENT_MODEL as MODEL, segment_doc as make_doc
 
     es = EntityStore(JSONStorage(sys.argv[1]), "e")
     for i in range(4):
@@ -506,7 +503,7 @@ WRITER = textwrap.dedent(
     segments.ORPHAN_MIN = 20
     from ragctl.storage.entity import EntityStore
     from ragctl.storage.json_storage import JSONStorage
-    from test_segments import make_doc, MODEL
+    from helpers import SEGMENT_MODEL as MODEL, segment_doc as make_doc
 
     root, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
     es = EntityStore(JSONStorage(root), "e")
@@ -576,7 +573,7 @@ def test_two_writer_processes_stay_exactly_once(tmp_path):
     root = new_store(tmp_path)
     procs = [writer(root, name, 24) for name in ("p", "q")]
     outs = [p.communicate(timeout=240) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err
     reported = {}
     for out, _ in outs:

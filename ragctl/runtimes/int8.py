@@ -13,6 +13,9 @@ refused int8 is refused instantly next time; `--precision int8` then fails with 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +25,7 @@ from ragctl.errors import ConfigError
 if TYPE_CHECKING:
     import numpy as np
 
-    from ragctl.embedding import ModelSpec
+    from ragctl.model_spec import ModelSpec
 
 INT8_MIN_COSINE = 0.99
 GATE_VERSION = 2
@@ -89,7 +92,10 @@ def build_int8(spec: ModelSpec, f32_dir: Path, dest: Path, tokenize: Any, thread
     core = ov.Core()
     model = core.read_model(str(f32_dir / "model.xml"))
     batches = [tokenize(calibration[i : i + 8]) for i in range(0, len(calibration), 8)]
-    with warnings.catch_warnings():
+    # nncf logs and draws progress bars on stdout, which belongs to --json: keep it quiet,
+    # and send whatever it still prints to stderr
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         quantized = nncf.quantize(model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
                                   subset_size=len(calibration), ignored_scope=nncf.IgnoredScope(
@@ -113,7 +119,7 @@ def ensure_int8(spec: ModelSpec, f32_dir: Path, tokenize: Any, threads: int) -> 
     """The int8 model's cache dir, or ConfigError with the one-line reason it is refused."""
     import json
 
-    from ragctl.runtimes.openvino_runtime import ensure_cached
+    from ragctl.runtimes.model_cache import ensure_cached
 
     path = ensure_cached(spec, f"int8g{GATE_VERSION}", lambda d: build_int8(spec, f32_dir, d, tokenize, threads))
     verdict = json.loads((path / "meta.json").read_text(encoding="utf-8"))["gate"]

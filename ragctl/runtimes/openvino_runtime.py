@@ -21,26 +21,19 @@ to a multiple of 16 tokens: bounded shapes, flat RSS) while earlier batches run 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import platform
-import shutil
-import time
-import uuid
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragctl.errors import ConfigError
-from ragctl.fsutil import file_lock, fsync_dir
+from ragctl.runtimes.model_cache import CONVERTER_VERSION, ensure_cached, openvino_version
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from ragctl.embedding import ModelSpec
+    from ragctl.model_spec import ModelSpec
 
-CONVERTER_VERSION = 1
 PAD_TO_MULTIPLE_OF = 16
 _X86 = {"x86_64", "amd64", "x86", "i386", "i686"}
 
@@ -55,72 +48,6 @@ def unavailable_reason() -> str | None:
     except Exception as exc:  # noqa: BLE001 - ImportError, or a broken install
         return f"openvino is not installed ({type(exc).__name__}); pip install 'ragctl[openvino]'"
     return None
-
-
-def openvino_version() -> str:
-    import openvino
-
-    return str(openvino.__version__).split("-")[0]
-
-
-def cache_root() -> Path:
-    """`$RAGCTL_CACHE_DIR/openvino`, else `$XDG_CACHE_HOME/ragctl/openvino` (~/.cache)."""
-    env = os.environ.get("RAGCTL_CACHE_DIR")
-    if env:
-        base = Path(env).expanduser()
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragctl"
-    return base / "openvino"
-
-
-def cache_key(spec: ModelSpec, variant: str = "f32") -> str:
-    import openvino
-
-    raw = f"{spec.digest}\0{openvino.__version__}\0{CONVERTER_VERSION}\0{variant}\0{spec.max_tokens}"
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in spec.name)[:48]
-    return f"{safe}-{variant}-{hashlib.sha256(raw.encode()).hexdigest()[:16]}"
-
-
-def _fsync_tree(path: Path) -> None:
-    for file in path.iterdir():
-        if file.is_file():
-            with open(file, "rb") as fh:
-                os.fsync(fh.fileno())
-    fsync_dir(path)
-
-
-def ensure_cached(spec: ModelSpec, variant: str, build: Any) -> Path:
-    """The cache entry for (spec, variant), built by `build(tmp_dir)` if missing.
-
-    Built under `<root>/<key>.lock` in `<root>/.tmp-<key>-<pid>-<rand>/`, then renamed to
-    `<root>/<key>/`. Leftover temp dirs of this key (a killed build) are removed first.
-    """
-    root = cache_root()
-    key = cache_key(spec, variant)
-    final = root / key
-    if (final / "meta.json").is_file():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    with file_lock(root / key, timeout=3600):  # a conversion (int8: minutes) holds it
-        if (final / "meta.json").is_file():
-            return final
-        for stale in root.glob(f".tmp-{key}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        if final.exists():  # not ours (meta.json missing): move aside, never half-use it
-            shutil.rmtree(final, ignore_errors=True)
-        tmp = root / f".tmp-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            meta = build(tmp)
-            meta.update({"key": key, "variant": variant, "created": time.time()})
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-            _fsync_tree(tmp)
-            os.rename(tmp, final)
-            fsync_dir(root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return final
 
 
 class _Wrapper:  # built lazily: torch is imported only when converting

@@ -1,7 +1,7 @@
 """Storage engine: one module per on-disk thing, and the commit protocol.
 
-    layout.py        where files live, store.json, open_store()/require_store()
-    json_storage.py  sharded JSON mapping files (JSONStorage)
+    layout.py        where files live, store.json, require_store()
+    json_storage.py  sharded JSON mapping files (JSONStorage), open_store()
     segments.py      an entity's vectors as append-only segment files, tiered compaction
     vector_index.py  FAISS helpers (search, ids) and the format-2 single index.faiss (upgraded in place)
     mapping_log.py   the append-only log of mapping changes beside a shard, and its folding
@@ -13,8 +13,8 @@
 Heavy modules (faiss, numpy) are imported lazily: importing this package is cheap.
 """
 
-from ragctl.storage.json_storage import JSONStorage, load_records, matches, record_shards
-from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, default_store_dir, open_store, require_store
+from ragctl.storage.json_storage import JSONStorage, load_records, matches, open_store, record_shards
+from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, default_store_dir, require_store
 
 __all__ = [
     "JSONStorage",

@@ -27,24 +27,20 @@ plan) are always kept.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragctl.errors import StorageError
-from ragctl.fsutil import atomic_write_json, fsync_dir
+from ragctl.fsutil import fsync_dir, hold_marker, publish, release_marker
 from ragctl.storage import segments as seg
+from ragctl.storage.merge_marks import MERGE_PREFIX, live_merges, marker_path
 
 if TYPE_CHECKING:
     import numpy as np
 
-MERGE_PREFIX = ".merge-"  # every file of a merge in progress: .merge-<token>.lock, .merge-<token>-<n>.seg
-_TOKEN = re.compile(r"\.merge-([0-9a-f]{16})")  # also inside atomic_write's ..merge-<token>-<n>.seg.<x>.tmp
 
 
 @dataclass
@@ -125,11 +121,9 @@ class Merge:
         self.keep_below = keep_below  # ...deciding only for ids below the plan's watermark
         self.stray_rows = stray_rows  # chunk rows nothing referenced at plan time
         self.token = uuid.uuid4().hex[:16]
-        self.lock_path = self.dir / f"{MERGE_PREFIX}{self.token}.lock"
+        self.lock_path = marker_path(self.dir, self.token)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)  # a new file: never blocks
-        os.write(self._fd, json.dumps(sorted(n for job in jobs for n in job.inputs)).encode())
+        self._fd: int | None = hold_marker(self.lock_path, json.dumps(sorted(n for job in jobs for n in job.inputs)).encode())
 
     def write(self) -> None:
         """Read the inputs and write each job's output (no lock held)."""
@@ -141,7 +135,7 @@ class Merge:
             except FileNotFoundError:
                 continue  # compacted by another process meanwhile: discarded at the switch
             ids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
-            vecs = np.vstack([p[1] for p in parts]) if parts else None
+            vecs = np.vstack([p[1] for p in parts]) if parts else np.empty((0, 0), np.float32)
             if self.keep is not None and len(ids):
                 mask = (ids >= self.keep_below) | np.isin(ids, self.keep)
                 job.dropped = int(len(ids) - mask.sum())
@@ -159,7 +153,8 @@ class Merge:
                 job.output = out
             job.written = True
 
-    def switch(self, meta: dict[str, Any], meta_path: Path, new_name: Callable[[int], str]) -> list[Job]:
+    def switch(self, meta: dict[str, Any], write_meta: Callable[[dict[str, Any]], None],
+               new_name: Callable[[int], str]) -> list[Job]:
         """Lock held, `meta` just read from entity.json: the jobs whose inputs are all still
         listed get their outputs renamed to final names (directory fsynced), entity.json is
         written naming them in place of their inputs - the switch; segments added meanwhile
@@ -176,10 +171,7 @@ class Merge:
         for job in applied:
             if job.output is not None and job.entry is not None:
                 final = self.dir / new_name(int(job.entry["min_id"]))
-                try:
-                    os.rename(job.output, final)
-                except OSError as exc:
-                    raise StorageError(f"{final}: cannot write: {exc.strerror or exc}") from exc
+                publish(job.output, final)
                 job.entry["name"] = final.name
                 job.output = None
             inputs = set(job.inputs)
@@ -190,7 +182,7 @@ class Merge:
         fsync_dir(self.dir)
         meta["vectors"] = {**manifest, "segments": segments, "kind": self.kind}
         meta["next_vector_id"] = max(int(meta.get("next_vector_id", 0)), self.keep_below)
-        atomic_write_json(meta_path, meta)  # the switch: the manifest names the live set
+        write_meta(meta)  # the switch: the manifest (entity.json) names the live set
         for job in applied:
             for name in job.inputs:
                 (self.dir / name).unlink(missing_ok=True)
@@ -204,39 +196,5 @@ class Merge:
                 job.output.unlink(missing_ok=True)
                 job.output = None
         if self._fd is not None:
-            self.lock_path.unlink(missing_ok=True)
-            os.close(self._fd)
+            release_marker(self.lock_path, self._fd)
             self._fd = None
-
-
-def merge_token(name: str) -> str | None:
-    """The token of a merge's file (lock, output, or atomic_write's temp of an output)."""
-    m = _TOKEN.search(name)
-    return m.group(1) if m else None
-
-
-def live_merges(seg_dir: Path) -> dict[str, list[str]]:
-    """token -> input segment names of every merge in progress in `seg_dir`: its lock file is
-    flock'ed by a live process. Call it under the entity lock (merges start under it)."""
-    out: dict[str, list[str]] = {}
-    if not seg_dir.is_dir():
-        return out
-    for path in seg_dir.glob(f"{MERGE_PREFIX}*.lock"):
-        token = merge_token(path.name)
-        if token is None:
-            continue
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:  # held: the owner is alive and merging
-                try:
-                    out[token] = list(json.loads(os.read(fd, 1 << 24) or b"[]"))
-                except ValueError:
-                    out[token] = []
-        finally:
-            os.close(fd)  # also drops our probe lock, if we got it
-    return out

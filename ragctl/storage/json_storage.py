@@ -26,9 +26,16 @@ from typing import Any
 from ragctl.errors import StorageError, UsageError
 from ragctl.fsutil import atomic_write_json, file_lock, lock_path_for, read_json
 from ragctl.ids import is_valid_entity_id, validate_entity_id
-from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout
+from ragctl.storage.layout import (
+    MAPPING_COLLECTION,
+    MODE_MONOLITHIC,
+    MODE_SHARDED,
+    StoreLayout,
+    open_store_manifest,
+    read_manifest,
+)
+from ragctl.storage.mapping_log import Record, as_record_dict
 
-Record = dict[str, Any]
 Query = dict[str, Any]
 
 DEFAULT_LOCK_TIMEOUT = 600.0
@@ -86,22 +93,7 @@ _MISSING = object()
 def load_records(path: Path, id_field: str = "doc_id") -> dict[str, Record]:
     """The records of one mapping file as the bytes on disk say now (no cache); missing -> {}.
     Accepts `{id: record}` or a list of records (legacy); anything else is a StorageError."""
-    return _as_record_dict(read_json(path, None), Path(path), id_field)
-
-
-def _as_record_dict(raw: Any, path: Path, id_field: str) -> dict[str, Record]:
-    if raw is None:
-        return {}
-    if isinstance(raw, dict):
-        return raw
-    if isinstance(raw, list):
-        out: dict[str, Record] = {}
-        for item in raw:
-            if not isinstance(item, dict) or id_field not in item:
-                raise StorageError(f"{path}: list entry without {id_field!r}: {str(item)[:80]}")
-            out[str(item[id_field])] = item
-        return out
-    raise StorageError(f"{path}: expected a JSON object of records, got {type(raw).__name__}")
+    return as_record_dict(read_json(path, None), Path(path), id_field)
 
 
 class JSONStorage:
@@ -318,3 +310,20 @@ class JSONStorage:
 
 
 __all__ = ["JSONStorage", "MAPPING_COLLECTION", "load_records", "record_shards", "matches"]
+
+
+def open_store(root: Path, *, create: bool, sharding: bool | None = None) -> JSONStorage:
+    """The store's JSONStorage in its recorded mapping mode.
+
+    create=True: create the store on first use (and upgrade an older format's manifest).
+    create=False: write nothing; a store that does not exist yet is seen as the empty store
+    `create=True` would make (what a dry run plans against). Whether a missing store is an
+    error is the caller's decision (`require_store`)."""
+    root = Path(root)
+    if create:
+        manifest = open_store_manifest(root, sharding)
+    else:
+        manifest = read_manifest(root) or {
+            "mapping_mode": MODE_MONOLITHIC if sharding is False else MODE_SHARDED
+        }
+    return JSONStorage(root, enable_sharding=manifest["mapping_mode"] == MODE_SHARDED)

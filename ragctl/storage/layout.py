@@ -17,14 +17,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ragctl.errors import ConfigError, UsageError
 from ragctl.fsutil import atomic_write_json, file_lock, now_iso, read_json
 from ragctl.ids import validate_entity_id
-
-if TYPE_CHECKING:
-    from ragctl.storage.json_storage import JSONStorage
 
 # 2: chunks.sqlite also holds the full-text index `chunks_fts` (FTS5), written in the same
 #    transaction as the chunk texts. Version-1 stores are read and upgraded in place: the
@@ -137,25 +134,6 @@ def upgrade_manifest(root: Path) -> dict[str, Any]:
             manifest["upgraded_at"] = now_iso()
             atomic_write_json(StoreLayout(root).manifest_path, manifest)
         return manifest
-
-
-def open_store(root: Path, *, create: bool, sharding: bool | None = None) -> JSONStorage:
-    """The store's JSONStorage in its recorded mapping mode.
-
-    create=True: create the store on first use (and upgrade an older format's manifest).
-    create=False: write nothing; a store that does not exist yet is seen as the empty store
-    `create=True` would make (what a dry run plans against). Whether a missing store is an
-    error is the caller's decision (`require_store`)."""
-    from ragctl.storage.json_storage import JSONStorage
-
-    root = Path(root)
-    if create:
-        manifest = open_store_manifest(root, sharding)
-    else:
-        manifest = read_manifest(root) or {
-            "mapping_mode": MODE_MONOLITHIC if sharding is False else MODE_SHARDED
-        }
-    return JSONStorage(root, enable_sharding=manifest["mapping_mode"] == MODE_SHARDED)
 
 
 def require_store(root: Path) -> None:

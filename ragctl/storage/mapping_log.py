@@ -33,7 +33,8 @@ from typing import Any
 from ragctl.errors import StorageError
 from ragctl.fsutil import atomic_write_bytes, json_bytes
 
-Record = dict[str, Any]
+Record = dict[str, Any]  # one mapping record: doc_id, entity_id, name, path, content_hash, chunk_count, ...
+
 
 FOLD_FRACTION = 2.0  # fold when the log exceeds twice the shard's size (mapping bytes written ~1.5x final)...
 FOLD_MIN_BYTES = 256 * 1024  # ...and this many bytes (small shards are cheap to rewrite anyway)
@@ -97,16 +98,30 @@ def _header_sha(data: bytes) -> tuple[str | None, int]:
     return data[2:end].decode("ascii", "replace"), end + 1
 
 
-def _parse_shard(raw: bytes | None, path: Path, id_field: str) -> dict[str, Record]:
-    from ragctl.storage.json_storage import _as_record_dict
+def as_record_dict(raw: Any, path: Path, id_field: str) -> dict[str, Record]:
+    """A shard's JSON as {id: record}: an object as it is, or a list of records keyed by `id_field`."""
+    if raw is None:
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, list):
+        out: dict[str, Record] = {}
+        for item in raw:
+            if not isinstance(item, dict) or id_field not in item:
+                raise StorageError(f"{path}: list entry without {id_field!r}: {str(item)[:80]}")
+            out[str(item[id_field])] = item
+        return out
+    raise StorageError(f"{path}: expected a JSON object of records, got {type(raw).__name__}")
 
+
+def _parse_shard(raw: bytes | None, path: Path, id_field: str) -> dict[str, Record]:
     if raw is None:
         return {}
     try:
         value = json.loads(raw)
     except ValueError as exc:
         raise StorageError(f"{path}: not valid JSON: {exc}") from exc
-    return _as_record_dict(value, path, id_field)
+    return as_record_dict(value, path, id_field)
 
 
 def _read_shard(path: Path) -> tuple[bytes | None, tuple[int, int, int] | None]:

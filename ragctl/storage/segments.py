@@ -87,7 +87,7 @@ def write_segment(path: Path, ids: np.ndarray, vectors: np.ndarray, kind: str = 
 
     def fill(handle: Any) -> None:
         handle.write(MAGIC + struct.pack("<I", len(head)) + head)
-        handle.write(memoryview(ids).cast("B"))
+        handle.write(ids.tobytes())
         handle.write(memoryview(payload).cast("B"))
 
     atomic_write(path, fill, sync_dir=False, make_dirs=make_dirs)
@@ -182,7 +182,7 @@ def build_approx(kind: str, vectors: np.ndarray, ids: np.ndarray) -> tuple[faiss
     elif kind == "hnsw":
         inner = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = 64
-        index = faiss.IndexIDMap2(inner)
+        index = faiss.IndexIDMap2(inner)  # type: ignore[assignment]  # every kind is used as a faiss.Index
         index.add_with_ids(vectors, ids)
         inner.this.disown()
         index.own_fields = True
@@ -444,8 +444,8 @@ class SegmentedIndex:
     def remove_unlisted(self, manifest: dict[str, Any]) -> int:
         """Delete segment files the manifest does not name (inputs of a finished compaction,
         outputs and lock files of a killed merge, temp files) except the files of merges in
-        progress (compaction.live_merges). Lock held; returns how many."""
-        from ragctl.storage.compaction import live_merges, merge_token
+        progress (merge_marks.live_merges). Lock held; returns how many."""
+        from ragctl.storage.merge_marks import live_merges, merge_token
 
         if not self.dir.is_dir():
             return 0

@@ -111,4 +111,4 @@ class VectorIndex:
 
         if len(ids) == 0:
             return 0
-        return int(index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64)))
+        return int(index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64)))  # type: ignore[arg-type]  # SWIG takes arrays
