@@ -69,6 +69,7 @@ class FileDone:
     detail: str = ""
     bytes: int = 0
     tag: str = ""  # the caller's label for the work item (serve: the job id)
+    doc_id: str = ""  # the document the file is (indexed, updated, unchanged, moved) or copies (skipped); "" if none
 
 
 @dataclass(frozen=True)

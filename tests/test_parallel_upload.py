@@ -58,7 +58,9 @@ def _ingest(corpus: Path, store: Path, embedder: Any, sequential: bool, workers:
     if sequential:
         report = ingest_sequential(sources, store, embedder)
     else:
-        options = IngestOptions(store=store, workers=workers, precision=embedder.precision)
+        from ragctl.model_config import ModelConfig
+
+        options = IngestOptions(store=store, workers=workers, model=ModelConfig(precision=embedder.precision))
         report = ingest(sources, options, embedder=embedder)
     assert not report.failures, report.failures
     return report

@@ -8,16 +8,10 @@ from pathlib import Path
 
 import typer
 
-from ragctl.cli.remote_options import (
-    EmbedBatchOption,
-    EmbedConcurrencyOption,
-    EmbedDimOption,
-    EmbedKeyEnvOption,
-    EmbedModelOption,
-    EmbedUrlOption,
-)
 from ragctl.cli.common import EXIT_USAGE, StoreOption, fail, handle_errors, store_path
+from ragctl.cli.model_options import model_options
 from ragctl.ingest.options import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_TEXT_MB, DEFAULT_PARSE_TIMEOUT_S
+from ragctl.model_config import ModelConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +28,7 @@ def is_loopback(host: str) -> bool:
 
 
 @handle_errors
+@model_options
 def serve_command(
     store: Path = StoreOption,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (a non-loopback one needs a token or --insecure)."),
@@ -45,21 +40,11 @@ def serve_command(
     staging_mb: float = typer.Option(2048.0, "--staging-mb", min=0.001, help="Upload bytes held until indexed (503 + Retry-After beyond)."),
     staging_files: int = typer.Option(10_000, "--staging-files", min=1, help="Uploaded files held until indexed (503 beyond)."),
     workers: int = typer.Option(0, "--workers", "-w", min=0, help="Parse workers [default: number of cores]."),
-    model: str = typer.Option(None, "--model", help="Model directory or cached name [default: packaged all-MiniLM-L6-v2]."),
-    precision: str = typer.Option("auto", "--precision", help="auto|fp32|bf16."),
-    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda."),
-    backend: str = typer.Option("auto", "--backend", help="auto|torch|openvino."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Chunks per model batch."),
     max_file_mb: float = typer.Option(DEFAULT_MAX_FILE_MB, "--max-file-mb", min=0.001, help="Skip files larger than this (as ingest)."),
     max_text_mb: float = typer.Option(DEFAULT_MAX_TEXT_MB, "--max-text-mb", min=0.001, help="Skip files with more extracted text than this (as ingest)."),
     parse_timeout: float = typer.Option(DEFAULT_PARSE_TIMEOUT_S, "--parse-timeout", min=1, help="Seconds one file may take to parse."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level (critical|error|warning|info|debug)."),
-    embed_url: str = EmbedUrlOption,
-    embed_model: str = EmbedModelOption,
-    embed_key_env: str = EmbedKeyEnvOption,
-    embed_concurrency: int = EmbedConcurrencyOption,
-    embed_batch: int = EmbedBatchOption,
-    embed_dim: int = EmbedDimOption,
+    model_config: ModelConfig = None,  # type: ignore[assignment]  # filled in by @model_options
 ) -> None:
     """Serve the store over HTTP: upload files (jobs), follow jobs, list, delete, search."""
     try:
@@ -69,7 +54,6 @@ def serve_command(
     except ImportError as exc:
         fail(f"ragctl serve needs the serve extra: pip install -c constraints.txt -e '.[serve]' ({exc.name} is missing)", EXIT_USAGE)
     from ragctl.ingest.options import MB, Limits
-    from ragctl.runtimes.remote import settings_from
     from ragctl.serve.config import ServeConfig, load_tokens_file
 
     tokens = load_tokens_file(tokens_file) if tokens_file is not None else {}
@@ -82,13 +66,16 @@ def serve_command(
     config = ServeConfig(
         store=store_path(store).resolve(), host=host, port=port, tokens=tokens,
         max_upload_bytes=int(max_upload_mb * MB), staging_bytes=int(staging_mb * MB), staging_files=staging_files,
-        workers=workers, model=model, precision=precision, device=device, backend=backend, batch_size=batch_size,
-        limits=Limits.from_mb(max_file_mb, max_text_mb, parse_timeout),
-        remote=settings_from(embed_url, embed_model, embed_key_env, embed_concurrency, embed_batch, embed_dim),
+        workers=workers, limits=Limits.from_mb(max_file_mb, max_text_mb, parse_timeout),
+        model=model_config,
     )
     from ragctl.serve.app import create_app
+    from ragctl.serve.guard import GuardedH11Protocol
 
     app = create_app(config)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Slow or hostile clients (docs/api.md "Hostile clients"): heads within 10 s (GuardedH11Protocol),
+    # at most 16 KB of head, 1,000 connections at once, idle keep-alive closed after 5 s.
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in ("info", "debug"),
-                timeout_graceful_shutdown=30, server_header=False)
+                timeout_graceful_shutdown=30, server_header=False, http=GuardedH11Protocol,
+                h11_max_incomplete_event_size=16 * 1024, limit_concurrency=1000, timeout_keep_alive=5)

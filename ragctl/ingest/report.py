@@ -100,7 +100,7 @@ class Reporter:
             self._entity(entity_id).files = files
 
     def file_done(self, entity_id: str, path: str, status: Status, chunks: int = 0, detail: str = "",
-                  size: int = 0, tag: str = "") -> None:
+                  size: int = 0, tag: str = "", doc_id: str = "") -> None:
         status = Status(status)
         with self._lock:
             rep = self._entity(entity_id)
@@ -112,7 +112,7 @@ class Reporter:
                 self.report.failures.append({"entity": entity_id, "path": path, "error": detail})
             elif status is Status.SKIPPED:
                 self.report.skipped_files.append({"entity": entity_id, "path": path, "reason": detail})
-        self.emit(ev.FileDone(entity_id, path, status, chunks, detail, size, tag))
+        self.emit(ev.FileDone(entity_id, path, status, chunks, detail, size, tag, doc_id))
 
     def stale(self, entity_id: str, path: str, pruned: bool) -> None:
         with self._lock:

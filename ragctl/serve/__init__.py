@@ -1,10 +1,18 @@
 """`ragctl serve`: the HTTP upload/search service over the same ingest engine.
 
-    app.py     routes, auth, errors (FastAPI)
-    upload.py  streaming multipart bodies into the staging area (bounded memory, 413/503)
-    jobs.py    staged jobs on disk: the durability protocol behind "202"
-    engine.py  one IngestRun for the server's life, fed by the job queue
-    config.py  ServeConfig and the tokens file
+    app.py        create_app: builds the parts once, installs handlers, middleware, routers
+    routes/       one APIRouter per resource (health, uploads + jobs, entities, search)
+    deps.py       what routes depend on: Services (config, engine, jobs, staging, searchers),
+                  the token's entities, the entity in the URL (403 / 404)
+    schemas.py    request and response bodies (the OpenAPI document)
+    errors.py     HttpError, the one HTTP error type, and the handlers (one error body)
+    auth.py       bearer tokens, checked before routing and before any body is read
+    guard.py      slow clients: head deadline (uvicorn protocol), body rate (middleware)
+    upload.py     streaming multipart bodies into the staging area (bounded memory, 413)
+    jobs.py       staged jobs on disk: the durability protocol behind "202"; StagingFull (503)
+    engine.py     one IngestRun for the server's life, fed by the job queue
+    searchers.py  one cached Searcher per entity, sharing the engine's model
+    config.py     ServeConfig and the tokens file
 
 Importing this package is cheap; FastAPI is imported by `create_app`'s module only.
 """

@@ -14,11 +14,11 @@ import hmac
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ragctl.errors import UsageError
-from ragctl.ids import validate_entity_id
+from ragctl.ids import is_valid_entity_id
 from ragctl.ingest.options import MB, Limits
+from ragctl.model_config import ModelConfig
 
 ALL = "*"
 # token -> the entity ids it may touch (None: every entity)
@@ -36,12 +36,7 @@ class ServeConfig:
     staging_files: int = 10_000
     max_files_per_upload: int = 1_000
     workers: int = 0  # parse processes (0: number of cores)
-    model: str | None = None
-    precision: str = "auto"
-    device: str = "auto"
-    backend: str = "auto"
-    batch_size: int = 32
-    remote: Any = None  # ragctl.runtimes.remote.RemoteSettings: embed through a service (--embed-url)
+    model: ModelConfig = field(default_factory=ModelConfig)  # embeds uploads and queries (one shared model)
     limits: Limits = field(default_factory=Limits)
     wait_timeout_s: float = 600.0  # ?wait=true gives up (202 + job status) after this
     job_retention_days: float = 7.0  # finished job records are deleted after this (at start-up)
@@ -74,13 +69,18 @@ def load_tokens_file(path: Path) -> TokenMap:
     if not isinstance(data, dict) or not data:
         raise UsageError(f'{path}: tokens file must be a JSON object {{"token": ["entity", ...] or "*"}}')
     tokens: TokenMap = {}
-    for token, entities in data.items():
-        if not isinstance(token, str) or len(token) < 8 or not token.isprintable() or " " in token:
-            raise UsageError(f"{path}: every token must be printable text of at least 8 characters, no spaces")
+    for number, (token, entities) in enumerate(data.items(), 1):
+        where = f"{path}: token #{number}"  # never the token itself: it is a secret
+        if len(token) < 8 or not token.isprintable() or " " in token:
+            raise UsageError(f"{where}: a token must be printable text of at least 8 characters, no spaces")
         if entities == ALL:
             tokens[token] = None
-        elif isinstance(entities, list) and all(isinstance(e, str) for e in entities):
-            tokens[token] = frozenset(validate_entity_id(e) for e in entities)
+        elif isinstance(entities, list) and entities and all(isinstance(e, str) for e in entities):
+            bad = [e for e in entities if not is_valid_entity_id(e)]
+            if bad:
+                raise UsageError(f"{where}: invalid entity id {bad[0]!r} (letters, digits, '.', '_', '-'; "
+                                 "at most 128; must start with a letter or digit)")
+            tokens[token] = frozenset(entities)
         else:
-            raise UsageError(f'{path}: the value of a token must be a list of entity ids or "*"')
+            raise UsageError(f'{where}: the value must be a non-empty list of entity ids or "*"')
     return tokens

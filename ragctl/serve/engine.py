@@ -2,12 +2,13 @@
 
     request handlers --submit--> job queue --(generator `_units`)--> IngestRun planner
                                                                       parse / embed / commit
-    IngestRun events (FileDone tag=job_id) --> Engine._on_event --> job.outcomes
-    a job with every file settled --> finisher thread: doc_ids from the mapping, job.json
-                                      rewritten as `done`, staged bytes removed
+    IngestRun events (FileDone tag=job_id) --> Engine._on_event --> job.outcomes (with doc_ids)
+    a job with every file settled --> finisher thread: job.json rewritten as `done` (nothing
+                                      read back from the store), staged bytes removed
 
-One IngestRun lives as long as the server: one model, one parse pool, and chunks of concurrent
-uploads (to any entities) share the engine's encode windows. Commits take the same per-entity
+One IngestRun lives as long as the server: one model (`load_embedder(config.model)`, the same
+object search uses), one parse pool, and chunks of concurrent uploads (to any entities) share
+the engine's encode windows. Commits take the same per-entity
 shard locks as `ragctl ingest`, so a CLI ingest or another server on the same store stays
 exactly-once. If the run dies (a stage failed), the jobs it held go back to the queue and a new
 run starts; a job that fails that way three times is marked `failed`.
@@ -34,7 +35,7 @@ from ragctl.fsutil import now_iso
 from ragctl.ingest.options import IngestOptions
 from ragctl.ingest.plan import WorkUnit
 from ragctl.serve.config import ServeConfig
-from ragctl.serve.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, JobStore, Staging
+from ragctl.serve.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Job, JobStore, Outcome, Staging
 
 log = logging.getLogger("ragctl.serve")
 MAX_ATTEMPTS = 3
@@ -80,6 +81,8 @@ class Engine:
         self._held: list[Job] = []  # acknowledged during a DELETE of their entity: queued after it
         self._finished: queue.Queue[Job | None] = queue.Queue()
         self._run: Any = None
+        self.embedder: Any = None  # the loaded model (search uses the same object)
+        self.model_info: dict[str, Any] = {}  # the embedder's describe(): which backend/precision embeds
         self._thread: threading.Thread | None = None
         self._finisher: threading.Thread | None = None
         self.counters = {"encode_calls": 0, "chunks_embedded": 0, "files_done": 0, "jobs_done": 0,
@@ -89,7 +92,7 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
     def start(self, resume: list[Job]) -> None:
         for job in resume:
-            self.staging.reserve(job.total_bytes, len(job.files))  # held until they finish
+            self.staging.force(job.total_bytes, len(job.files))  # held until they finish
             self.submit(job)
         self._thread = threading.Thread(target=self._supervise, name="ragctl-serve-engine", daemon=True)
         self._thread.start()
@@ -133,27 +136,24 @@ class Engine:
         with self._counter_lock:
             counters = dict(self.counters)
         return {"state": self.state, "error": self.error, "jobs_active": self.active(),
-                "jobs_queued": self.queued(), **counters}
+                "jobs_queued": self.queued(), "model": self.model_info, **counters}
 
     # ------------------------------------------------------------------ the run
     def _options(self) -> IngestOptions:
         c = self.config
-        return IngestOptions(store=c.store, workers=c.workers, model=c.model, precision=c.precision,
-                             device=c.device, backend=c.backend, batch_size=c.batch_size, limits=c.limits,
-                             remote=c.remote)
+        return IngestOptions(store=c.store, workers=c.workers, model=c.model, limits=c.limits)
 
     def _supervise(self) -> None:
-        from ragctl.embedding import Embedder, resolve_model
+        from ragctl.embedding import load_embedder
         from ragctl.ingest.run import IngestRun
 
         options = self._options()
         try:
             self.state = "loading"
-            if options.remote is not None:  # each IngestRun makes its client for the service
-                embedder = None
-            else:
-                embedder = Embedder.shared(resolve_model(options.model), options.precision, options.device,
-                                           options.batch_size, backend=options.backend)
+            loaded = load_embedder(options.model)  # the process's one copy: search shares it
+            self.embedder, self.model_info = loaded, loaded.describe()
+            # a remote service: the run sizes its encode windows for it (same cached client)
+            embedder = loaded if options.model.remote is None else None
         except Exception as exc:  # noqa: BLE001 - the service reports it on /healthz
             self.error = f"cannot load the model: {exc}"
             self.state = "failed"
@@ -225,7 +225,7 @@ class Engine:
         with self._counter_lock:
             self.counters["files_done"] += 1
         status = _STATUS_OUT.get(str(event.status), str(event.status))
-        job.outcomes.setdefault(event.path, (status, event.chunks, event.detail))
+        job.outcomes.setdefault(event.path, Outcome(status, event.chunks, event.detail, event.doc_id))
         if len(job.outcomes) >= len({f.path for f in job.files}) and not job.done_event.is_set():
             self._finished.put(job)
 
@@ -248,6 +248,7 @@ class Engine:
             cancelled = job.status == CANCELLED  # by a DELETE, which wrote its manifest
             if not cancelled:
                 job.results = results
+                job.model = {k: self.model_info.get(k) for k in ("name", "backend", "precision", "device")}
                 job.status = FAILED if job.outcomes == {} and job.error else DONE
                 job.finished_at = now_iso()
         if not cancelled:
@@ -263,28 +264,21 @@ class Engine:
             self.counters[counter] += 1
         job.done_event.set()
 
-    def _results(self, job: Job) -> list[dict[str, Any]]:
-        records = self._records(job.entity_id)
-        by_path = {r.get("path"): r for r in records.values()}
-        by_hash: dict[str, dict[str, Any]] = {}
-        for r in records.values():
-            by_hash.setdefault(r.get("content_hash", ""), r)
+    @staticmethod
+    def _results(job: Job) -> list[dict[str, Any]]:
+        """The job's final per-file results, in upload order, from the engine's own reports."""
+        missing = Outcome("failed", 0, job.error or "not processed")
         results = []
         for f in job.files:
-            status, chunks, detail = job.outcomes.get(f.path, ("failed", 0, job.error or "not processed"))
-            record = None
-            if status in ("indexed", "updated", "unchanged"):
-                record = by_path.get(f.path)
-            elif status == "skipped":
-                record = by_hash.get(f.sha256)  # same content already indexed: its document
+            out = job.outcomes.get(f.path, missing)
             results.append({
                 "path": f.path,
-                "status": status,
-                "doc_id": record.get("doc_id") if record else None,
-                "chunks": int(record.get("chunk_count", chunks)) if record else chunks,
+                "status": out.status,
+                "doc_id": out.doc_id or None,
+                "chunks": out.chunks,
                 "bytes": f.bytes,
                 "sha256": f.sha256,
-                "error": (detail or None) if status in ("failed", "skipped") else None,
+                "error": (out.detail or None) if out.status in ("failed", "skipped") else None,
             })
         return results
 
@@ -324,12 +318,3 @@ class Engine:
                     self._held = [j for j in self._held if j.entity_id != entity_id]
             for job in release:
                 self._queue.put(job)
-
-    def _records(self, entity_id: str) -> dict[str, Any]:
-        from ragctl.storage.entity import EntityStore
-        from ragctl.storage.layout import open_store
-
-        try:
-            return EntityStore(open_store(self.config.store, create=False), entity_id).records()
-        except Exception:  # noqa: BLE001 - results without doc_ids beat no results
-            return {}

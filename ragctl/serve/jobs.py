@@ -37,7 +37,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ragctl.fsutil import atomic_write_json, fsync_dir, now_iso, read_json
 
@@ -59,6 +59,15 @@ class StagedFile:
         return {"path": self.path, "bytes": self.bytes, "sha256": self.sha256}
 
 
+class Outcome(NamedTuple):
+    """A file's final status as the engine reported it (FileDone)."""
+
+    status: str  # indexed | updated | unchanged | skipped | failed
+    chunks: int
+    detail: str
+    doc_id: str = ""  # its document (or, skipped as a copy, the document it copies)
+
+
 @dataclass
 class Job:
     job_id: str
@@ -72,8 +81,9 @@ class Job:
     error: str | None = None
     results: list[dict[str, Any]] | None = None  # final, in upload order
     attempts: int = 0
-    # per-file outcomes as the engine reports them (path -> (status, chunks, detail))
-    outcomes: dict[str, tuple[str, int, str]] = field(default_factory=dict, repr=False)
+    model: dict[str, Any] | None = None  # what embedded its files (name, backend, precision, device)
+    # per-file outcomes as the engine reports them (path -> Outcome)
+    outcomes: dict[str, Outcome] = field(default_factory=dict, repr=False)
     done_event: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
@@ -91,6 +101,7 @@ class Job:
             "error": self.error,
             "files": [asdict(f) for f in self.files],
             "results": self.results,
+            "model": self.model,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -102,6 +113,7 @@ class Job:
             "created_at": self.created_at,
             "finished_at": self.finished_at,
             "error": self.error,
+            "model": self.model,
         }
         if self.results is not None:
             body["files"] = self.results
@@ -134,6 +146,7 @@ class Job:
             finished_at=data.get("finished_at"),
             error=data.get("error"),
             results=data.get("results"),
+            model=data.get("model"),
         )
 
 
@@ -250,9 +263,13 @@ class JobStore:
                     marker.unlink(missing_ok=True)
 
 
+class StagingFull(Exception):
+    """The staging area holds its bound of bytes or files: the upload must be retried later."""
+
+
 class Staging:
     """Bytes and files held in staging (reserved while streaming, released when the job is
-    done): the bound behind 503 + Retry-After."""
+    done): the bound behind 503 + Retry-After (`StagingFull`)."""
 
     def __init__(self, max_bytes: int, max_files: int) -> None:
         self.max_bytes = max_bytes
@@ -265,13 +282,21 @@ class Staging:
         with self._lock:
             return self.bytes >= self.max_bytes or self.files >= self.max_files
 
-    def reserve(self, nbytes: int = 0, nfiles: int = 0) -> bool:
+    def reserve(self, nbytes: int = 0, nfiles: int = 0) -> None:
+        """Hold `nbytes` and `nfiles` more, or raise StagingFull (holding nothing more)."""
         with self._lock:
-            if self.bytes + nbytes > self.max_bytes or self.files + nfiles > self.max_files:
-                return False
+            if self.bytes + nbytes > self.max_bytes:
+                raise StagingFull(f"the upload staging area is full ({self.max_bytes} bytes held until indexed)")
+            if self.files + nfiles > self.max_files:
+                raise StagingFull(f"the upload staging area is full ({self.max_files} files held until indexed)")
             self.bytes += nbytes
             self.files += nfiles
-            return True
+
+    def force(self, nbytes: int, nfiles: int) -> None:
+        """Hold what jobs resumed at start-up already staged, whatever the bounds."""
+        with self._lock:
+            self.bytes += nbytes
+            self.files += nfiles
 
     def release(self, nbytes: int, nfiles: int) -> None:
         with self._lock:

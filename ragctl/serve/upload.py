@@ -21,39 +21,41 @@ import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from ragctl.fsutil import fsync_dir
-from ragctl.fsutil import fsync_path
+from ragctl.fsutil import fsync_dir, fsync_path
+from ragctl.serve.errors import HttpError
 from ragctl.serve.jobs import Job, StagedFile, Staging
 
 MAX_PATH_CHARS = 1024
-MAX_FIELD_BYTES = 4096
+MAX_FIELD_BYTES = 4096  # a `path` value
+MAX_PART_HEADER_BYTES = 16 * 1024  # all headers of one part together
+EXTRA_PARTS = 64  # form parts beyond one `file` and one `path` per file: then 400
 DRAIN_BYTES = 8 << 20  # after a 413/503, read (and drop) this much more so the client sees the answer
-RETRY_AFTER_S = 5
+
+# A document path: '/'-separated parts, none empty, '.' or '..'; no '\\', no control character.
+# The same pattern is the upload's OpenAPI schema (`path` items), so the schema and the server
+# accept exactly the same paths.
+_PART_CHAR = r"[^/\\\x00-\x1f\x7f]"
+_PART = rf"(?:{_PART_CHAR}*[^/\\\x00-\x1f\x7f.]{_PART_CHAR}*|\.\.\.+)"
+DOCUMENT_PATH_PATTERN = rf"^{_PART}(?:/{_PART})*$"
+_DOCUMENT_PATH = re.compile(DOCUMENT_PATH_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SUFFIX = re.compile(r"\.[a-z0-9]{1,16}")
 
 
-class UploadError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-
-def bad(message: str, code: str = "bad_request") -> UploadError:
-    return UploadError(400, code, message)
+def bad(message: str, code: str = "bad_request") -> HttpError:
+    return HttpError(400, code, message)
 
 
 def document_path(raw: str) -> str:
-    """A document's path inside its entity: relative, POSIX, no '.', '..', empty parts or
-    control characters (NUL included)."""
+    """A document's path inside its entity (its identity): relative, '/'-separated, no '.',
+    '..' or empty parts, no backslash or control character (NUL included), at most 1,024
+    characters. Only ever an identifier: the staged file's name on disk is not derived from it."""
     if "\x00" in raw:
         raise bad("path contains a NUL byte", "invalid_path")
     if not raw:
@@ -61,31 +63,44 @@ def document_path(raw: str) -> str:
     if len(raw) > MAX_PATH_CHARS:
         raise bad(f"path is longer than {MAX_PATH_CHARS} characters", "invalid_path")
     if _CONTROL.search(raw):
-        raise bad("path contains control characters", "invalid_path")
-    if raw.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[\\/]", raw):
+        raise bad(f"path contains control characters: {raw!r}", "invalid_path")
+    if "\\" in raw:
+        raise bad(f"path must use '/' separators, not '\\': {raw!r}", "invalid_path")
+    if raw.startswith("/"):
         raise bad(f"path must be relative to the entity, not absolute: {raw!r}", "invalid_path")
     parts = raw.split("/")
-    if any(p in ("..", ".") for p in re.split(r"[/\\]", raw)):
+    if any(p in ("..", ".") for p in parts):
         raise bad(f"path must not contain '.' or '..' parts: {raw!r}", "invalid_path")
     if any(p == "" for p in parts):
         raise bad(f"path has an empty part: {raw!r}", "invalid_path")
-    if any(len(p.encode("utf-8", "surrogateescape")) > 255 for p in parts):
-        raise bad("a part of the path is longer than 255 bytes", "invalid_path")
+    if not _DOCUMENT_PATH.fullmatch(raw):  # the schema's pattern; the checks above explain its failures
+        raise bad(f"invalid path {raw!r}", "invalid_path")
     return raw
 
 
-def default_path(filename: str | None) -> str:
-    """The document path of a file part without a `path` field: the upload's file name."""
-    name = re.split(r"[/\\]", filename or "")[-1]
-    if not name:
-        raise bad("a file part has no file name: send a filename or a 'path' field", "invalid_path")
-    return document_path(name)
+def default_path(filename: bytes | None, index: int) -> str:
+    """The document path of a file part without `path` fields: the last part of its file name."""
+    if not filename:
+        raise bad(f"file part {index + 1} has no file name: send a filename or a 'path' field per file",
+                  "invalid_path")
+    try:
+        name = filename.decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad(f"the file name of file part {index + 1} is not valid UTF-8: send a 'path' field per file",
+                  "invalid_path") from None
+    return document_path(re.split(r"[/\\]", name)[-1])
+
+
+def staged_name(doc_path: str) -> str:
+    """The staged file's name: `document` plus the document's suffix (parsers go by it)."""
+    suffix = PurePosixPath(doc_path).suffix.lower()
+    return "document" + (suffix if _SUFFIX.fullmatch(suffix) else "")
 
 
 @dataclass
 class _Part:
     name: str = ""
-    filename: str | None = None
+    filename: bytes | None = None
     handle: BinaryIO | None = None
     staged: Path | None = None
     size: int = 0
@@ -100,13 +115,16 @@ class _Sink:
         self.job = job
         self.staging = staging
         self.max_files = max_files
+        self.max_parts = 2 * max_files + EXTRA_PARTS
+        self.parts = 0
         self.files: list[_Part] = []
         self.paths: list[str] = []
         self.part: _Part | None = None
         self.headers: dict[bytes, bytes] = {}
+        self._header_bytes = 0
         self._field = b""
         self._value = b""
-        self.error: UploadError | None = None
+        self.error: Exception | None = None  # HttpError or StagingFull
         self.ended = False
 
     def callbacks(self) -> dict[str, Any]:
@@ -122,15 +140,28 @@ class _Sink:
         }
 
     def part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > self.max_parts:
+            self.fail(bad(f"more than {self.max_parts} form parts in one upload", "too_many_parts"))
         self.part = _Part()
         self.headers = {}
+        self._header_bytes = 0
         self._field = self._value = b""
 
+    def _count_header(self, size: int) -> bool:
+        self._header_bytes += size
+        if self._header_bytes > MAX_PART_HEADER_BYTES:
+            self.fail(bad(f"the headers of a form part are longer than {MAX_PART_HEADER_BYTES} bytes"))
+            return False
+        return True
+
     def header_field(self, data: bytes, start: int, end: int) -> None:
-        self._field += data[start:end]
+        if self._count_header(end - start):
+            self._field += data[start:end]
 
     def header_value(self, data: bytes, start: int, end: int) -> None:
-        self._value += data[start:end]
+        if self._count_header(end - start):
+            self._value += data[start:end]
 
     def header_end(self) -> None:
         self.headers[self._field.strip().lower()] = self._value.strip()
@@ -138,20 +169,22 @@ class _Sink:
 
     def headers_finished(self) -> None:
         part = self.part
-        assert part is not None
+        if part is None or self.error is not None:
+            return
         _, options = parse_options_header(self.headers.get(b"content-disposition", b""))
         part.name = options.get(b"name", b"").decode("utf-8", "replace")
-        raw_filename = options.get(b"filename")
-        part.filename = raw_filename.decode("utf-8", "replace") if raw_filename is not None else None
+        part.filename = options.get(b"filename")
         if part.name == "file":
             if len(self.files) >= self.max_files:
-                self.fail(UploadError(413, "too_many_files", f"more than {self.max_files} files in one upload"))
+                self.fail(HttpError(413, "too_many_files", f"more than {self.max_files} files in one upload",
+                                    close=True))
                 return
-            if not self.staging.reserve(0, 1):
-                self.fail(full_error("files"))
+            try:
+                self.staging.reserve(0, 1)
+            except Exception as exc:  # noqa: BLE001 - StagingFull: answered by the caller
+                self.fail(exc)
                 return
-            index = len(self.files)
-            part.staged = self.job.directory / "files" / f"{index}.part"
+            part.staged = self.job.directory / "files" / f"{len(self.files)}.part"
             part.handle = open(part.staged, "wb")  # noqa: SIM115 - closed in part_end / cleanup
             part.digest = hashlib.sha256()
             self.files.append(part)
@@ -188,7 +221,7 @@ class _Sink:
     def end(self) -> None:
         self.ended = True
 
-    def fail(self, error: UploadError) -> None:
+    def fail(self, error: Exception) -> None:
         if self.error is None:
             self.error = error
 
@@ -199,53 +232,49 @@ class _Sink:
                 part.handle = None
 
 
-def full_error(what: str) -> UploadError:
-    return UploadError(
-        503, "staging_full",
-        f"the upload staging area is full ({what}); retry after {RETRY_AFTER_S} s",
-        {"Retry-After": str(RETRY_AFTER_S)},
-    )
-
-
-def too_large(limit: int) -> UploadError:
-    return UploadError(413, "too_large", f"upload is larger than the {limit / (1 << 20):g} MB limit (--max-upload-mb)")
+def too_large(limit: int) -> HttpError:
+    return HttpError(413, "too_large", f"upload is larger than the {limit / (1 << 20):g} MB limit (--max-upload-mb)",
+                     close=True)
 
 
 def boundary_of(content_type: str) -> bytes:
     ctype, options = parse_options_header(content_type)
     if ctype != b"multipart/form-data":
-        raise UploadError(415, "unsupported_media_type", "send the files as multipart/form-data")
+        raise HttpError(415, "unsupported_media_type", "send the files as multipart/form-data")
     boundary = options.get(b"boundary")
     if not boundary:
         raise bad("multipart/form-data without a boundary")
+    if len(boundary) > 200:
+        raise bad("the multipart boundary is longer than 200 bytes")
     return boundary
 
 
 async def receive(stream: AsyncIterator[bytes], content_type: str, content_length: str | None, job: Job,
                   staging: Staging, max_bytes: int, max_files: int) -> list[StagedFile]:
     """Stream the body into `job`'s staging directory; returns its files, fsynced, in order.
-    Raises UploadError (the caller discards the job directory and answers with it). The
-    staging bytes reserved for the job stay reserved (released when the job is done)."""
+    Raises HttpError or StagingFull (the caller discards the job directory and answers with
+    it). The staging bytes reserved for the job stay reserved (released when the job is done)."""
     boundary = boundary_of(content_type)
     if content_length is not None and content_length.isdigit() and int(content_length) > max_bytes:
         raise too_large(max_bytes)
     sink = _Sink(job, staging, max_files)
-    parser = MultipartParser(boundary, sink.callbacks())
+    parser = MultipartParser(boundary, sink.callbacks())  # type: ignore[arg-type]
     received = reserved = 0
-    error: UploadError | None = None
+    error: Exception | None = None
     try:
         async for chunk in stream:
+            received += len(chunk)
             if error is not None:  # drain a little so the client reads our answer
-                received += len(chunk)
                 if received > max_bytes + DRAIN_BYTES:
                     break
                 continue
-            received += len(chunk)
             if received > max_bytes:
                 error = too_large(max_bytes)
                 continue
-            if not staging.reserve(len(chunk)):
-                error = full_error("bytes")
+            try:
+                staging.reserve(len(chunk))
+            except Exception as exc:  # noqa: BLE001 - StagingFull
+                error = exc
                 continue
             reserved += len(chunk)
             try:
@@ -281,9 +310,10 @@ async def receive(stream: AsyncIterator[bytes], content_type: str, content_lengt
 
 
 def _place(sink: _Sink, job: Job) -> list[StagedFile]:
-    """Name each staged file after its document (parsers look at the suffix), fsync it."""
-    paths = sink.paths or [default_path(p.filename) for p in sink.files]
-    checked = [document_path(p) for p in paths]
+    """Move each staged file to `files/<n>/document<suffix>` (parsers go by the suffix; the
+    document's path is only recorded, never used as a file name), fsync it."""
+    checked = [document_path(p) for p in sink.paths] if sink.paths else \
+        [default_path(p.filename, i) for i, p in enumerate(sink.files)]
     seen: set[str] = set()
     for p in checked:
         if p in seen:
@@ -294,7 +324,7 @@ def _place(sink: _Sink, job: Job) -> list[StagedFile]:
         assert part.staged is not None
         directory = part.staged.parent / str(index)
         directory.mkdir()
-        target = directory / doc_path.rsplit("/", 1)[-1]
+        target = directory / staged_name(doc_path)
         os.replace(part.staged, target)
         fsync_path(target)
         fsync_dir(directory)
