@@ -1,6 +1,13 @@
-"""`ragctl eval`: known-item retrieval quality of an entity, measured on its own texts.
+"""`ragctl eval`: retrieval quality of an entity, per search mode.
 
-Sentences are sampled from the entity's chunk texts (seeded, reproducible) and used as
+Two evaluations:
+
+* `evaluate_questions` (`ragctl eval ENTITY --questions FILE`): a question set written in a
+  user's words, each question with the documents that answer it and optionally an evidence
+  snippet (see `ragctl.question_sets`). Metrics are defined in `score_question`.
+* `evaluate` (`ragctl eval ENTITY`): known-item queries sampled from the entity's own texts.
+
+Known-item sampling: sentences are sampled from the entity's chunk texts (seeded, reproducible) and used as
 queries. For every query and mode:
 
 * document recall@k - a top-k hit comes from a document that contains the sentence;
@@ -14,15 +21,20 @@ counts for each of them.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
-from dataclasses import dataclass, field
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ragctl.errors import UsageError
+from ragctl.model_config import ModelConfig
 from ragctl.query import MODES, Searcher
+from ragctl.question_sets import Question, load_questions
 from ragctl.storage.entity import Hit
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"'(\[])")
@@ -105,17 +117,23 @@ def sample_sentences(chunks: dict[int, str], n: int, seed: int) -> list[str]:
     return picked
 
 
-def evaluate(
-    store: Path, entity_id: str, *, sample: int = 50, k: int = 5, modes: list[str] | None = None,
-    seed: int = 0, model: str | None = None,
-) -> EvalReport:
-    modes = list(modes or MODES)
-    for mode in modes:
+def check_modes(modes: list[str] | None) -> list[str]:
+    """The modes to evaluate: every mode `ragctl.query` offers by default (new ones included)."""
+    chosen = list(modes or MODES)
+    for mode in chosen:
         if mode not in MODES:
             raise UsageError(f"unknown search mode {mode!r} (one of {', '.join(MODES)})")
+    return chosen
+
+
+def evaluate(
+    store: Path, entity_id: str, *, sample: int = 50, k: int = 5, modes: list[str] | None = None,
+    seed: int = 0, model: str | None = None, config: ModelConfig | None = None,
+) -> EvalReport:
+    modes = check_modes(modes)
     if sample < 1 or k < 1:
         raise UsageError("sample and k must be at least 1")
-    searcher = Searcher(store, entity_id, model)
+    searcher = Searcher(store, entity_id, config if config is not None else ModelConfig(model=model))
     entity = searcher.entity
     records = entity.records()
     owners = entity.owners()
@@ -161,5 +179,205 @@ def format_table(reports: list[EvalReport]) -> str:
             lines.append(
                 f"| {report.entity} | {mode} | {j['queries']} | {j['doc_recall']:.2f} | {j['mrr']:.2f} "
                 f"| {j['chunk_hit']:.2f} | {j['ms_per_query']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- question sets
+
+NDCG_AT = 10
+
+
+def normalize_text(text: str) -> str:
+    """How evidence and chunk texts are compared: NFKC, case-folded, white space collapsed."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def ranked_documents(paths: Sequence[str]) -> list[str]:
+    """Documents in the order their first chunk appears in a ranked chunk list."""
+    return list(dict.fromkeys(paths))
+
+
+def ndcg(ranked_docs: Sequence[str], relevance: Mapping[str, int], cutoff: int = NDCG_AT) -> float:
+    """nDCG@cutoff over a ranked document list, linear gain (trec_eval / BEIR): the sum of
+    grade / log2(rank + 1) over the first `cutoff` documents, divided by the same sum for the
+    ideal order of the graded documents."""
+    dcg = sum(relevance.get(doc, 0) / math.log2(rank + 1) for rank, doc in enumerate(ranked_docs[:cutoff], 1))
+    ideal = sorted((g for g in relevance.values() if g > 0), reverse=True)[:cutoff]
+    idcg = sum(g / math.log2(rank + 1) for rank, g in enumerate(ideal, 1))
+    return dcg / idcg if idcg else 0.0
+
+
+@dataclass(frozen=True)
+class QuestionOutcome:
+    """One question in one mode; ranks are 1-based positions in the ranked chunk list."""
+
+    first_answer_rank: int | None  # first chunk from an answering document (None: not in the list)
+    evidence_rank: int | None  # first chunk containing the evidence (None: none, or no evidence)
+    ndcg: float  # nDCG@10 of the documents the top chunks come from
+
+    def to_json(self) -> dict[str, Any]:
+        return {"first_answer_rank": self.first_answer_rank, "evidence_rank": self.evidence_rank,
+                "ndcg": round(self.ndcg, 4)}
+
+
+def score_question(question: Question, hits: Sequence[Hit]) -> QuestionOutcome:
+    """Score one ranked chunk list (best first, at least max(k, 10) deep when there are enough
+    chunks) against a question's answering documents and evidence."""
+    relevant = question.relevance
+    first = next((rank for rank, hit in enumerate(hits, 1) if hit.path in relevant), None)
+    evidence_rank = None
+    if question.evidence is not None:
+        needle = normalize_text(question.evidence)
+        evidence_rank = next((rank for rank, hit in enumerate(hits, 1) if needle in normalize_text(hit.text)), None)
+    return QuestionOutcome(first, evidence_rank, ndcg(ranked_documents([h.path for h in hits]), relevant))
+
+
+@dataclass
+class QuestionModeScore:
+    """Per mode, over the questions of a set:
+
+    * doc recall@k: share of questions with a chunk from an answering document in the top k
+      (any one of several answering documents counts: success@k);
+    * MRR: mean of 1 / rank of the first such chunk (0 when it is not in the top k), i.e. MRR@k;
+    * nDCG@10: documents ranked by their first chunk among the top max(k, 10) chunks;
+    * evidence hit@k: share of the questions *with evidence* whose evidence snippet is inside
+      one of the top-k chunks (normalised comparison, see `normalize_text`).
+    """
+
+    k: int
+    outcomes: dict[str, QuestionOutcome] = field(default_factory=dict)
+    evidence_questions: int = 0
+    seconds: float = 0.0
+
+    def add(self, question: Question, outcome: QuestionOutcome) -> None:
+        self.outcomes[question.qid] = outcome
+        if question.evidence is not None:
+            self.evidence_questions += 1
+
+    def to_json(self) -> dict[str, Any]:
+        k, rows = self.k, list(self.outcomes.values())
+        n = max(len(rows), 1)
+        in_k = [r.first_answer_rank for r in rows if r.first_answer_rank is not None and r.first_answer_rank <= k]
+        evidence = sum(1 for r in rows if r.evidence_rank is not None and r.evidence_rank <= k)
+        return {
+            "questions": len(rows),
+            "doc_recall": round(len(in_k) / n, 4),
+            "mrr": round(sum(1.0 / rank for rank in in_k) / n, 4),
+            "ndcg10": round(sum(r.ndcg for r in rows) / n, 4),
+            "evidence_questions": self.evidence_questions,
+            "evidence_hit": round(evidence / self.evidence_questions, 4) if self.evidence_questions else None,
+            "ms_per_query": round(1000 * self.seconds / n, 2),
+        }
+
+
+@dataclass
+class QuestionReport:
+    entity: str
+    questions_file: str
+    k: int
+    questions: list[Question]
+    modes: dict[str, QuestionModeScore] = field(default_factory=dict)
+    # evidence that no chunk of the entity (or none of an answering document) contains: no mode
+    # can hit it (a snippet straddling a chunk boundary, or not the parsed text)
+    evidence_unreachable: list[str] = field(default_factory=list)
+
+    def to_json(self, *, details: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "entity": self.entity,
+            "questions_file": self.questions_file,
+            "k": self.k,
+            "ndcg_at": NDCG_AT,
+            "questions": len(self.questions),
+            "evidence_unreachable": self.evidence_unreachable,
+            "modes": {m: s.to_json() for m, s in self.modes.items()},
+        }
+        if details:
+            out["per_question"] = [
+                {"id": q.qid, "question": q.text, "answers": q.answers,
+                 "modes": {m: s.outcomes[q.qid].to_json() for m, s in self.modes.items()}}
+                for q in self.questions
+            ]
+        return out
+
+
+def check_answers(questions: Sequence[Question], records: Mapping[str, Mapping[str, Any]], entity_id: str) -> list[Question]:
+    """Every answering path must be a document of the entity (an answer given as a doc_id is
+    turned into its path); else a UsageError naming the question's file and line."""
+    paths = {str(r["path"]) for r in records.values()}
+    checked = []
+    for q in questions:
+        relevance = {}
+        for answer, grade in q.relevance.items():
+            if answer not in paths and answer in records:
+                answer = str(records[answer]["path"])
+            if answer not in paths:
+                raise UsageError(f"{q.source}: answer {answer!r} is not a document of entity {entity_id!r}")
+            relevance[answer] = grade
+        checked.append(replace(q, relevance=relevance))
+    return checked
+
+
+def unreachable_evidence(questions: Sequence[Question], entity: Any) -> list[str]:
+    """Ids of questions whose evidence no chunk of an answering document contains."""
+    with_evidence = [q for q in questions if q.evidence is not None]
+    if not with_evidence:
+        return []
+    records = entity.records()
+    by_path: dict[str, list[int]] = {}
+    for r in records.values():
+        first = int(r["first_vector_id"])
+        by_path.setdefault(str(r["path"]), []).extend(range(first, first + int(r["chunk_count"])))
+    wanted = sorted({vid for q in with_evidence for a in q.answers for vid in by_path.get(a, [])})
+    texts = {vid: normalize_text(t) for vid, t in entity.texts.fetch(wanted).items()}
+    missing = []
+    for q in with_evidence:
+        needle = normalize_text(q.evidence or "")
+        if not any(needle in texts.get(vid, "") for a in q.answers for vid in by_path.get(a, [])):
+            missing.append(q.qid)
+    return missing
+
+
+def evaluate_questions(
+    store: Path, entity_id: str, questions_file: Path, *, k: int = 5, modes: list[str] | None = None,
+    config: ModelConfig | None = None, searcher: Searcher | None = None, rerank: bool = False,
+) -> QuestionReport:
+    """Run a question set against an entity in each mode (one batch of queries per mode);
+    `rerank`: with the rerank stage (ragctl.rerank) after each mode."""
+    modes = check_modes(modes)
+    if k < 1:
+        raise UsageError("k must be at least 1")
+    questions = load_questions(questions_file)
+    if searcher is None:
+        searcher = Searcher(store, entity_id, config)
+    entity = searcher.entity
+    questions = check_answers(questions, entity.records(), entity_id)
+    report = QuestionReport(entity_id, str(questions_file), k, questions)
+    report.evidence_unreachable = unreachable_evidence(questions, entity)
+    depth = max(k, NDCG_AT)
+    texts = [q.text for q in questions]
+    for mode in modes:
+        score = report.modes[mode] = QuestionModeScore(k)
+        started = time.perf_counter()
+        results = searcher.search(texts, depth, mode, rerank=rerank)
+        score.seconds = time.perf_counter() - started
+        for question, hits in zip(questions, results):
+            score.add(question, score_question(question, hits))
+    return report
+
+
+def format_question_table(reports: Sequence[QuestionReport], label: str = "entity") -> str:
+    k = reports[0].k if reports else 5
+    lines = [
+        f"| {label} | mode | questions | doc recall@{k} | MRR | nDCG@{NDCG_AT} | evidence hit@{k} | ms/query |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for report in reports:
+        for mode, score in report.modes.items():
+            j = score.to_json()
+            evidence = "—" if j["evidence_hit"] is None else f"{j['evidence_hit']:.2f}"
+            lines.append(
+                f"| {report.entity} | {mode} | {j['questions']} | {j['doc_recall']:.2f} | {j['mrr']:.2f} "
+                f"| {j['ndcg10']:.2f} | {evidence} | {j['ms_per_query']:.1f} |"
             )
     return "\n".join(lines)
