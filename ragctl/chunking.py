@@ -20,6 +20,13 @@ Each final chunk is then encoded once more, in one batch, to verify its real cou
 over the budget (possible only when a long word was cut between word pieces, or with
 tokenisers whose counts are not additive) is re-split until it fits.
 
+Contextual chunks (:meth:`Chunker.contextual`): each chunk also carries the document's title
+and its heading path (``section``, e.g. ``File system > fs.watch()``), and the text the model
+embeds is ``title > section`` on a first line, then the chunk. That line counts against the
+window: each section is packed with the budget left after its context line, which is capped
+at ``max_context_tokens`` (middle headings are elided first: ``Title > … > fs.watch()``), so
+context + chunk never exceed the window and the chunk text is never cut for it.
+
 This module imports nothing heavy: ``tokenizers`` is imported inside :func:`load_tokenizer`,
 ``transformers`` only for the fallback when a model directory has no ``tokenizer.json``.
 """
@@ -30,14 +37,22 @@ import math
 import re
 import unicodedata
 from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover
     import tokenizers
 
-__all__ = ["Chunk", "Chunker", "load_tokenizer", "model_max_seq_length", "BlockLike"]
+__all__ = ["CHUNKER_VERSION", "Chunk", "Chunker", "load_tokenizer", "model_max_seq_length", "BlockLike"]
+
+# Recorded per document ("chunker" in its mapping record). 1 (or absent): chunks without
+# context; 2: contextual chunks (title and heading path embedded and full-text indexed).
+# `ragctl ingest --reindex` re-chunks documents recorded with an older version.
+CHUNKER_VERSION = 2
+CONTEXT_SEPARATOR = " > "
+MAX_CONTEXT_TOKENS = 40  # cap of the context line (and at most a quarter of the window)
 
 
 @runtime_checkable
@@ -51,13 +66,26 @@ class BlockLike(Protocol):
 @dataclass(frozen=True)
 class Chunk:
     text: str
-    token_count: int  # tokens INCLUDING the model's special tokens ([CLS], [SEP])
+    token_count: int  # tokens of `embed_text` INCLUDING the model's special tokens ([CLS], [SEP])
+    title: str = ""  # the document's title (contextual chunks)
+    section: str = ""  # heading path inside the document, CONTEXT_SEPARATOR-joined ("" at top level)
+    context: str = ""  # the line embedded before the text ("" for none)
+
+    @property
+    def embed_text(self) -> str:
+        """What the model embeds: the context line, a blank line, the text."""
+        return contextualize(self.context, self.text)
+
+
+def contextualize(context: str, text: str) -> str:
+    """The text a chunk is embedded as (also used for a query-side rerank)."""
+    return f"{context}\n\n{text}" if context else text
 
 
 # --------------------------------------------------------------------------- tokenizer
 
 
-def load_tokenizer(model_dir: str | Path) -> "tokenizers.Tokenizer":
+def load_tokenizer(model_dir: str | Path) -> tokenizers.Tokenizer:
     """The model's fast tokenizer with truncation and padding disabled.
 
     ``model_dir/tokenizer.json`` when present (all-MiniLM-L6-v2's configures truncation
@@ -217,11 +245,12 @@ def _is_punct(ch: str) -> bool:
 
 
 class _Blk:
-    __slots__ = ("text", "heading", "starts", "_sents")
+    __slots__ = ("text", "heading", "level", "starts", "_sents")
 
-    def __init__(self, text: str, heading: bool, starts: list[int]):
+    def __init__(self, text: str, heading: bool, starts: list[int], level: int = 0):
         self.text = text
         self.heading = heading
+        self.level = level
         self.starts = starts  # start offset of every token (no specials), ascending
         self._sents: list[tuple[int, int, int]] | None = None
 
@@ -255,7 +284,8 @@ _BLOCK, _SENT, _WORDL = 0, 1, 2
 class Chunker:
     """Split blocks into chunks that fit ``max_tokens`` (special tokens included)."""
 
-    def __init__(self, tokenizer: Any, max_tokens: int = 256, overlap_tokens: int = 32):
+    def __init__(self, tokenizer: Any, max_tokens: int = 256, overlap_tokens: int = 32,
+                 max_context_tokens: int = MAX_CONTEXT_TOKENS):
         tok = getattr(tokenizer, "backend_tokenizer", tokenizer)  # accept a transformers fast tokenizer
         if getattr(tok, "truncation", None) is not None or getattr(tok, "padding", None) is not None:
             # never mutate the caller's object, never count with truncation on
@@ -273,9 +303,11 @@ class Chunker:
         if overlap_tokens < 0 or overlap_tokens >= self.budget:
             raise ValueError(f"overlap_tokens must be in [0, {self.budget}), got {overlap_tokens}")
         self.overlap_tokens = int(overlap_tokens)
+        # content tokens the context line may take (the rest of the window stays the chunk's)
+        self.max_context_tokens = max(0, min(int(max_context_tokens), self.budget // 4))
 
     @classmethod
-    def from_model_dir(cls, model_dir: str | Path, max_tokens: int | None = None, overlap_tokens: int = 32) -> "Chunker":
+    def from_model_dir(cls, model_dir: str | Path, max_tokens: int | None = None, overlap_tokens: int = 32) -> Chunker:
         """Tokenizer and window (``max_seq_length``) both read from a sentence-transformers model dir."""
         if max_tokens is None:
             max_tokens = model_max_seq_length(model_dir)
@@ -296,9 +328,8 @@ class Chunker:
         return [len(e.ids) for e in enc(list(texts), add_special_tokens=True)]
 
     def chunk(self, blocks: Iterable[BlockLike] | str) -> list[Chunk]:
-        if isinstance(blocks, str):
-            blocks = [blocks]
-        blks = self._prepare(blocks)
+        """Chunks of the blocks' text alone (no context line)."""
+        blks = self._prepare([blocks] if isinstance(blocks, str) else blocks)
         if not blks:
             return []
         packer = _Packer(self, blks)
@@ -307,16 +338,70 @@ class Chunker:
         leaf_chunks = packer.finish()
         return self._verify(blks, leaf_chunks)
 
+    def contextual(self, blocks: Iterable[BlockLike] | str, title: str = "") -> list[Chunk]:
+        """Contextual chunks: each knows `title` and its heading path (`section`), and its
+        `embed_text` (context line + text) fits the window. Packing is the same as `chunk`'s
+        (a heading always starts a chunk), section by section, with the budget left after the
+        section's context line."""
+        blks = self._prepare([blocks] if isinstance(blocks, str) else blocks)
+        title = " ".join(title.split())
+        out: list[Chunk] = []
+        for group, section in _sections(blks, title):
+            context = self._context_line(title, section)
+            used = self._context_cost(context)
+            packer = _Packer(self, group, budget=self.budget - used)
+            for bi, b in enumerate(group):
+                packer.add_block(bi, b)
+            for chunk in self._verify(group, packer.finish(), self.max_tokens - used):
+                out.append(Chunk(chunk.text, chunk.token_count, title, CONTEXT_SEPARATOR.join(section), context))
+        # The real count of what is embedded (exact for BERT-style tokenisers, whose counts are
+        # additive); a tokeniser that merges across the line break loses the context line
+        # rather than any text.
+        counts = self.count_tokens_batch([c.embed_text for c in out])
+        return [
+            Chunk(c.text, n, c.title, c.section, c.context) if n <= self.max_tokens
+            else Chunk(c.text, self.count_tokens(c.text), c.title, c.section, "")
+            for c, n in zip(out, counts)
+        ]
+
+    def _context_line(self, title: str, section: list[str]) -> str:
+        """`title > heading > heading`, within max_context_tokens: middle headings elided
+        first, then the line cut at a token boundary."""
+        parts = [p for p in [title, *section] if p]
+        if not parts or self.max_context_tokens == 0:
+            return ""
+        line = CONTEXT_SEPARATOR.join(parts)
+        if len(parts) > 2 and self._context_cost(line) > self.max_context_tokens:
+            kept = [parts[-1]]  # the first and the last name, then as many of the nearest as fit
+            for name in reversed(parts[1:-1]):
+                longer = CONTEXT_SEPARATOR.join([parts[0], "\u2026", name, *kept])
+                if self._context_cost(longer) > self.max_context_tokens:
+                    break
+                kept.insert(0, name)
+            line = CONTEXT_SEPARATOR.join([parts[0], "\u2026", *kept])
+        if self._context_cost(line) > self.max_context_tokens:
+            starts = [o[0] for o in self.tokenizer.encode(line, add_special_tokens=False).offsets]
+            line = line[: starts[self.max_context_tokens - 1]].rstrip() if self.max_context_tokens > 1 else ""
+            while line and self._context_cost(line) > self.max_context_tokens:
+                line = line[:-1].rstrip()
+        return line
+
+    def _context_cost(self, context: str) -> int:
+        """Content tokens the context line adds to a chunk (0 for none)."""
+        return self.count_tokens(context + "\n\n") - self.n_special if context else 0
+
     # ------------------------------------------------------------------ internals
 
     def _prepare(self, blocks: Iterable[Any]) -> list[_Blk]:
         texts: list[str] = []
         heads: list[bool] = []
+        levels: list[int] = []
         for b in blocks:
+            text: Any
             if isinstance(b, str):
-                text, kind = b, "text"
+                text, kind, level = b, "text", 0
             else:
-                text, kind = getattr(b, "text", None), getattr(b, "kind", "text")
+                text, kind, level = getattr(b, "text", None), getattr(b, "kind", "text"), getattr(b, "level", 0)
             if not text:
                 continue
             text = normalise(str(text))
@@ -324,6 +409,7 @@ class Chunker:
                 continue
             texts.append(text)
             heads.append(kind == "heading")
+            levels.append(int(level or 1) if kind == "heading" else 0)
         if not texts:
             return []
         # Huge blocks are encoded as ~32 KB segments cut at whitespace: tokenising one very
@@ -340,7 +426,7 @@ class Chunker:
             seg_of.append((first, len(segs) - first))
         encs = self.tokenizer.encode_batch(segs, add_special_tokens=False)
         out: list[_Blk] = []
-        for text, head, (first, count) in zip(texts, heads, seg_of):
+        for text, head, level, (first, count) in zip(texts, heads, levels, seg_of):
             if count == 1:
                 starts = [o[0] for o in encs[first].offsets]
             else:
@@ -348,7 +434,7 @@ class Chunker:
                 for k in range(first, first + count):
                     base = seg_start[k]
                     starts.extend(o[0] + base for o in encs[k].offsets)
-            out.append(_Blk(text, head, starts))
+            out.append(_Blk(text, head, starts, level))
         return out
 
     @staticmethod
@@ -366,18 +452,22 @@ class Chunker:
             parts.append(blks[cur_b].text[cur_s:cur_e])
         return "\n\n".join(parts)
 
-    def _verify(self, blks: list[_Blk], leaf_chunks: list[tuple[list[_Leaf], int]]) -> list[Chunk]:
+    def _verify(self, blks: list[_Blk], leaf_chunks: list[tuple[list[_Leaf], int]],
+                limit: int | None = None) -> list[Chunk]:
+        """Chunks of the packed leaves, each re-split until its real count is within `limit`
+        (default: the window)."""
+        limit = self.max_tokens if limit is None else limit
         texts = [self._join(blks, lc) for lc, _ in leaf_chunks]
         counts = self.count_tokens_batch(texts)
         out: list[Chunk] = []
         for text, n, (leaves, n_overlap) in zip(texts, counts, leaf_chunks):
-            if n <= self.max_tokens:
+            if n <= limit:
                 out.append(Chunk(text, n))
             else:
-                out.extend(self._refit(blks, leaves, n_overlap))
+                out.extend(self._refit(blks, leaves, n_overlap, limit))
         return out
 
-    def _refit(self, blks: list[_Blk], leaves: list[_Leaf], n_overlap: int) -> list[Chunk]:
+    def _refit(self, blks: list[_Blk], leaves: list[_Leaf], n_overlap: int, limit: int) -> list[Chunk]:
         """Re-split a chunk whose real count exceeds the window (rare): by leaves, then tokens.
         The first ``n_overlap`` leaves repeat the previous chunk: they are dropped rather than
         emitted as a chunk of their own."""
@@ -386,7 +476,7 @@ class Chunker:
         while rest:
             text = self._join(blks, rest)
             n = self.count_tokens(text)
-            if n <= self.max_tokens:
+            if n <= limit:
                 out.append(Chunk(text, n))
                 break
             lo, hi = 0, len(rest) - 1  # largest k in [lo, hi] whose prefix fits
@@ -395,7 +485,7 @@ class Chunker:
                 mid = (lo + hi + 1) // 2
                 t = self._join(blks, rest[:mid])
                 c = self.count_tokens(t)
-                if c <= self.max_tokens:
+                if c <= limit:
                     lo, best = mid, Chunk(t, c)
                 else:
                     hi = mid - 1
@@ -406,7 +496,7 @@ class Chunker:
                     continue
                 n_overlap = 0
             if lo == 0:
-                out.extend(self._split_exact(self._join(blks, rest[:1])))
+                out.extend(self._split_exact(self._join(blks, rest[:1]), limit))
                 rest = rest[1:]
             else:
                 assert best is not None
@@ -414,26 +504,26 @@ class Chunker:
                 rest = rest[lo:]
         return out
 
-    def _split_exact(self, text: str) -> list[Chunk]:
+    def _split_exact(self, text: str, limit: int) -> list[Chunk]:
         """Cut ``text`` at token boundaries, verifying every piece with a real count."""
         out: list[Chunk] = []
         while text:
             n = self.count_tokens(text)
-            if n <= self.max_tokens:
+            if n <= limit:
                 out.append(Chunk(text, n))
                 break
             starts = [o[0] for o in self.tokenizer.encode(text, add_special_tokens=False).offsets]
-            take = min(self.budget, len(starts) - 1)
+            take = min(limit - self.n_special, len(starts) - 1)
             while True:
                 cut = starts[take] if take < len(starts) else len(text)
                 piece = text[:cut].rstrip()
                 c = self.count_tokens(piece)
-                if c <= self.max_tokens or take <= 1:
+                if c <= limit or take <= 1:
                     break
-                take = max(1, take - (c - self.max_tokens))
-            if not piece or c > self.max_tokens:
+                take = max(1, take - (c - limit))
+            if not piece or c > limit:
                 # one token whose text alone re-tokenises to more than the window
-                raise ValueError(f"cannot fit {text[:40]!r}... into {self.max_tokens} tokens")
+                raise ValueError(f"cannot fit {text[:40]!r}... into {limit} tokens")
             out.append(Chunk(piece, c))
             text = text[cut:].lstrip()
         return out
@@ -442,9 +532,9 @@ class Chunker:
 class _Packer:
     """Greedy, boundary-aware packing of leaves (sentences or smaller) into chunks."""
 
-    def __init__(self, chunker: Chunker, blks: list[_Blk]):
-        self.B = chunker.budget
-        self.overlap = chunker.overlap_tokens
+    def __init__(self, chunker: Chunker, blks: list[_Blk], budget: int | None = None):
+        self.B = chunker.budget if budget is None else budget
+        self.overlap = min(chunker.overlap_tokens, self.B - 1)
         self.blks = blks
         self.chunks: list[tuple[list[_Leaf], int]] = []  # (leaves, how many are overlap)
         self.leaves: list[_Leaf] = []
@@ -602,3 +692,34 @@ class _Packer:
             self.flush(with_overlap=True)  # the chunk is full (up to the preferred cut)
         if pos < e:  # trailing characters that produced no token
             self._add((bi, pos, e, 0, _PART, head))
+
+
+def _sections(blks: list[_Blk], title: str) -> Iterator[tuple[list[_Blk], list[str]]]:
+    """The blocks cut where a heading follows text (where `_Packer` always starts a chunk),
+    each run with the heading path its text sits under. A top heading that is the title or
+    starts it (an HTML page's <h1> "Profiles" under <title> "Profiles - The Cargo Book", a
+    Markdown `# Title`) is the title, not a level of the path."""
+    stack: list[tuple[int, str]] = []
+    run: list[_Blk] = []
+    path: list[str] = []
+    has_text = False
+    folded_title = title.casefold()
+    for b in blks:
+        if b.heading:
+            if has_text:
+                yield run, path
+                run, has_text = [], False
+            while stack and stack[-1][0] >= b.level:
+                stack.pop()
+            heading_line = " ".join(b.text.split())
+            folded = heading_line.casefold()
+            if not stack and (folded == folded_title or folded_title.startswith(folded + " ")):
+                stack.append((b.level, ""))  # the title itself ("Profiles" of "Profiles - The Cargo Book")
+            else:
+                stack.append((b.level, heading_line))
+            path = [h for _, h in stack if h]
+        else:
+            has_text = True
+        run.append(b)
+    if run:
+        yield run, path

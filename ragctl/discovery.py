@@ -52,6 +52,11 @@ class EntitySource:
     # An explicit file list (library calls with paths): only these files are considered and
     # records of other files are neither stale nor pruned. None: walk `root`.
     files: tuple[SourceFile, ...] | None = None
+    # A part of the tree at `root` (a watcher's changes, ingest/watch.py): `files` are the changed
+    # files, `scope` the changed paths (files or directories relative to root; "" is the whole
+    # tree). Records at or under a scope path whose file left the disk are gone, moves are found
+    # as in a tree walk; records elsewhere are untouched. None: `files` is a plain explicit list.
+    scope: tuple[str, ...] | None = None
 
     def list_files(self) -> list[SourceFile]:
         return list(self.files) if self.files is not None else list(walk_files(self.root))

@@ -6,7 +6,11 @@ The entity is synthetic: random unit vectors (dim 384) and Zipf-distributed text
 8-15 words (content words from a flatter 1/sqrt(rank) distribution), with a random unit
 vector; the embedding of the query text is not part of the measured time.
 
-    python scripts/bench_query.py [--chunks 100000] [--queries 200] [--index auto|flat|ivf|hnsw] [--store /tmp/ragctl-bench-query]
+    python scripts/bench_query.py [--chunks 100000] [--queries 200] [--index auto|flat|ivf|hnsw] [--store /tmp/ragctl-bench-query] [--rerank]
+
+`--rerank` adds a `hybrid+rerank` row: the default model (loaded once, not timed) embeds the
+candidates' passages (ragctl.rerank), which is the rerank's real cost; the query vector is
+still the random one.
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="query an existing store")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--index", default="auto", help="the entity's index kind (ingest --index): auto|flat|ivf|hnsw")
+    parser.add_argument("--rerank", action="store_true", help="also time hybrid + --rerank (loads the default model)")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     gen = TextGen(rng)
@@ -100,6 +105,15 @@ def main() -> None:
         print(f"build: {build(args.store, args.chunks, args.per_doc, rng, gen, args.index):.1f} s", file=sys.stderr)
     searcher = Searcher.__new__(Searcher)  # no model: the query vectors are given
     searcher.entity = EntityStore(open_store(args.store, create=False), "big")
+    searcher._rerank = None
+    if args.rerank:
+        from ragctl.embedding import load_embedder
+        from ragctl.model_config import ModelConfig
+        from ragctl.rerank import PassageReranker
+
+        model = load_embedder(ModelConfig())
+        model.encode(["warm up"])
+        searcher._rerank = PassageReranker(model.encode)
     queries = [gen.text(int(rng.integers(8, 16)), query=True) for _ in range(args.queries)]
     vectors = unit(rng, args.queries)
     kind = (searcher.entity.meta() or {}).get("vectors", {}).get("kind")
@@ -110,12 +124,12 @@ def main() -> None:
         searcher.search([query], args.k, "text")
         cold.append(1000 * (time.perf_counter() - t0))
     out["cold_text_first_20_ms"] = {"p50": round(statistics.median(cold), 2), "max": round(max(cold), 2)}
-    for mode in ("vector", "text", "hybrid"):
+    for mode in ("vector", "text", "hybrid") + (("hybrid+rerank",) if args.rerank else ()):
         times = []
         for i, query in enumerate(queries):
             searcher._encode = lambda qs, v=vectors[i : i + 1]: v
             t0 = time.perf_counter()
-            hits = searcher.search([query], args.k, mode)[0]
+            hits = searcher.search([query], args.k, mode.split("+")[0], rerank=mode.endswith("+rerank"))[0]
             times.append(1000 * (time.perf_counter() - t0))
             assert len(hits) <= args.k
         out["modes"][mode] = {

@@ -15,18 +15,18 @@ from pathlib import Path
 
 import pytest
 
+from ragctl.bench.samples import make_docx, make_msg, make_pdf, make_pptx
 from ragctl.errors import ParseError, UnsupportedFormat
 from ragctl.parsing import (
     SUPPORTED_SUFFIXES,
     Block,
     ParsedDocument,
+    fallback,
     is_supported,
     parse_bytes,
     parse_file,
 )
-from ragctl.parsing import fallback
 from ragctl.parsing.native import READERS, Reader
-from ragctl.bench.samples import make_docx, make_msg, make_pdf, make_pptx
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DOCS = REPO / "sample_docs"
@@ -737,5 +737,27 @@ def test_sample_generator_is_reproducible(tmp_path: Path) -> None:
     for rel, build in make_sample_docs.GENERATED.items():
         first, second = build(), build()
         assert first == second, rel  # fixed timestamps: stable content hashes
-        regenerated = parse_bytes(first, Path(rel).suffix)
+        regenerated = parse_bytes(first, Path(rel).suffix, Path(rel).name)
         assert regenerated == parse_file(SAMPLE_DOCS / rel), f"{rel} is stale: rerun scripts/make_sample_docs.py"
+
+
+def test_html_keeps_the_main_content_and_the_page_title() -> None:
+    """Site chrome outside <main> (menus, search, keyboard-shortcut help: every mdBook page) is
+    left out when <main> holds a fair share of the text; the <title> becomes the title, and a
+    top heading that starts it is not repeated in the heading path."""
+    chrome = "<div id='help'><h2>Keyboard shortcuts</h2><p>Press left or right to navigate.</p></div>"
+    body = "".join(f"<p>Paragraph {i} about build profiles and their settings.</p>" for i in range(8))
+    page = (f"<html><head><title>Profiles - The Book</title></head><body>{chrome}<nav>toc</nav>"
+            f"<main><h1>Profiles</h1>{body}<h2>opt-level</h2><p>Optimisation level.</p></main></body></html>")
+    doc = parse_bytes(page.encode(), ".html", "profiles.html")
+    assert doc.title == "Profiles - The Book"
+    assert "Keyboard" not in doc.text and doc.blocks[0] == Block("heading", "Profiles", 1)
+    # a <main> with a small share of the page's text is not trusted: everything is kept
+    small = f"<html><body>{body}<main><p>Tiny.</p></main></body></html>"
+    assert parse_bytes(small.encode(), ".html", "s.html").text.count("Paragraph") == 8
+    from ragctl.chunking import Chunker, load_tokenizer
+    from ragctl.model_spec import resolve_model
+
+    chunker = Chunker(load_tokenizer(resolve_model(None).path), max_tokens=256)
+    sections = {c.section for c in chunker.contextual(doc.blocks, doc.title)}
+    assert sections == {"", "opt-level"}

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_tree
+from helpers import make_tree
 from typer.testing import CliRunner
 
 from ragctl.cli.app import app
 from ragctl.embedding import resolve_model
-from ragctl.query import Searcher, fuse
+from ragctl.query import RRF_K, Searcher, fuse
 from ragctl.storage.chunk_texts import query_terms
 
 DOCS = {
@@ -70,7 +70,7 @@ def test_modes_say_where_each_hit_came_from(store):
         else:
             assert top["vector_rank"] == 1 and top["text_rank"] == 1
     hybrid = query_json(store, "garden", "tomatoes sunlight")["results"]  # hybrid is the default
-    assert hybrid[0]["score"] == pytest.approx(2 / 61, abs=1e-6)  # rank 1 in both lists, k=60
+    assert hybrid[0]["score"] == pytest.approx(2 / (RRF_K + 1), abs=1e-6)  # rank 1 in both lists
     bad = cli("query", "garden", "x", "--store", store, "--mode", "fuzzy")
     assert bad.exit_code == 2 and "--mode" in bad.output
 

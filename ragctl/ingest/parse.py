@@ -41,6 +41,18 @@ class ParseOutcome:
     mtime_ns: int = 0
     error: str = ""
     tag: str = ""
+    # contextual chunks (ragctl.chunking): the document's title, each chunk's heading path and
+    # the context line embedded before it, and the chunker version that made them
+    title: str = ""
+    sections: list[str] = field(default_factory=list)
+    contexts: list[str] = field(default_factory=list)
+    chunker: int = 0
+
+    def embed_text(self, i: int) -> str:
+        """What the model embeds for chunk i: its context line, then its text."""
+        from ragctl.chunking import contextualize
+
+        return contextualize(self.contexts[i], self.chunks[i]) if self.contexts else self.chunks[i]
 
     @property
     def key(self) -> tuple[str, str]:
@@ -137,7 +149,8 @@ def parse_file(task: ParseTask, chunker: Any, limits: Limits) -> ParseOutcome:
                 f"{human_bytes(text_bytes)} of extracted text, over the {human_bytes(limits.max_text_bytes)} "
                 "limit per file (raise it with --max-text-mb)"
             )
-        chunks = [c.text for c in chunker.chunk(parsed.blocks)]
+        made = chunker.contextual(parsed.blocks, parsed.title)
+        chunks = [c.text for c in made]
     except _Skip as exc:
         out.status, out.error = SKIPPED, str(exc)
         return out
@@ -165,6 +178,10 @@ def parse_file(task: ParseTask, chunker: Any, limits: Limits) -> ParseOutcome:
         out.status, out.error = SKIPPED, "no extractable text"
         return out
     out.status, out.chunks, out.parser = OK, chunks, parsed.parser
+    from ragctl.chunking import CHUNKER_VERSION
+
+    out.title, out.sections, out.contexts = parsed.title, [c.section for c in made], [c.context for c in made]
+    out.chunker = CHUNKER_VERSION
     return out
 
 

@@ -116,18 +116,28 @@ def on_disk(root: Path, rel_path: str) -> bool:
     return False
 
 
+def in_scope(rel_path: str, scope: frozenset[str]) -> bool:
+    """Is `rel_path` one of the scope's paths or under one of them ("" is the whole tree)?"""
+    if "" in scope or rel_path in scope:
+        return True
+    parts = rel_path.split("/")
+    return any("/".join(parts[:i]) in scope for i in range(1, len(parts)))
+
+
 class EntityPlan:
     """One entity's records and what this run has seen and claimed (thread-safe)."""
 
     def __init__(self, source: EntitySource, records: dict[str, Record], rehash: bool, limits: Limits,
-                 tag: str = "") -> None:
+                 tag: str = "", reindex: bool = False) -> None:
         from ragctl.parsing import is_supported
 
         self.entity_id = source.entity_id
         self.tag = tag
         self.root = source.root
-        self.explicit = source.files is not None
+        self.explicit = source.files is not None and source.scope is None
+        self.scope = frozenset(source.scope) if source.scope is not None else None
         self.rehash = rehash
+        self.reindex = reindex  # re-chunk and re-embed documents chunked by an older chunker
         self.limits = limits
         self._is_supported = is_supported
         self._lock = threading.Lock()
@@ -157,6 +167,7 @@ class EntityPlan:
         if (
             record is not None
             and not self.rehash
+            and not self.stale(record)
             and record.get("size") == st.st_size
             and record.get("mtime_ns") == st.st_mtime_ns
         ):
@@ -167,7 +178,7 @@ class EntityPlan:
                 f"limit per file (raise it with --max-file-mb)",
                 st.st_size,
             )
-        known = record["content_hash"] if record is not None else ""
+        known = record["content_hash"] if record is not None and not self.stale(record) else ""
         with self._lock:
             self.sent.add(f.rel_path)
         return Verdict.PARSE, ParseTask(self.entity_id, f.rel_path, str(f.abs_path), st.st_size, known, hash_only, self.tag)
@@ -179,7 +190,8 @@ class EntityPlan:
         stale_twins: set[str] = set()
         with self._lock:
             own = self.by_path.get(rel_path)
-            if own is not None and own["content_hash"] == content_hash and own["doc_id"] not in self.moved:
+            if (own is not None and own["content_hash"] == content_hash and own["doc_id"] not in self.moved
+                    and not self.stale(own)):
                 self.claimed.setdefault(content_hash, rel_path)
                 return Resolution.SAME_CONTENT, own, "", frozenset()
             owner = self.claimed.get(content_hash)
@@ -200,6 +212,15 @@ class EntityPlan:
             self.claimed[content_hash] = rel_path
             return Resolution.NEW_CONTENT, own, "", frozenset(stale_twins)
 
+    def stale(self, record: Record) -> bool:
+        """With `reindex`: the record's chunks were made by an older chunker (ragctl.chunking
+        CHUNKER_VERSION; a record without "chunker" predates contextual chunks)."""
+        if not self.reindex:
+            return False
+        from ragctl.chunking import CHUNKER_VERSION
+
+        return int(record.get("chunker") or 1) < CHUNKER_VERSION
+
     def _unchanged_on_disk(self, record: Record) -> bool:
         try:
             st = os.stat(self.root / record["path"])
@@ -213,13 +234,17 @@ class EntityPlan:
             self.sent.discard(rel_path)
 
     def gone(self) -> list[Record]:
-        """Records whose file left the tree (never for explicit file lists)."""
+        """Records whose file left the tree (never for explicit file lists; for a part of the
+        tree, only those in its scope)."""
         if self.explicit:
             return []
         with self._lock:
-            return [
+            gone = [
                 r for r in self.records.values() if r["path"] not in self.seen and r["doc_id"] not in self.moved
             ]
+        if self.scope is None:
+            return gone
+        return [r for r in gone if in_scope(r["path"], self.scope) and not on_disk(self.root, r["path"])]
 
 
 def record_change(record: Record, resolution: Resolution, rel_path: str, size: int, mtime_ns: int) -> dict[str, Any]:

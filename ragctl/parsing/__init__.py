@@ -132,9 +132,22 @@ def parse_bytes(data: bytes, suffix: str, name: str = "") -> ParsedDocument:
         raise ParseError("document nested too deeply") from exc
     except Exception as exc:  # noqa: BLE001 - third-party readers raise anything
         raise ParseError(one_line(exc)) from exc
+    own_title = next((b.text for b in blocks if b.kind == "title"), "")
+    blocks = [b for b in blocks if b.kind != "title"]
     if not blocks:
         raise UnsupportedFormat("no extractable text")
-    return ParsedDocument(blocks=blocks, parser=parser)
+    return ParsedDocument(blocks=blocks, parser=parser, title=document_title(own_title, blocks, name))
+
+
+def document_title(own: str, blocks: list[Block], name: str) -> str:
+    """The document's own title, else a level-1 heading among its first blocks (the usual
+    `# Title` / `<h1>`), else its file name (without the folder)."""
+    if own.strip():
+        return " ".join(own.split())
+    for block in blocks[:3]:
+        if block.kind == "heading" and block.level == 1:
+            return " ".join(block.text.split())
+    return name.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _run_native(reader: Reader, data: bytes) -> list[Block]:

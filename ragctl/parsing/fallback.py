@@ -131,7 +131,7 @@ def prepare_unstructured() -> None:
         telemetry._deliver = _no_op
         telemetry.maybe_emit_usage_notice = _no_op
 
-        tokenize._get_nlp = _bundled_nlp
+        tokenize._get_nlp = _bundled_nlp  # type: ignore[assignment]  # replaced: the bundled spaCy model, never a download
         tokenize._load_spacy_model = _bundled_nlp
         tokenize._install_spacy_model = _refuse_download
         tokenize._download_with_timeout = _refuse_download

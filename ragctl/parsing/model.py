@@ -10,7 +10,9 @@ class Block:
     """One structural unit of a document.
 
     ``kind`` is ``"heading"`` (with ``level`` 1..6) or ``"text"`` (paragraphs, list items,
-    table rows, code; ``level`` 0).
+    table rows, code; ``level`` 0). A reader may also yield ``"title"`` blocks (the document's
+    own title: HTML ``<title>``, Markdown front matter, DOCX/PDF metadata); ``parse_bytes``
+    takes them out of ``blocks`` into ``ParsedDocument.title``.
     """
 
     kind: str
@@ -24,6 +26,9 @@ class ParsedDocument:
 
     blocks: list[Block]
     parser: str
+    # The document's title: its own (a "title" block), else a leading level-1 heading, else
+    # the file name. Contextual chunks embed it with each chunk's heading path.
+    title: str = ""
 
     @property
     def text(self) -> str:
@@ -37,3 +42,7 @@ def heading(text: str, level: int = 1) -> Block:
 
 def text_block(text: str) -> Block:
     return Block("text", text, 0)
+
+
+def title_block(text: str) -> Block:
+    return Block("title", " ".join(text.split()), 0)

@@ -15,11 +15,12 @@ import json
 import re
 import sys
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from ragctl.errors import ParseError, UnsupportedFormat
-from ragctl.parsing.model import Block, heading, text_block
+from ragctl.parsing.model import Block, heading, text_block, title_block
 from ragctl.parsing.textutil import (
     bom_encoding,
     clean_controls,
@@ -81,6 +82,9 @@ def _md_inline(text: str) -> str:
     return text.strip()
 
 
+_MD_FRONT_TITLE = re.compile(r"^title:[ \t]*(.+?)[ \t]*$", re.M)
+
+
 def read_markdown(text: str) -> list[Block]:
     text = clean_controls(text)
     if "<!--" in text:
@@ -104,6 +108,9 @@ def read_markdown(text: str) -> list[Block]:
             if lines[j].strip() in ("---", "..."):
                 front = "\n".join(x.rstrip() for x in lines[1:j]).strip()
                 if front:
+                    named = _MD_FRONT_TITLE.search(front)
+                    if named and named.group(1).strip("'\" "):
+                        blocks.append(title_block(named.group(1).strip("'\" ")))
                     blocks.append(text_block(front))
                 i = j + 1
                 break
@@ -297,6 +304,9 @@ def html_blocks(text: str) -> list[Block]:
         return []
 
     blocks: list[Block] = []
+    page_title = root.findtext(".//title")
+    if page_title and page_title.strip():
+        blocks.append(title_block(page_title))
     buf: list[str] = []
     heading_level = 0
     heading_depth = 0
@@ -321,7 +331,7 @@ def html_blocks(text: str) -> list[Block]:
         if body:
             blocks.append(heading(body, level) if kind == "heading" else text_block(body))
 
-    walker = etree.iterwalk(root, events=("start", "end"))
+    walker = etree.iterwalk(main_content(root), events=("start", "end"))
     for event, el in walker:
         tag = el.tag
         skip = (
@@ -384,6 +394,20 @@ def html_blocks(text: str) -> list[Block]:
     return blocks
 
 
+def main_content(root: Any) -> Any:
+    """The page's `<main>` (or `role="main"`) element when it holds a fair share of the page's
+    text (at least a fifth): site chrome outside it (menus, search boxes, keyboard-shortcut
+    help, footers) would otherwise open every page's first chunk with the same words. Else the
+    whole document."""
+    found = root.xpath("//main | //*[@role='main']")
+    if len(found) != 1:
+        return root
+    body = root.find("body")
+    whole = len("".join((body if body is not None else root).itertext()).split())
+    mine = len("".join(found[0].itertext()).split())
+    return found[0] if whole and mine * 5 >= whole else root
+
+
 def read_html(data: bytes) -> list[Block]:
     return html_blocks(decode_html(data))
 
@@ -408,6 +432,12 @@ def read_pdf(data: bytes) -> list[Block]:
                 raise ParseError("encrypted PDF (password required)") from exc
             raise ParseError(f"not a readable PDF ({msg.rstrip('.')})") from exc
         try:
+            try:
+                meta_title = str(pdf.get_metadata_dict().get("Title") or "").strip()
+            except (pdfium.PdfiumError, ValueError):
+                meta_title = ""
+            if meta_title:
+                blocks.append(title_block(meta_title))
             for page_no in range(len(pdf)):
                 page = pdf[page_no]
                 try:
@@ -426,7 +456,7 @@ def read_pdf(data: bytes) -> list[Block]:
                         blocks.append(text_block(para))
         finally:
             pdf.close()
-    if not blocks:
+    if all(b.kind == "title" for b in blocks):
         raise UnsupportedFormat("no extractable text (scanned PDF?)")
     return blocks
 
@@ -517,6 +547,9 @@ def read_docx(data: bytes) -> list[Block]:
             parent.remove(fallback)
 
     blocks: list[Block] = []
+    doc_title = str(document.core_properties.title or "").strip()
+    if doc_title:
+        blocks.append(title_block(doc_title))
 
     def style_level(p: Any) -> int:
         ppr = p.find(_W + "pPr")
@@ -546,7 +579,7 @@ def read_docx(data: bytes) -> list[Block]:
                         blocks.append(text_block(txt))
             elif tag == _W + "tbl":
                 for tr in child.iter(_W + "tr"):
-                    cells = []
+                    cells: list[str] = []
                     for tc in tr.iterchildren(_W + "tc"):
                         cell = collapse_ws(" ".join(_docx_para_text(p) for p in tc.iter(_W + "p")))
                         if cell and (not cells or cells[-1] != cell):
@@ -777,8 +810,8 @@ def read_eml(data: bytes) -> list[Block]:
         try:
             body = part.get_content()
         except (LookupError, UnicodeError, AssertionError):
-            payload = part.get_payload(decode=True) or b""
-            body = decode_text(payload)
+            payload = part.get_payload(decode=True)
+            body = decode_text(payload if isinstance(payload, bytes) else b"")
         if isinstance(body, bytes):
             body = decode_text(body)
         if part.get_content_subtype() == "html":

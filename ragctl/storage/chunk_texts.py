@@ -1,7 +1,12 @@
 """One entity's chunk texts and their full-text index, in `chunks.sqlite`.
 
-    chunks(id INTEGER PRIMARY KEY = vector id, doc_id, ord, text)
-    chunks_fts: FTS5 over chunks.text (external content: the text is stored once)
+    chunks(id INTEGER PRIMARY KEY = vector id, doc_id, ord, text, title, section)
+    chunks_fts: FTS5 over chunks.text, title, section (external content: stored once)
+
+`title` is the document's title and `section` the chunk's heading path in it (contextual
+chunks, `ragctl.chunking`); a database made before they existed has neither column. Readers
+answer from it as it is (empty title/section, full-text over the text alone); the first write
+adds both columns (empty) and rebuilds the full-text index with them, in one transaction.
 
 Rows and their full-text entries are written and deleted in ONE transaction
 (`synchronous=FULL`), so a kill -9 at any instant leaves the two in agreement. Tokenizer:
@@ -37,22 +42,33 @@ if TYPE_CHECKING:
 FTS_TOKENIZER = "unicode61 remove_diacritics 2"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, doc_id TEXT NOT NULL,"
-    " ord INTEGER NOT NULL, text TEXT NOT NULL)"
+    " ord INTEGER NOT NULL, text TEXT NOT NULL, title TEXT NOT NULL DEFAULT '',"
+    " section TEXT NOT NULL DEFAULT '')"
 )
+_CONTEXT_COLUMNS = ("title", "section")
 _FTS_SCHEMA = (
-    "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, content='chunks', content_rowid='id',"
+    "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, title, section, content='chunks', content_rowid='id',"
     f" tokenize='{FTS_TOKENIZER}')"
 )
+# bm25 weight of each full-text column (text, title, section): a word of the heading path counts
+# like one of the text; the title, shared by every chunk of a document, counts less
+# (docs/retrieval.md, "Contextual chunks").
+FTS_WEIGHTS = (1.0, 0.5, 1.0)
 _BATCH = 500
+
+# (id, doc_id, ord, text) or (id, doc_id, ord, text, title, section)
+Row = tuple[int, str, int, str] | tuple[int, str, int, str, str, str]
 
 
 class ChunkTexts:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        # per database version (file signature): row count and token document frequencies
+        # per database version (file signature): row count, token document frequencies and
+        # whether the database has the context columns (title, section)
         self._cache_sig: object = None
         self._rows: int | None = None
         self._df: dict[str, int] = {}
+        self._context: bool | None = None
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -79,6 +95,7 @@ class ChunkTexts:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(_SCHEMA)
+                _add_context_columns(conn)
                 _ensure_fts(conn)
                 yield conn
             except BaseException:
@@ -87,14 +104,19 @@ class ChunkTexts:
             conn.execute("COMMIT")
 
     # ------------------------------------------------------------------ writes
-    def insert(self, rows: Sequence[tuple[int, str, int, str]]) -> None:
-        """Insert (id, doc_id, ord, text) rows and their full-text entries, one transaction."""
+    def insert(self, rows: Sequence[Row]) -> None:
+        """Insert (id, doc_id, ord, text[, title, section]) rows and their full-text entries,
+        one transaction."""
         if not rows:
             return
+        full = [(*r, "", "") if len(r) == 4 else r for r in rows]
         with self._write() as conn:
-            _fts_forget(conn, [r[0] for r in rows])  # an id being replaced (never expected)
-            conn.executemany("INSERT OR REPLACE INTO chunks VALUES (?,?,?,?)", rows)
-            conn.executemany("INSERT INTO chunks_fts(rowid, text) VALUES (?,?)", [(r[0], r[3]) for r in rows])
+            _fts_forget(conn, [r[0] for r in full])  # an id being replaced (never expected)
+            conn.executemany("INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?)", full)
+            conn.executemany(
+                "INSERT INTO chunks_fts(rowid, text, title, section) VALUES (?,?,?,?)",
+                [(r[0], r[3], r[4], r[5]) for r in full],
+            )
 
     def delete(self, ids: Iterable[int]) -> None:
         """Delete rows and their full-text entries, one transaction."""
@@ -106,11 +128,12 @@ class ChunkTexts:
             conn.executemany("DELETE FROM chunks WHERE id = ?", [(i,) for i in ids])
 
     def ensure_full_text(self) -> bool:
-        """Build the full-text index of a store made before it existed. True if built."""
+        """Build the full-text index of a store made before it existed (or before its context
+        columns existed). True if built."""
         if not self.exists():
             return False
         with self._db(reader=True) as conn:
-            if not _has_table(conn, "chunks") or _has_table(conn, "chunks_vocab"):
+            if not _has_table(conn, "chunks") or (_has_table(conn, "chunks_vocab") and _has_context(conn)):
                 return False
         with self._write():
             pass
@@ -122,17 +145,25 @@ class ChunkTexts:
 
     # ------------------------------------------------------------------ reads
     def fetch(self, ids: Sequence[int]) -> dict[int, str]:
+        """id -> chunk text."""
+        return {i: row[0] for i, row in self.fetch_rows(ids).items()}
+
+    def fetch_rows(self, ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
+        """id -> (text, title, section); title and section are "" in a database made before
+        contextual chunks."""
         if not len(ids) or not self.exists():
             return {}
         with self._db(reader=True) as conn:
             if not _has_table(conn, "chunks"):
                 return {}
-            out: dict[int, str] = {}
+            columns = "text, title, section" if self._has_context(conn) else "text, '', ''"
+            out: dict[int, tuple[str, str, str]] = {}
             ids = [int(i) for i in ids]
             for start in range(0, len(ids), _BATCH):
                 part = ids[start : start + _BATCH]
                 marks = ",".join("?" * len(part))
-                out.update(conn.execute(f"SELECT id, text FROM chunks WHERE id IN ({marks})", part).fetchall())
+                sql = f"SELECT id, {columns} FROM chunks WHERE id IN ({marks})"
+                out.update((int(r[0]), (r[1], r[2], r[3])) for r in conn.execute(sql, part))
             return out
 
     def row_ids(self) -> np.ndarray:
@@ -171,11 +202,15 @@ class ChunkTexts:
         return "ok"
 
     def search(self, text: str, limit: int) -> list[tuple[int, float]]:
-        """(id, bm25 score: higher is better) for free text, best first (see choose_terms)."""
+        """(id, bm25 score: higher is better) for free text, best first (see choose_terms).
+        The text, the document title and the heading path are searched (FTS_WEIGHTS)."""
         terms = query_terms(text)
         if not terms or limit < 1 or not self.exists():
             return []
-        self.ensure_full_text()
+        with self._db(reader=True) as conn:
+            ready = _has_table(conn, "chunks_vocab")
+        if not ready:
+            self.ensure_full_text()  # a format-1 store: no full-text index yet (built once)
         with self._db(reader=True) as conn:
             if not _has_table(conn, "chunks_vocab"):
                 return []
@@ -183,11 +218,18 @@ class ChunkTexts:
             chosen = choose_terms(terms, df, self._row_count(conn))
             if not chosen:
                 return []
+            rank = "bm25(chunks_fts, {}, {}, {})".format(*FTS_WEIGHTS) if _fts_has_context(conn) else "rank"
             rows = conn.execute(
-                "SELECT rowid, rank FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY rank, rowid LIMIT ?",
+                f"SELECT rowid, {rank} AS score FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY score, rowid LIMIT ?",
                 (match_expression(chosen), limit),
             ).fetchall()
         return [(int(i), -float(r)) for i, r in rows]
+
+    def _has_context(self, conn: sqlite3.Connection) -> bool:
+        self._check_cache()
+        if self._context is None:
+            self._context = _has_context(conn)
+        return self._context
 
     def _row_count(self, conn: sqlite3.Connection) -> int:
         self._check_cache()
@@ -211,11 +253,33 @@ class ChunkTexts:
     def _check_cache(self) -> None:
         sig = file_signature(self.path)
         if sig != self._cache_sig:
-            self._cache_sig, self._rows, self._df = sig, None, {}
+            self._cache_sig, self._rows, self._df, self._context = sig, None, {}, None
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
+
+
+def _has_context(conn: sqlite3.Connection) -> bool:
+    """Whether the chunks table has the title and section columns."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
+    return set(_CONTEXT_COLUMNS) <= columns
+
+
+def _fts_has_context(conn: sqlite3.Connection) -> bool:
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks_fts)")}
+    return set(_CONTEXT_COLUMNS) <= columns
+
+
+def _add_context_columns(conn: sqlite3.Connection) -> None:
+    """Inside a write transaction: a database made before contextual chunks gains the title and
+    section columns (empty), and its full-text index is dropped, to be rebuilt with them."""
+    if _has_context(conn):
+        return
+    for column in _CONTEXT_COLUMNS:
+        conn.execute(f"ALTER TABLE chunks ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+    conn.execute("DROP TABLE IF EXISTS chunks_vocab")
+    conn.execute("DROP TABLE IF EXISTS chunks_fts")
 
 
 def _ensure_fts(conn: sqlite3.Connection) -> None:
@@ -233,8 +297,8 @@ def _fts_forget(conn: sqlite3.Connection, ids: list[int]) -> None:
         part = ids[start : start + _BATCH]
         marks = ",".join("?" * len(part))
         conn.execute(
-            "INSERT INTO chunks_fts(chunks_fts, rowid, text) "
-            f"SELECT 'delete', id, text FROM chunks WHERE id IN ({marks})",
+            "INSERT INTO chunks_fts(chunks_fts, rowid, text, title, section) "
+            f"SELECT 'delete', id, text, title, section FROM chunks WHERE id IN ({marks})",
             part,
         )
 

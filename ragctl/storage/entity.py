@@ -35,19 +35,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragctl.errors import StorageError
-from ragctl.fsutil import atomic_write_json, file_lock, fsync_dir, now_iso
+from ragctl.fsutil import file_lock, fsync_dir, now_iso
 from ragctl.ids import validate_entity_id
 from ragctl.parsing.textutil import one_line
+from ragctl.storage import compaction
+from ragctl.storage import segments as seg
 from ragctl.storage.chunk_texts import ChunkTexts
 from ragctl.storage.entity_meta import EntityMeta
 from ragctl.storage.json_storage import JSONStorage, Record, record_shards
 from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout
 from ragctl.storage.mapping_log import ShardView, apply_entry
 from ragctl.storage.owners import Owners, referenced_ids
-from ragctl.storage import compaction
-from ragctl.storage import segments as seg
+from ragctl.storage.search import EntitySearch, Hit
 from ragctl.storage.segments import SegmentedIndex, effective_kind
-from ragctl.storage.vector_index import VectorIndex, file_signature
+from ragctl.storage.vector_index import file_signature
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,6 +68,15 @@ class PreparedDoc:
     # doc_ids of records with this content whose own file now holds something else (a file
     # renamed and its old name re-created): this document is not a copy of those.
     not_a_copy_of: frozenset[str] = frozenset()
+    # contextual chunks: the document's title and each chunk's heading path (stored with the
+    # chunk texts), and the chunker version that made the chunks (recorded as "chunker")
+    title: str = ""
+    sections: Sequence[str] = ()
+    chunker: int = 0
+    # the doc_id a new document gets ("" : a fresh one); a replaced one keeps its record's
+    doc_id: str = ""
+    # more fields for its record (integrations: e.g. a LangChain document's metadata)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -78,6 +88,7 @@ class CommitResult:
     status: dict[str, str] = field(default_factory=dict)  # path -> indexed|updated|unchanged|duplicate|moved|pruned|refreshed
     chunks_added: int = 0
     note: dict[str, str] = field(default_factory=dict)  # path -> detail (e.g. duplicate of X)
+    doc_ids: dict[str, str] = field(default_factory=dict)  # path -> its document's (or the copied one's) doc_id
     # The compaction after the commit point failed (disk full, ...): the commit itself stands;
     # the next commit or gc (or `verify --repair`) plans the merge again.
     maintenance_error: str = ""
@@ -93,17 +104,6 @@ def merge_failed(reason: str) -> str:
 
 def _inputs(merge: compaction.Merge) -> list[list[str]]:
     return sorted(sorted(job.inputs) for job in merge.jobs)
-
-
-@dataclass(frozen=True)
-class Hit:
-    doc_id: str
-    path: str
-    score: float
-    text: str
-    chunk: int
-    vector_rank: int | None = None  # 1-based rank in the vector results (None: not there)
-    text_rank: int | None = None  # 1-based rank in the full-text (bm25) results
 
 
 class EntityStore:
@@ -239,6 +239,7 @@ class EntityStore:
         removes: Sequence[str] = (),
         precision: str = "",
         merge_later: bool = False,
+        embedded_by: dict[str, Any] | None = None,
     ) -> CommitResult:
         """Apply adds/replacements, record changes (moves, refreshes) and removals atomically.
 
@@ -270,13 +271,15 @@ class EntityStore:
                 self.texts.max_id() + 1,
                 int(meta.get("next_vector_id", 0)),
             )
-            new_rows: list[tuple[int, str, int, str]] = []
+            new_rows: list[tuple[int, str, int, str, str, str]] = []
             new_vectors: list[np.ndarray] = []
             new_records: list[Record] = []
             for doc, doc_id, status in accepted:
                 first = next_id
                 next_id += len(doc.chunks)
-                new_rows.extend((first + i, doc_id, i, text) for i, text in enumerate(doc.chunks))
+                sections = list(doc.sections) or [""] * len(doc.chunks)
+                new_rows.extend((first + i, doc_id, i, text, doc.title, sections[i])
+                                for i, text in enumerate(doc.chunks))
                 new_vectors.append(np.ascontiguousarray(doc.vectors, dtype=np.float32))
                 new_records.append(self._record(doc, doc_id, first))
                 result.status[doc.path] = status
@@ -290,7 +293,7 @@ class EntityStore:
                 fsync_dir(self.index.dir)
             if new_rows or changes or removes or not self._meta.exists():
                 meta["vectors"] = manifest
-                self._meta.write(model, precision, next_id, base=meta)
+                self._meta.write(model, precision, next_id, base=meta, embedded_by=embedded_by)
             # 3. the mapping: one log line (sharded) or the legacy file - the commit point
             sets: dict[str, Record] = {}
             dels: list[str] = []
@@ -300,20 +303,20 @@ class EntityStore:
                         dels.append(key)
                 sets[record["doc_id"]] = record
             for doc_id, fields in changes:
-                record = sets.get(doc_id) or mine.get(doc_id) or legacy.get(doc_id)
-                if record is None:
+                changed = sets.get(doc_id) or mine.get(doc_id) or legacy.get(doc_id)
+                if changed is None:
                     continue
-                sets[doc_id] = {**record, **fields}
-                moved = "path" in fields and fields["path"] != record["path"]
-                result.status[fields.get("path", record["path"])] = "moved" if moved else "refreshed"
+                sets[doc_id] = {**changed, **fields}
+                moved = "path" in fields and fields["path"] != changed["path"]
+                result.status[str(fields.get("path", changed["path"]))] = "moved" if moved else "refreshed"
             legacy_removals = []
             for doc_id in removes:
-                record = mine.get(doc_id) or legacy.get(doc_id)
-                if record is None:
+                removed = mine.get(doc_id) or legacy.get(doc_id)
+                if removed is None:
                     continue
                 sets.pop(doc_id, None)
                 dels.append(doc_id)
-                result.status[record["path"]] = "pruned"
+                result.status[removed["path"]] = "pruned"
                 if doc_id in legacy:
                     legacy_removals.append(doc_id)
             if sets or dels:
@@ -387,18 +390,19 @@ class EntityStore:
             if legacy.exists():
                 from ragctl.storage.vector_index import VectorIndex
 
-                old = VectorIndex(legacy).load()
+                old: Any = VectorIndex(legacy).load()  # a faiss IndexIDMap2 (its stubs lack id_map)
                 ids = VectorIndex.ids(old)
                 if len(ids):
                     import faiss
                     import numpy as np
 
                     raw_ids = faiss.vector_to_array(old.id_map).astype(np.int64)
-                    vectors = faiss.vector_to_array(faiss.downcast_index(old.index).codes).view(np.float32)
+                    flat: Any = faiss.downcast_index(old.index)
+                    vectors = faiss.vector_to_array(flat.codes).view(np.float32)
                     self.index.add(manifest, raw_ids, vectors.reshape(len(raw_ids), old.d))
                     fsync_dir(self.index.dir)
                 meta["vectors"] = manifest
-                atomic_write_json(self._meta.path, meta)  # the switch
+                self._meta.replace(meta)  # the switch
                 legacy.unlink(missing_ok=True)
         elif self.index_kind and manifest.get("requested") != self.index_kind:
             manifest["requested"] = self.index_kind  # applied at the next full compaction
@@ -435,7 +439,7 @@ class EntityStore:
                              max((int(s["max_id"]) + 1 for s in segments), default=0))
             if keep_below > int(meta.get("next_vector_id", 0)):
                 meta["next_vector_id"] = keep_below
-                atomic_write_json(self._meta.path, meta)
+                self._meta.replace(meta)
             # rows nothing references (orphans' texts, interrupted commits): deleted once the
             # orphans' segments are rewritten
             stray = np.setdiff1d(self.texts.row_ids(), keep, assume_unique=True)
@@ -447,7 +451,7 @@ class EntityStore:
         if full:
             if manifest.get("kind") != kind:
                 meta["vectors"] = {**manifest, "kind": kind}
-                atomic_write_json(self._meta.path, meta)
+                self._meta.replace(meta)
             self._remove_garbage(meta)
         if stray is not None:
             self.texts.delete(stray.tolist())
@@ -463,7 +467,7 @@ class EntityStore:
                 merge.write()
                 with self._held():
                     meta = self._meta.read() or {}
-                    applied = merge.switch(meta, self._meta.path, self.index.new_name)
+                    applied = merge.switch(meta, self._meta.replace, self.index.new_name)
                     if applied:
                         self._remove_garbage(meta)
                     if merge.stray_rows is not None and len(applied) == len(merge.jobs):
@@ -498,6 +502,7 @@ class EntityStore:
 
     def _record(self, doc: PreparedDoc, doc_id: str, first: int) -> Record:
         return {
+            **doc.extra,  # first: the protocol's own fields always win
             "doc_id": doc_id,
             "entity_id": self.entity_id,
             "name": doc.name,
@@ -508,6 +513,7 @@ class EntityStore:
             "size": doc.size,
             "mtime_ns": doc.mtime_ns,
             "parser": doc.parser,
+            "chunker": doc.chunker,
             "indexed_at": now_iso(),
         }
 
@@ -547,56 +553,21 @@ class EntityStore:
             stray = np.setdiff1d(self.texts.row_ids(), self._referenced_ids(), assume_unique=True)
             self.texts.delete(stray.tolist())
 
-    # ------------------------------------------------------------------ search
+    # ------------------------------------------------------------------ search (storage/search.py)
+    @property
+    def searching(self) -> EntitySearch:
+        """The read side (vector, full-text, hits): `ragctl.storage.search.EntitySearch`."""
+        return EntitySearch(self)
+
     def vector_search(self, query_vectors: np.ndarray, depth: int) -> list[list[tuple[int, float]]]:
-        """Per query, up to `depth` (vector id, cosine) pairs of mapped documents, best first."""
-        owners = self.owners()
-        index = self.load_index()
-        if index is None or index.ntotal == 0 or not owners:
-            return [[] for _ in range(len(query_vectors))]
-        # Orphans (from a crash or a pending clean-up) can fill the top; ask for enough extra.
-        want = min(index.ntotal, depth + max(0, index.ntotal - owners.referenced))
-        scores, ids = VectorIndex.search(index, query_vectors, want)
-        out = []
-        for row_scores, row_ids in zip(scores, ids):
-            row = [(int(i), float(s)) for s, i in zip(row_scores, row_ids) if i >= 0 and owners.owner(int(i))]
-            out.append(row[:depth])
-        return out
+        return self.searching.vector_search(query_vectors, depth)
 
     def text_search(self, text: str, depth: int) -> list[tuple[int, float]]:
-        """Up to `depth` (vector id, bm25) pairs of mapped documents for free text."""
-        owners = self.owners()
-        if not owners or not text.strip():
-            return []
-        limit = depth
-        while True:
-            rows = self.texts.search(text, limit)
-            kept = [(i, s) for i, s in rows if owners.owner(i)]
-            if len(kept) >= depth or len(rows) < limit:
-                return kept[:depth]
-            limit *= 4  # rows of orphans or stray texts were in the way
-
-    def hits(self, ranked: Sequence[tuple[int, float, int | None, int | None]]) -> list[Hit]:
-        """Hits for (vector id, score, vector_rank, text_rank) rows, texts fetched in one go."""
-        owners = self.owners()
-        texts = self.texts.fetch(sorted({r[0] for r in ranked}))
-        out = []
-        for vid, score, vrank, trank in ranked:
-            record = owners.owner(vid)
-            if record is None:
-                continue
-            out.append(
-                Hit(record["doc_id"], record["path"], score, texts.get(vid, ""),
-                    vid - int(record["first_vector_id"]), vrank, trank)
-            )
-        return out
+        return self.searching.text_search(text, depth)
 
     def search(self, query_vectors: np.ndarray, k: int) -> list[list[Hit]]:
-        """Top-k chunks per query vector (vector mode), restricted to mapped documents."""
-        return [
-            self.hits([(i, s, rank, None) for rank, (i, s) in enumerate(row, 1)])
-            for row in self.vector_search(query_vectors, k)
-        ]
+        """Top-k chunks per query vector (vector mode): `EntitySearch.vector_hits`."""
+        return self.searching.vector_hits(query_vectors, k)
 
     def stats(self) -> dict[str, Any]:
         index = self.load_index()
@@ -664,18 +635,19 @@ class _Lookup:
 def _accept(adds: Sequence[PreparedDoc], lookups: list[_Lookup], result: CommitResult) -> list[tuple[PreparedDoc, str, str]]:
     """The adds to index (doc, doc_id, status); same content is `unchanged`/`duplicate`.
     `lookups`: the entity's records first (they win), then its records only in the legacy file."""
-    batch_hash: dict[str, str] = {}  # content hash -> path, within this batch
+    batch_hash: dict[str, tuple[str, str]] = {}  # content hash -> (path, doc_id), within this batch
     accepted: list[tuple[PreparedDoc, str, str]] = []
     for doc in adds:
         same_hash: Record | None = None
         if doc.content_hash in batch_hash:
-            same_hash = {"path": batch_hash[doc.content_hash]}
+            same_hash = dict(zip(("path", "doc_id"), batch_hash[doc.content_hash]))
         else:
             for lookup in lookups:
                 same_hash = lookup.with_hash(doc.content_hash, doc.not_a_copy_of)
                 if same_hash is not None:
                     break
-        if same_hash is not None:
+        if same_hash is not None and not _older_chunks(same_hash, doc):
+            result.doc_ids[doc.path] = str(same_hash.get("doc_id", ""))
             if same_hash["path"] == doc.path:
                 result.status[doc.path] = "unchanged"
             else:
@@ -683,17 +655,26 @@ def _accept(adds: Sequence[PreparedDoc], lookups: list[_Lookup], result: CommitR
                 result.note[doc.path] = f"same content as {same_hash['path']}"
             continue
         old = next((r for r in (lookup.with_path(doc.path) for lookup in lookups) if r is not None), None)
-        doc_id = old["doc_id"] if old else uuid.uuid4().hex
+        doc_id = old["doc_id"] if old else doc.doc_id or uuid.uuid4().hex
         accepted.append((doc, doc_id, "updated" if old else "indexed"))
-        batch_hash[doc.content_hash] = doc.path
+        result.doc_ids[doc.path] = doc_id
+        batch_hash[doc.content_hash] = (doc.path, doc_id)
     return accepted
+
+
+def _older_chunks(record: Record, doc: PreparedDoc) -> bool:
+    """The same content at the same path, chunked by an older chunker than `doc` (a record
+    without "chunker" predates contextual chunks: version 1): `ingest --reindex` replaces it."""
+    return (record.get("path") == doc.path and doc.chunker > 0
+            and int(record.get("chunker") or 1) < doc.chunker)
 
 
 def open_entity(store: Path | JSONStorage, entity_id: str) -> EntityStore:
     """An existing entity of an existing store (a directory or an opened JSONStorage);
     UsageError naming the known entities when it has none. Creates nothing."""
     from ragctl.errors import UsageError
-    from ragctl.storage.layout import open_store, require_store
+    from ragctl.storage.json_storage import open_store
+    from ragctl.storage.layout import require_store
 
     validate_entity_id(entity_id)
     if isinstance(store, JSONStorage):
