@@ -34,9 +34,11 @@ def _root(
 def _register() -> None:
     from ragctl.cli import bench, delete, ingest, migrate, query, stats, verify
     from ragctl.cli import eval as eval_cli
+    from ragctl.cli import mcp as mcp_cli
     from ragctl.cli import serve as serve_cli
+    from ragctl.cli import watch as watch_cli
 
-    for module in (ingest, query, eval_cli, verify, stats, delete, migrate, bench, serve_cli):
+    for module in (ingest, watch_cli, query, eval_cli, verify, stats, delete, migrate, bench, serve_cli, mcp_cli):
         module.register(app)
 
 

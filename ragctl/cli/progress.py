@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -140,6 +141,19 @@ class ProgressRenderer:
         with self._lock:
             self._handle(event)
 
+    def restart_entity(self, entity_id: str) -> None:
+        """A new round of work for an entity (`ragctl watch`: each batch of changes): its bar and
+        its line at the end start from zero; the overall bar keeps counting."""
+        with self._lock:
+            if entity_id not in self.entities:
+                return
+            self.entities[entity_id] = _EntityState()
+            self._completed.pop(entity_id, None)  # the sums keep what the earlier rounds did
+            self._total.pop(entity_id, None)
+            if self.live and entity_id in self.tasks:
+                self.progress.remove_task(self.tasks.pop(entity_id))
+                self.speeds.pop(entity_id, None)
+
     # ----------------------------------------------------------------------------- events
     def _entity(self, entity_id: str) -> _EntityState:
         state = self.entities.get(entity_id)
@@ -246,7 +260,7 @@ class ProgressRenderer:
         if self.live and entity_ids:
             self._refresh_overall()
 
-    def _fields(self, files: int, planned_files: int | None, done_bytes: float, total: float | None, chunks: int) -> dict[str, str]:
+    def _fields(self, files: int, planned_files: int | None, done_bytes: float, total: float | None, chunks: int) -> dict[str, Any]:
         files_text = f"{files}/{planned_files if planned_files is not None else '?'} files"
         if self.by_bytes:
             size = f"{_size(done_bytes)}/{_size(total) if total is not None else '?'}"
