@@ -46,7 +46,6 @@ from typing import Any, TextIO
 from ragctl.errors import StorageError, UsageError
 from ragctl.fsutil import atomic_write, atomic_write_bytes, atomic_write_json, file_lock, fsync_dir, json_bytes, now_iso
 from ragctl.storage.json_storage import DEFAULT_LOCK_TIMEOUT, load_records, record_shards
-from ragctl.storage.mapping_log import load_shard_view
 from ragctl.storage.layout import (
     MAPPING_COLLECTION,
     MODE_SHARDED,
@@ -54,6 +53,7 @@ from ragctl.storage.layout import (
     read_manifest,
     set_mapping_mode,
 )
+from ragctl.storage.mapping_log import load_shard_view
 
 SPILL_DIR_NAME = ".migrate-to-sharded.tmp"
 RESIDUAL = ".residual"  # never a valid entity id (those start with a letter or digit)
@@ -163,8 +163,8 @@ class _JSONStream:
         self.base = 0  # characters dropped from the front of buf so far
         self.eof = False
         decoder = json.JSONDecoder()
-        self.scan = json.scanner.make_scanner(decoder)  # value at index -> (value, end)
-        self.scanstring = json.decoder.scanstring  # after an opening quote -> (str, end)
+        self.scan = json.scanner.make_scanner(decoder)  # type: ignore[arg-type]  # value at index -> (value, end)
+        self.scanstring = json.decoder.scanstring  # type: ignore[attr-defined]  # after an opening quote -> (str, end)
 
     def _error(self, message: str, at: int | None = None) -> StorageError:
         where = self.base + (self.pos if at is None else at)

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     args = ap.parse_args(argv)
 
-    from ragctl.embedding import resolve_model
+    from ragctl.model_spec import resolve_model
 
     model_path = args.model or str(resolve_model().path)
     with tempfile.TemporaryDirectory(prefix="ragctl-baseline-") as tmp:

@@ -95,8 +95,8 @@ def main() -> None:
             faiss.omp_set_num_threads(1)
 
             class _Meta:
-                def read(self, _kind=kind, _n=n):
-                    return {"vectors": {"segments": [{"name": path.name, "count": _n}], "dim": args.dim}}
+                def read(self, _kind=kind, _n=n, _path=path):
+                    return {"vectors": {"segments": [{"name": _path.name, "count": _n}], "dim": args.dim}}
 
             seg = SegmentedIndex(tmp, _Meta(), tmp / "none.faiss")
             seg.dir = tmp

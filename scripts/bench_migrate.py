@@ -59,7 +59,7 @@ def generate(store: Path, records: int, entities: int, seed: int = 1) -> int:
     with open(path, "w", encoding="utf-8") as out:
         out.write("{")
         for i in range(records + RESIDUAL):
-            doc_id = "%032x" % rng.getrandbits(128)
+            doc_id = f"{rng.getrandbits(128):032x}"
             name = f"{rng.choice(WORDS)}-{i}{rng.choice(EXTS)}"
             record = {
                 "doc_id": doc_id,

@@ -39,7 +39,7 @@ def _files(root: Path) -> list[Path]:
 
 def _token_stats(texts: list[str], window: int) -> dict[str, Any]:
     from ragctl.chunking import load_tokenizer
-    from ragctl.embedding import resolve_model
+    from ragctl.model_spec import resolve_model
 
     tok = load_tokenizer(resolve_model(None).path)
     lengths = [len(e.ids) for e in tok.encode_batch(texts)] if texts else []
@@ -58,7 +58,7 @@ def run_langchain(root: Path) -> dict[str, Any]:
         from langchain_text_splitters import RecursiveCharacterTextSplitter
     except ImportError as exc:
         return {"skipped": f"LangChain is not installed ({exc}); pip install -c constraints.txt -e '.[bench-peers]'"}
-    from ragctl.embedding import force_offline, resolve_model
+    from ragctl.model_spec import force_offline, resolve_model
     from ragctl.parsing import parse_file
 
     force_offline()
@@ -82,7 +82,7 @@ def run_langchain(root: Path) -> dict[str, Any]:
 
 def run_ragctl(root: Path, extra: list[str]) -> dict[str, Any]:
     from ragctl.chunking import Chunker
-    from ragctl.embedding import resolve_model
+    from ragctl.model_spec import resolve_model
     from ragctl.parsing import parse_file
 
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:

@@ -52,10 +52,10 @@ def ingest_cli(corpus: Path, store: Path, *extra: str) -> dict[str, Any]:
 def parsed_docs(corpus: Path) -> list[tuple[str, str, list[str], int]]:
     """(entity, rel_path, chunks, size) of every corpus file, parsed and chunked here."""
     from ragctl.discovery import discover_entities
-    from ragctl.embedding import resolve_model
     from ragctl.ingest.options import Limits
     from ragctl.ingest.parse import OK, make_chunker, parse_file
     from ragctl.ingest.plan import ParseTask, source_files
+    from ragctl.model_spec import resolve_model
 
     spec = resolve_model(None)
     chunker = make_chunker(str(spec.path), spec.max_tokens)
@@ -74,7 +74,7 @@ def commit_capacity(docs: list[tuple[str, str, list[str], int]], total_docs: int
     """The real commit stage, fed `total_docs` finished documents over `entities` entities."""
     from ragctl.bench.standin import StandInEncoder  # benchmark-only: no model
     from ragctl.ingest import messages as msg
-    from ragctl.ingest.channel import END, Channel
+    from ragctl.ingest.channel import Channel
     from ragctl.ingest.commit import CommitStage
     from ragctl.ingest.options import IngestOptions, RunContext
     from ragctl.ingest.report import Reporter

@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))
 
 def main() -> int:
     from ragctl.chunking import Chunker
-    from ragctl.embedding import resolve_model
+    from ragctl.model_spec import resolve_model
     from ragctl.parsing import parse_file
 
     chunker = Chunker.from_model_dir(resolve_model(None).path)

@@ -169,6 +169,7 @@ class ParsePool:
                             outcome = worker.conn.recv()
                         except (EOFError, OSError):
                             worker.process.join(timeout=5)
+                            assert worker.task is not None  # a busy worker has a task
                             outcome = ParseOutcome.failed(worker.task, _death_reason(worker.process.exitcode))
                             self._busy.remove(worker)
                             self._discard(worker)
@@ -178,6 +179,7 @@ class ParsePool:
                     elif timeout and now - worker.started > timeout:
                         self._busy.remove(worker)
                         self._discard(worker)
+                        assert worker.task is not None  # a busy worker has a task
                         outcome = ParseOutcome.failed(worker.task, f"parse timed out after {timeout:g} s")
                     if outcome is not None:
                         outbox.put(outcome, even_when_stopping=True)

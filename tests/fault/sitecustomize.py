@@ -40,14 +40,14 @@ def _install() -> None:
 
     from ragctl import embedding
 
-    real_encode = embedding.Embedder.encode
+    real_encode = embedding.LocalEmbedder.encode
 
     def encode(self, texts, *args, **kwargs):
         if any("RAGCTL-FAULT-ENCODE-OOM" in t for t in texts):
             raise MemoryError("cannot allocate memory for the encode batch")
         return real_encode(self, texts, *args, **kwargs)
 
-    embedding.Embedder.encode = encode
+    embedding.LocalEmbedder.encode = encode
 
 
 _install()
