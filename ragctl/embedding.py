@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ragctl.errors import ConfigError
 from ragctl.model_config import BACKENDS, PRECISIONS, Embedder, ModelConfig
@@ -24,9 +24,6 @@ from ragctl.model_spec import (
     force_offline,
     resolve_model,
 )
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "BACKENDS", "DEFAULT_MODEL_NAME", "PRECISIONS", "Embedder", "LocalEmbedder", "ModelConfig",
@@ -158,10 +155,11 @@ class LocalEmbedder:
         if precision in ("int8", "auto"):
             try:
                 self._runtime = ovr.OpenVINORuntime(self.spec, "int8", self.threads, self.batch_size, _PROBE_TEXTS)
-            except ConfigError as exc:  # nncf missing, or the gate refused int8 on this model
+            except Exception as exc:  # nncf missing, the gate refused int8, or quantisation failed
                 if precision == "int8":
                     raise
-                self.precision_note = f"int8 not used: {exc}"
+                reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                self.precision_note = f"int8 not used: {reason}"
             else:
                 self.precision = "int8"
                 self.self_check = self._runtime.self_check
@@ -281,7 +279,23 @@ class LocalEmbedder:
 
 
 _loaded: dict[tuple[Any, ...], Embedder] = {}
-_loaded_lock = threading.Lock()
+_loaded_lock = threading.Lock()  # guards the two dicts only
+_loading: dict[tuple[Any, ...], threading.Lock] = {}  # one per key: a slow load (int8) blocks only its own
+
+
+def _load_once(key: tuple[Any, ...], build: Any) -> Embedder:
+    with _loaded_lock:
+        if key in _loaded:
+            return _loaded[key]
+        lock = _loading.setdefault(key, threading.Lock())
+    with lock:
+        with _loaded_lock:
+            if key in _loaded:
+                return _loaded[key]
+        embedder = build()
+        with _loaded_lock:
+            _loaded[key] = embedder
+        return embedder
 
 
 def load_embedder(config: ModelConfig, *, threads: int | None = None, spec: ModelSpec | None = None) -> Embedder:
@@ -296,15 +310,9 @@ def load_embedder(config: ModelConfig, *, threads: int | None = None, spec: Mode
         from ragctl.runtimes.remote import RemoteEmbedder, RemoteModelSpec, remote_spec
 
         remote = spec if isinstance(spec, RemoteModelSpec) else remote_spec(config.model, config.remote)
-        key: tuple[Any, ...] = ("remote", remote.name, remote.dim, config.remote)
-        with _loaded_lock:
-            if key not in _loaded:
-                _loaded[key] = RemoteEmbedder(remote, config.remote)
-            return _loaded[key]
+        settings = config.remote
+        return _load_once(("remote", remote.name, remote.dim, settings), lambda: RemoteEmbedder(remote, settings))
     local = spec if spec is not None else resolve_model(config.model)
     key = (str(local.path), config.backend, config.precision, config.device, config.batch_size, threads)
-    with _loaded_lock:
-        if key not in _loaded:
-            _loaded[key] = LocalEmbedder(local, config, threads=threads)
-        return _loaded[key]
+    return _load_once(key, lambda: LocalEmbedder(local, config, threads=threads))
 

@@ -151,9 +151,16 @@ def hold_marker(path: Path, payload: bytes) -> int:
     unique to its owner, so unlinking it on release is safe (unlike a shared lock file)."""
     import fcntl
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: never blocks
-    os.write(fd, payload)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        raise StorageError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a new file: never blocks
+        os.write(fd, payload)
+    except OSError as exc:  # disk full: no marker may stay behind looking alive
+        release_marker(path, fd)
+        raise StorageError(f"{path}: cannot write: {exc.strerror or exc}") from exc
     return fd
 
 

@@ -69,6 +69,7 @@ class Searcher:
         self.spec = model_for_entity(self.entity, self.config)
         self._embedder: Embedder | None = None
         self._rerank: PassageReranker | None = None
+        self._rerank_generation: Any = None
 
     @property
     def embedder(self) -> Embedder:
@@ -123,15 +124,20 @@ class Searcher:
         ]
 
     def _reranker(self) -> PassageReranker:
-        if self._rerank is None:
+        """The passage cache is keyed by vector id; ids restart when an entity is deleted and
+        created again (by any process), so a new entity (another created_at) gets a new cache."""
+        generation = (self.entity.meta() or {}).get("created_at")
+        if self._rerank is None or self._rerank_generation != generation:
             self._rerank = PassageReranker(self._encode)
+            self._rerank_generation = generation
         return self._rerank
 
     def stale_documents(self) -> int:
         """Documents chunked before contextual chunks (no title/section): `ingest --reindex`."""
         from ragctl.chunking import CHUNKER_VERSION
 
-        return sum(int(r.get("chunker") or 1) < CHUNKER_VERSION for r in self.entity.records().values())
+        return sum(int(r.get("chunker") or 1) < CHUNKER_VERSION for r in self.entity.records().values()
+                   if r.get("parser") != "langchain")  # texts given by LangChain: not files to re-chunk
 
 
 def context_line(hit: Hit) -> str:

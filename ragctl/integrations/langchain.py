@@ -48,7 +48,6 @@ PARSER = "langchain"
 MODEL_PREFIX = "langchain:"
 MODES = ("vector", "text", "hybrid")
 COMMIT_BATCH = 256  # texts embedded and committed together (each batch is one atomic commit)
-MIN_DEPTH = 40  # candidates taken from each list before fusing (as ragctl.query)
 WINDOW_MARGIN = 8  # tokens kept free in each slice: a slice re-tokenised may differ slightly
 # settings of an Embeddings object never put into its digest (they name no model)
 _SECRET_WORDS = ("key", "token", "secret", "password", "credential", "auth", "header")
@@ -90,6 +89,9 @@ class _LangChainModel:
 
     def identity(self) -> dict[str, Any]:
         return {"name": self.name, "digest": self.digest, "dim": self.dim}
+
+    def embedded_by(self) -> dict[str, Any]:
+        return {"backend": "langchain", "precision": None, "device": None, "runtime": self.name}
 
     def pieces(self, text: str) -> list[str]:
         return [text]  # LangChain embeddings handle their own input limits
@@ -136,6 +138,11 @@ class _RagctlModel:
     @property
     def precision(self) -> str:
         return str(self.embedder.precision)
+
+    def embedded_by(self) -> dict[str, Any]:
+        from ragctl.model_config import embedded_by
+
+        return embedded_by(self.embedder.describe())
 
     def identity(self) -> dict[str, Any]:
         return self.spec.identity()
@@ -248,7 +255,8 @@ class RagctlVectorStore(VectorStore):
                 doc_id=doc_id, extra={"metadata": metadata},
             ))
             row += len(doc_pieces)
-        self.entity.commit(self._model.identity(), adds=docs, precision=self._model.precision)
+        self.entity.commit(self._model.identity(), adds=docs, precision=self._model.precision,
+                           embedded_by=self._model.embedded_by())
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         """Delete documents by id (ids not in the entity are ignored); `ids=None` deletes every
@@ -335,7 +343,9 @@ class RagctlVectorStore(VectorStore):
     def _search(self, query: str | None, vector: np.ndarray | None, k: int, mode: str) -> list[tuple[Document, float]]:
         if not isinstance(k, int) or k < 1:
             raise UsageError(f"k must be a positive integer, not {k!r}")
-        depth = max(MIN_DEPTH, 4 * k) if mode == "hybrid" else k
+        from ragctl.query import MIN_DEPTH
+
+        depth = max(MIN_DEPTH, 2 * k) if mode == "hybrid" else k
         while True:
             ranked = self._ranked(query, vector, depth, mode)
             picked = self._pick(ranked, k)
@@ -346,7 +356,7 @@ class RagctlVectorStore(VectorStore):
         return self._materialise(picked)
 
     def _ranked(self, query: str | None, vector: np.ndarray | None, depth: int, mode: str) -> list[tuple[int, float]]:
-        from ragctl.query import fuse
+        from ragctl.query import RRF_K, TEXT_WEIGHT, VECTOR_WEIGHT, fuse
 
         if mode == "text":
             return self.entity.text_search(query or "", depth)
@@ -354,7 +364,7 @@ class RagctlVectorStore(VectorStore):
         by_vector = self.entity.vector_search(vector, depth)[0]
         if mode == "vector":
             return by_vector
-        fused = fuse(by_vector, self.entity.text_search(query or "", depth), depth)
+        fused = fuse(by_vector, self.entity.text_search(query or "", depth), depth, RRF_K, VECTOR_WEIGHT, TEXT_WEIGHT)
         return [(vid, score) for vid, score, _, _ in fused]
 
     def _pick(self, ranked: list[tuple[int, float]], k: int) -> list[tuple[Record, int, float]]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Any, BinaryIO
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from ragctl.fsutil import fsync_dir, fsync_path
+from ragctl.fsutil import publish
 from ragctl.serve.errors import HttpError
 from ragctl.serve.jobs import Job, StagedFile, Staging
 
@@ -325,9 +324,7 @@ def _place(sink: _Sink, job: Job) -> list[StagedFile]:
         directory = part.staged.parent / str(index)
         directory.mkdir()
         target = directory / staged_name(doc_path)
-        os.replace(part.staged, target)
-        fsync_path(target)
-        fsync_dir(directory)
+        publish(part.staged, target, replace=True)
         staged.append(StagedFile(doc_path, part.size, part.digest.hexdigest(),
                                  str(target.relative_to(job.directory))))
     return staged

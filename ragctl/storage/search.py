@@ -129,7 +129,3 @@ class EntitySearch:
             self.hits([(i, s, rank, None) for rank, (i, s) in enumerate(row, 1)])
             for row in self.vector_search(query_vectors, k)
         ]
-
-    def text_hits(self, text: str, k: int) -> list[Hit]:
-        """Top-k chunks for free text (text mode)."""
-        return self.hits([(i, s, None, rank) for rank, (i, s) in enumerate(self.text_search(text, k), 1)])

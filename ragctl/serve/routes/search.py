@@ -30,5 +30,5 @@ def search(entity_id: KnownEntityDep, body: SearchRequest, svc: ServicesDep) -> 
         except UsageError:
             raise HttpError(404, "unknown_entity", f"entity {entity_id!r} has no documents") from None
         raise
-    hits = searcher.search([body.query], body.k, body.mode)[0]
+    hits = searcher.search([body.query], body.k, body.mode, rerank=body.rerank)[0]
     return {"entity": entity_id, "results": [hit_json(h) for h in hits]}
