@@ -299,7 +299,9 @@ def html_blocks(text: str) -> list[Block]:
     if not text.strip():
         return []
     try:
-        root = lxml_html.document_fromstring(text)
+        # huge_tree: without it libxml2 silently drops everything after ~10 MB of input (an
+        # HTML page with inline data: images loses its later text); size is bounded by --max-text-mb
+        root = lxml_html.document_fromstring(text, parser=lxml_html.HTMLParser(huge_tree=True))
     except etree.ParserError:  # "Document is empty": only comments / doctype
         return []
 
