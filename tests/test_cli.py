@@ -69,8 +69,8 @@ def test_ingest_summary_counts_every_file(ingested):
 
 
 def test_shards_follow_the_mapping_contract(ingested):
-    from ragctl.storage.json_storage import JSONStorage
     from ragctl.storage.entity import EntityStore
+    from ragctl.storage.json_storage import JSONStorage
 
     store, summary = ingested
     for entity in ENTITIES:

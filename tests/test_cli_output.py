@@ -17,11 +17,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import RAGCTL, make_tree
 from typer.testing import CliRunner
 
 from ragctl.cli.app import app
-
-from conftest import RAGCTL, make_tree
 
 LATIN1 = b"caf\xe9-menu.txt"
 LATIN1_ID = "caf\\xe9-menu.txt"  # its identity: the undecodable byte as a visible \xNN escape

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import make_tree
 from typer.testing import CliRunner
 
 from ragctl.cli.app import app
-from tests.conftest import make_tree
 
 FAULTS = Path(__file__).parent / "fault"
+FP32 = {"backend": "torch", "precision": "fp32", "device": "cpu", "runtime": "test"}  # what embedded a hand-made doc
 
 
 def cli(*args):
@@ -115,23 +114,33 @@ def test_a_store_failure_in_one_entity_never_stops_the_others(tmp_path, monkeypa
     verify_ok(store)
 
 
-def run_with_faults(root: Path, store: Path, *extra: str, timeout: float = 150) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FAULTS), os.environ.get("PYTHONPATH", "")]), "RAGCTL_FAULTS": "1"}
-    cmd = [sys.executable, "-m", "ragctl", "ingest", str(root), "--store", str(store), "--json", "--quiet", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+def faults_in_this_process(monkeypatch) -> None:
+    """The ingest runs in this process (the session model, no interpreter start); its parse
+    workers are spawned processes that load tests/fault from PYTHONPATH and really crash or
+    hang there. This process only needs to know the three fault suffixes as supported."""
+    import ragctl.parsing as parsing
+    from ragctl.parsing import native
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAULTS), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("RAGCTL_FAULTS", "1")
+    for suffix in (".segv", ".killme", ".hang"):
+        monkeypatch.setitem(native.READERS, suffix, native.Reader("fault", lambda _data: None, "bytes"))
+    monkeypatch.setattr(parsing, "SUPPORTED_SUFFIXES", frozenset(native.READERS))
 
 
 @pytest.mark.timeout(240)
-def test_a_parser_that_crashes_or_hangs_fails_only_its_file(tmp_path):
+def test_a_parser_that_crashes_or_hangs_fails_only_its_file(tmp_path, monkeypatch, embedder):
     """SIGSEGV and SIGKILL in the middle of a file, and a parser that never returns: each fails
     its own file with the reason; every other file is indexed, in parallel, in one run."""
     root = tree(tmp_path, per_entity=6)
     make_tree(root, {"alpha/crash.segv": "x", "alpha/oom.killme": "x", "beta/stuck.hang": "x", "beta/crash2.segv": "x"})
     store = tmp_path / "store"
+    faults_in_this_process(monkeypatch)
+    args = ("ingest", root, "--store", store, "--json", "--quiet", "--workers", "2", "--parse-timeout", "5")
     started = time.monotonic()
-    result = run_with_faults(root, store, "--workers", "2", "--parse-timeout", "5")
+    result = cli(*args)
     took = time.monotonic() - started
-    assert result.returncode == 1, result.stderr
+    assert result.exit_code == 1, result.output
     assert "Traceback" not in result.stderr, result.stderr
     report = json.loads(result.stdout)
     assert report["parse_workers"] == 2
@@ -146,7 +155,7 @@ def test_a_parser_that_crashes_or_hangs_fails_only_its_file(tmp_path):
     assert took < 120
     verify_ok(store)
     # the next run does not trip over the same files again: they fail the same way, alone
-    again = json.loads(run_with_faults(root, store, "--workers", "2", "--parse-timeout", "5").stdout)
+    again = json.loads(cli(*args).stdout)
     assert sorted(f["path"] for f in again["failures"]) == sorted(errors)
     assert again["entities"]["alpha"]["unchanged"] == 6
 
@@ -220,7 +229,7 @@ def test_files_whose_result_never_came_back_are_reported_failed_by_name(tmp_path
     stage = CommitStage(ctx, lambda _eid: store, reporter, {("e", ""): plan})  # the run's live plans
     inbox = Channel("settled", 16, stop)
     vectors = np.ones((1, spec.dim), dtype=np.float32) / np.sqrt(spec.dim)
-    inbox.put(msg.Embedded("e", PreparedDoc("doc0.md", "h0", 10, 1, ["zero"], vectors), "fp32"))
+    inbox.put(msg.Embedded("e", PreparedDoc("doc0.md", "h0", 10, 1, ["zero"], vectors), FP32))
     inbox.put(msg.Outcome("e", "doc1.md", Status.SKIPPED, "empty", 10))
     inbox.put(msg.EntityEnd("e", 3, plan))  # doc2.md was sent but nothing settled it
     inbox.put(END)
@@ -258,7 +267,7 @@ def test_two_versions_of_one_path_in_one_commit_window_leave_one_document(tmp_pa
     for version in ("first", "second"):
         vectors = np.ones((2, spec.dim), dtype=np.float32) / np.sqrt(spec.dim)
         doc = PreparedDoc("same.md", f"hash-{version}", 10, 1, [f"{version} a", f"{version} b"], vectors)
-        inbox.put(msg.Embedded("e", doc, "fp32", tag=version))
+        inbox.put(msg.Embedded("e", doc, FP32, tag=version))
     inbox.put(END)
     stage.run(inbox, stop, interrupted)
     records = list(store.records().values())
@@ -327,7 +336,7 @@ def test_a_merge_of_one_entity_does_not_hold_up_commits_of_others(tmp_path, embe
     def commit(entity, name):
         vectors = np.ones((1, spec.dim), dtype=np.float32) / np.sqrt(spec.dim)
         doc = PreparedDoc(name, f"hash-{entity}-{name}", 10, 1, [f"{entity} {name}"], vectors)
-        commit_documents(stores[entity], ctx, Reporter(events.append), [msg.Embedded(entity, doc, "fp32")],
+        commit_documents(stores[entity], ctx, Reporter(events.append), [msg.Embedded(entity, doc, FP32)],
                          maintenance=maintenance)
 
     commit("a", "1.md")
@@ -386,7 +395,7 @@ def test_deleting_an_entity_while_its_merge_runs_does_not_bring_it_back(tmp_path
     for name in ("1.md", "2.md"):
         vectors = np.ones((1, spec.dim), dtype=np.float32) / np.sqrt(spec.dim)
         doc = PreparedDoc(name, f"hash-{name}", 10, 1, [name], vectors)
-        commit_documents(store, ctx, Reporter(events.append), [msg.Embedded("doomed", doc, "fp32")],
+        commit_documents(store, ctx, Reporter(events.append), [msg.Embedded("doomed", doc, FP32)],
                          maintenance=maintenance)
     assert merging.wait(10)
     assert delete_entity(root, "doomed")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import make_tree
 
-from tests.conftest import make_tree
 from tests.test_engine import FAULTS, cli, paragraphs, verify_ok
 
 GB = 1 << 30
@@ -45,7 +45,7 @@ def test_a_hostile_tree_ends_on_its_own_with_every_reason(tmp_path):
     with open(root / "e" / "oneline.txt", "w") as fh:  # 50 MB on one line
         fh.write("word " * (10 << 20))
     deep = root / "e"
-    for i in range(300):
+    for _i in range(300):
         deep = deep / "d"
     deep.mkdir(parents=True)
     (deep / "deep.md").write_text(paragraphs("deep"))

@@ -11,17 +11,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import RAGCTL, REPO, make_tree
 from typer.testing import CliRunner
 
 from ragctl.cli.app import app
 from ragctl.errors import ConfigError, EncodeFailure
-from tests.conftest import RAGCTL, REPO, make_tree
 from tests.embed_server import EmbedServer
 
 KEY = "sk-test-7f3a9c1e5b2d4f60"

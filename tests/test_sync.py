@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,26 @@ def tree(tmp_path):
     return root, tmp_path / "store"
 
 
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """DOCS ingested once (in-process); `indexed` hands each test its own copy."""
+    root = tmp_path_factory.mktemp("base") / "root"
+    write_tree(root, DOCS)
+    store = root.parent / "store"
+    first = ingest(root, store)
+    assert first["entities"]["alpha"]["indexed"] == 3 and first["entities"]["beta"]["indexed"] == 1
+    return root, store
+
+
+@pytest.fixture
+def indexed(base, tmp_path):
+    """A tree and the store of its first ingest, copied (mtimes kept: the next run sees them unchanged)."""
+    root, store = base
+    shutil.copytree(root, tmp_path / "root")
+    shutil.copytree(store, tmp_path / "store")
+    return tmp_path / "root", tmp_path / "store"
+
+
 def test_modify_add_delete_rename_between_runs(tree):
     root, store = tree
     first = ingest(root, store)
@@ -113,9 +134,8 @@ def test_modify_add_delete_rename_between_runs(tree):
     assert run("verify", "--store", store).exit_code == 0
 
 
-def test_same_size_same_mtime_edit_needs_rehash(tree):
-    root, store = tree
-    ingest(root, store)
+def test_same_size_same_mtime_edit_needs_rehash(indexed):
+    root, store = indexed
     path = root / "beta/chess.md"
     st = path.stat()
     path.write_text(path.read_text().replace("Sicilian", "Sicilion"))  # same length
@@ -124,9 +144,8 @@ def test_same_size_same_mtime_edit_needs_rehash(tree):
     assert ingest(root, store, "--rehash")["entities"]["beta"]["updated"] == 1
 
 
-def test_dry_run_touches_nothing_and_predicts_the_run(tree):
-    root, store = tree
-    ingest(root, store)
+def test_dry_run_touches_nothing_and_predicts_the_run(indexed):
+    root, store = indexed
     (root / "alpha/garden.md").write_text("# Garden\n\nCarrots prefer loose sandy soil.\n")
     (root / "alpha/new.md").write_text("# New\n\nA brand new document about lanterns.\n")
     (root / "alpha/boats.txt").rename(root / "alpha/sailing.txt")
@@ -152,9 +171,8 @@ def test_dry_run_on_a_new_store_creates_nothing(tree):
     assert not store.exists()
 
 
-def test_stats_reports_each_entity(tree):
-    root, store = tree
-    ingest(root, store)
+def test_stats_reports_each_entity(indexed):
+    root, store = indexed
     result = run("stats", "--store", store, "--json")
     assert result.exit_code == 0, result.output
     stats = json.loads(result.stdout)
@@ -165,9 +183,8 @@ def test_stats_reports_each_entity(tree):
     assert stats["totals"]["documents"] == 4 and stats["totals"]["entities"] == 2
 
 
-def test_delete_entity_leaves_no_file_of_it(tree):
-    root, store = tree
-    ingest(root, store)
+def test_delete_entity_leaves_no_file_of_it(indexed):
+    root, store = indexed
     result = run("delete", "alpha", "--store", store)  # no --yes: asks, and the answer is no
     assert result.exit_code != 0 and records(store, "alpha")
     assert run("delete", "alpha", "--yes", "--store", store).exit_code == 0
@@ -178,9 +195,8 @@ def test_delete_entity_leaves_no_file_of_it(tree):
     assert run("verify", "--store", store).exit_code == 0
 
 
-def test_delete_one_document(tree):
-    root, store = tree
-    ingest(root, store)
+def test_delete_one_document(indexed):
+    root, store = indexed
     assert run("delete", "alpha", "--doc", "boats.txt", "--yes", "--store", store).exit_code == 0
     assert set(records(store, "alpha")) == {"garden.md", "notes/bread.md"}
     assert not any("Sailing" in t for t in all_chunk_texts(store, "alpha"))
@@ -208,22 +224,30 @@ def test_library_manager_adds_documents_in_parallel(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sigint_stops_cleanly_and_rerun_finishes_exactly_once(tmp_path):
+    """A parser that never returns (tests/fault: `.hang`) keeps the run going until the
+    interrupt whatever the machine's speed, so the tree can stay small; on a busy machine the
+    interrupt lands among the commits of the other files, on a fast one while they are done."""
     import random
 
     rng = random.Random(7)
     words = "river stone cloud engine garden ledger harbor signal copper meadow lantern orbit".split()
     root = tmp_path / "root"
-    per_entity = 150
+    per_entity = 60
     for e in range(2):
         for d in range(per_entity):
             body = "\n\n".join(" ".join(rng.choice(words) for _ in range(120)) + "." for _ in range(4))
             write_tree(root, {f"e{e}/doc{d:03}.md": f"# Document {e}-{d}\n\n{body}\n"})
+    write_tree(root, {"e1/zz-stuck.hang": "x"})
     store = tmp_path / "store"
+    faults = Path(__file__).parent / "fault"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(faults), os.environ.get("PYTHONPATH", "")]), "RAGCTL_FAULTS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ragctl", "ingest", str(root), "--store", str(store), "--json", "--batch-size", "8"],
+        [sys.executable, "-m", "ragctl", "ingest", str(root), "--store", str(store), "--json", "--batch-size", "8",
+         "--parse-timeout", "600"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     # Wait until something is committed, then interrupt like Ctrl-C would.
     deadline = time.time() + 120
@@ -243,6 +267,7 @@ def test_sigint_stops_cleanly_and_rerun_finishes_exactly_once(tmp_path):
     assert sum(len(records(store, e)) for e in ("e0", "e1") if (store / "doc_id_name_mapping" / f"{e}.json").exists()) == committed
     assert run("verify", "--store", store).exit_code == 0
 
+    (root / "e1" / "zz-stuck.hang").unlink()  # never parsed, so never recorded: nothing goes stale
     final = ingest(root, store)
     for entity in ("e0", "e1"):
         row = final["entities"][entity]
