@@ -147,7 +147,7 @@ class SearchRequest(_Request):
     query: str = Field(min_length=1, max_length=10_000)
     k: int = Field(default=5, ge=1, le=100)
     mode: Literal["hybrid", "vector", "text"] = "hybrid"
-    rerank: bool = Field(False, description="experimental: re-score the top candidates passage by passage "
+    rerank: bool = Field(False, strict=True, description="experimental: re-score the top candidates passage by passage "
                                             "(docs/retrieval.md; slower, no measured gain yet)")
 
 
