@@ -150,16 +150,9 @@ def _make_pdf(title: str, items: list[tuple[str, str]], image_bytes: int, rng: r
              b"<< /XObject << /Im%d %d 0 R >> >>" % (n, image))
     objects[0] = b"<< /Type /Catalog /Pages 2 0 R >>"
     objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), len(kids))
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    from ragctl.bench.samples import serialize_pdf
+
+    return serialize_pdf(objects, b"/Root 1 0 R")
 
 
 def _make_docx(title: str, items: list[tuple[str, str]], image_bytes: int, rng: random.Random) -> bytes:

@@ -76,6 +76,12 @@ def make_pdf(pages: Sequence[Sequence[tuple[str, str]]], title: str = "") -> byt
     )
     info_id = add(b"<< /Title (%s) /Producer (ragctl) >>" % _pdf_string(title))
 
+    return serialize_pdf(objects, b"/Root %d 0 R /Info %d 0 R" % (catalog_id, info_id))
+
+
+def serialize_pdf(objects: Sequence[bytes], trailer: bytes) -> bytes:
+    """A PDF file of numbered `objects` (object n is objects[n-1]) with its cross-reference
+    table; `trailer`: the trailer dictionary's entries besides /Size (e.g. b"/Root 1 0 R")."""
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for number, body in enumerate(objects, 1):
@@ -83,14 +89,8 @@ def make_pdf(pages: Sequence[Sequence[tuple[str, str]]], title: str = "") -> byt
         out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
     xref_at = len(out)
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root %d 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        catalog_id,
-        info_id,
-        xref_at,
-    )
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d %s >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, trailer, xref_at)
     return bytes(out)
 
 
