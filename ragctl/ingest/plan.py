@@ -235,12 +235,14 @@ class EntityPlan:
 
     def gone(self) -> list[Record]:
         """Records whose file left the tree (never for explicit file lists; for a part of the
-        tree, only those in its scope)."""
+        tree, only those in its scope). Documents written through the LangChain store are no
+        file of the tree: never gone, never pruned."""
         if self.explicit:
             return []
         with self._lock:
             gone = [
-                r for r in self.records.values() if r["path"] not in self.seen and r["doc_id"] not in self.moved
+                r for r in self.records.values()
+                if r["path"] not in self.seen and r["doc_id"] not in self.moved and r.get("parser") != "langchain"
             ]
         if self.scope is None:
             return gone
