@@ -3,6 +3,8 @@
 * `make_tree(root, {"entity/file.md": "text"})` writes a document tree;
 * `REPO`, `SAMPLE_DOCS`: the repository and its sample tree;
 * `RAGCTL`: argv prefix that runs the CLI in a subprocess with this interpreter;
+* `cli(*args)`: the CLI in this process (CliRunner; typer imported only when called);
+* `copy_built(root, store, dest)`: a copy of a module fixture's tree and store, to change;
 * `segment_doc`, `SEGMENT_MODEL`: the random-vector documents of tests/test_segments.py, here so
   that its writer subprocesses import them without pytest, typer and the CLI.
 """
@@ -54,3 +56,22 @@ def segment_doc(path: str, version: int = 0, n: int = 3) -> Any:
     seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
     return PreparedDoc(path, hashlib.sha256(text.encode()).hexdigest(), len(text), 0,
                        [f"{text} chunk {i}" for i in range(n)], unit_vectors(n, seed))
+
+
+def cli(*args: object, **kwargs: Any) -> Any:
+    """Run `ragctl ARGS...` in this process (Typer's CliRunner); returns its Result."""
+    from typer.testing import CliRunner
+
+    from ragctl.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
+
+
+def copy_built(root: Path, store: Path, dest: Path, tree_name: str = "docs") -> tuple[Path, Path]:
+    """Copy a built tree and its store under `dest` (mtimes kept: a re-run sees them unchanged),
+    for a test that changes what a shared module fixture built."""
+    import shutil
+
+    shutil.copytree(root, dest / tree_name)
+    shutil.copytree(store, dest / "store")
+    return dest / tree_name, dest / "store"

@@ -16,11 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import RAGCTL, make_tree
-from typer.testing import CliRunner
+from helpers import RAGCTL, cli, make_tree
 
 from ragctl.chunking import CHUNKER_VERSION, CONTEXT_SEPARATOR, Chunker, load_tokenizer
-from ragctl.cli.app import app
 from ragctl.model_spec import resolve_model
 from ragctl.parsing import parse_bytes
 
@@ -32,10 +30,6 @@ GUIDE = (
     "## Flowers\n\nRoses want pruning in late winter.\n\n"
     f"## {LONG_HEADING}\n\n### Deep one\n\n#### Deeper\n\n" + " ".join(["Filler sentence about compost heaps."] * 120)
 )
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

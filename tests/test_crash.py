@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_tree
+from helpers import copy_built, make_tree
 from typer.testing import CliRunner
 
 from ragctl.cli.app import app
@@ -129,10 +129,7 @@ def base(tmp_path_factory, embedder):
 
 @pytest.fixture
 def copy(base, tmp_path):
-    root, store = base
-    shutil.copytree(root, tmp_path / "docs")
-    shutil.copytree(store, tmp_path / "store")
-    return tmp_path / "docs", tmp_path / "store"
+    return copy_built(*base, tmp_path)
 
 
 # ----------------------------------------------------------------------------- atomic writes

@@ -11,10 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import RAGCTL, REPO, SAMPLE_DOCS
-from typer.testing import CliRunner
+from helpers import RAGCTL, REPO, SAMPLE_DOCS, cli
 
-from ragctl.cli.app import app
 from ragctl.errors import UsageError
 from ragctl.evaluate import QuestionModeScore, check_answers, ndcg, normalize_text, ranked_documents, score_question
 from ragctl.question_sets import Question, load_questions
@@ -178,10 +176,6 @@ def test_question_scores_aggregate_to_recall_mrr_ndcg_and_evidence():
 
 
 # --------------------------------------------------------------------------- end to end
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

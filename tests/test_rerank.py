@@ -8,10 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import make_tree
-from typer.testing import CliRunner
+from helpers import cli, make_tree
 
-from ragctl.cli.app import app
 from ragctl.query import Searcher
 from ragctl.rerank import RERANK_DEPTH, passages
 
@@ -24,10 +22,6 @@ DOCS = {
     "garden/soil.md": "# Soil\n\nCompost improves soil structure and feeds the worms.\n",
 }
 QUERIES = ["how many hours of sun do tomatoes want", "when should roses be cut back", "what feeds worms", "sheds"]
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_tree
-from typer.testing import CliRunner
+from helpers import cli, make_tree
 
-from ragctl.cli.app import app
 from ragctl.embedding import resolve_model
 from ragctl.query import RRF_K, Searcher, fuse
 from ragctl.storage.chunk_texts import query_terms
@@ -34,10 +32,6 @@ FTS_SYNTAX = [
     "(pointer", "pointer)", "()", "NEAR(a b)", "a NEAR b", "AND", "tomatoes AND", "OR OR", "NOT roses",
     "^start", "col:x + y", "'single'", "''", '""', "{a b}", "[x]", "@#$%", "\u00e9t\u00e9 caf\u00e9", "x" * 300,
 ]
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import copy_built
 from typer.testing import CliRunner
 
 from ragctl.cli.app import app
@@ -90,10 +90,7 @@ def base(tmp_path_factory):
 @pytest.fixture
 def indexed(base, tmp_path):
     """A tree and the store of its first ingest, copied (mtimes kept: the next run sees them unchanged)."""
-    root, store = base
-    shutil.copytree(root, tmp_path / "root")
-    shutil.copytree(store, tmp_path / "store")
-    return tmp_path / "root", tmp_path / "store"
+    return copy_built(*base, tmp_path, "root")
 
 
 def test_modify_add_delete_rename_between_runs(tree):
