@@ -210,3 +210,13 @@ def test_a_newer_format_is_refused(tmp_path):
     (store / "store.json").write_text(json.dumps({"format_version": 4, "mapping_mode": "sharded"}))
     result = cli("query", "old", "roses", "--store", store, "--mode", "text")
     assert result.exit_code == 2 and "format version 4" in result.output
+
+
+def test_question_phrasing_is_not_searched_for_but_a_phrasing_only_query_still_is():
+    # "how do I ... my ... don't want" says how the question is asked; only its topic is searched
+    assert query_terms("how do I make my release binary smaller? I don't want debug symbols") == [
+        ("make",), ("release",), ("binary",), ("smaller",), ("debug",), ("symbols",)]
+    # identifiers and possessives stay; "use" stays (a keyword in Rust and Python)
+    assert query_terms("what's the use of the crate's fs.readFile") == [("use",), ("crate", "s"), ("fs", "readfile")]
+    # a query of nothing but such words is searched as it is
+    assert query_terms("how do I") == [("how",), ("do",), ("i",)]

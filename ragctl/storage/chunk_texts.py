@@ -309,9 +309,24 @@ MAX_TERMS = 32
 MAX_POSTINGS = 10_000  # rows the full-text query may score (~1-3 us each); rarest terms first
 
 
+# Words that say how a question is asked, not what it is about: English function words,
+# pronouns, auxiliaries and question words ("how do I ...", "can my ... be", "what should I
+# ..."), plus a few words of intent ("want", "need", "get", "way", "just"). They occur in a large
+# share of chunks, so bm25 gives each a little weight, and OR-ed into a question's query they
+# pull in chunks that share only the phrasing. Measured on the question sets
+# (docs/retrieval.md, "Query words"): hybrid MRR on the Cargo Book 0.65 -> 0.70, evidence hit@5
+# on the Embedded Rust Book 0.66 -> 0.72, nothing worse. Left in on purpose: "use" (a Rust and
+# Python keyword) and anything that could be an identifier in code. A query made of nothing
+# else keeps them all.
 _STOPWORDS = frozenset(
-    "a an and are as at be but by for from has have in is it its of on or that the their this"
-    " to was were will with".split()
+    """a about above after again against all am an and any are as at be because been before being
+    below between both but by can cannot could did do does doing down during each few for from
+    further had has have having he her here hers herself him himself his how i if in into is it
+    its itself just me more most my myself no nor not of off on once only or other ought our ours
+    ourselves out over own same she should so some such than that the their theirs them
+    themselves then there these they this those through to too under until up very was we were
+    what when where which while who whom why will with would you your yours yourself yourselves
+    get want need way also""".split()
 )
 
 
@@ -327,8 +342,19 @@ def query_terms(text: str) -> list[tuple[str, ...]]:
         if parts:
             terms.append(parts)
     terms = list(dict.fromkeys(terms))
-    content = [t for t in terms if len(t) > 1 or t[0] not in _STOPWORDS]
+    content = [t for t in terms if not _is_stopword(t)]
     return content or terms
+
+
+_CONTRACTED = frozenset("t s m re ve ll d".split())  # don't, it's, I'm, you're, I've, we'll, I'd
+_NEGATED = frozenset("aren couldn didn doesn don hadn hasn haven isn mustn shouldn wasn weren won wouldn".split())
+
+
+def _is_stopword(term: tuple[str, ...]) -> bool:
+    """A stop word, or a contraction of one ("don't", "what's", "I'm": two index tokens)."""
+    if len(term) == 1:
+        return term[0] in _STOPWORDS
+    return len(term) == 2 and term[1] in _CONTRACTED and (term[0] in _STOPWORDS or term[0] in _NEGATED or term[0] == "can")
 
 
 def match_expression(terms: Sequence[tuple[str, ...]]) -> str:
