@@ -85,6 +85,12 @@ def _cuda_possible() -> bool:
     return bool(torch.cuda.is_available())
 
 
+# Calls of at most this many texts (search queries) do not wait for a busy OpenVINO model: they
+# run on its query lane (ragctl.runtimes.openvino_runtime). torch has no lane: its tokenizer
+# cannot be shared between threads, so a query there waits for the call in progress.
+QUERY_LANE_MAX = 8
+
+
 class LocalEmbedder:
     """One local embedding model (torch or OpenVINO); thread-safe `encode`.
 
@@ -248,8 +254,17 @@ class LocalEmbedder:
 
         if not texts:
             return np.zeros((0, self.spec.dim), dtype=np.float32)
-        with self._lock:
+        lane = len(texts) <= QUERY_LANE_MAX and self._runtime is not None
+        if lane and not self._lock.acquire(blocking=False):
+            # the model is busy with a big call (an ingest window in `ragctl serve`): a search's
+            # query takes OpenVINO's query lane instead of waiting seconds for the window
+            return self._runtime.encode_small(list(texts))
+        if not lane:
+            self._lock.acquire()
+        try:
             return self._encode(list(texts))
+        finally:
+            self._lock.release()
 
     def stop_when(self, event: threading.Event) -> None:
         """Local encode calls are short and cannot be interrupted: nothing to do."""

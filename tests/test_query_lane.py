@@ -1,0 +1,50 @@
+"""A search query never waits for an ingest's encode window on the shared model (OpenVINO's
+query lane): `ragctl serve` embeds uploads and answers searches with one model."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+
+@pytest.mark.timeout(60)
+def test_a_query_is_embedded_while_the_model_is_busy_and_gets_the_same_vector(embedder):
+    if embedder.backend != "openvino":
+        pytest.skip("the query lane is OpenVINO's; torch queries wait for the call in progress")
+    queries = ["how do I pin a git dependency to one commit", "which features are on by default"]
+    idle = embedder.encode(queries)  # the model is free: the ordinary path
+
+    held, release = threading.Event(), threading.Event()
+
+    def big_call_in_progress() -> None:
+        with embedder._lock:  # what an ingest window holds for seconds
+            held.set()
+            release.wait(30)
+
+    busy = threading.Thread(target=big_call_in_progress, daemon=True)
+    busy.start()
+    assert held.wait(10)
+    try:
+        answered: list[np.ndarray] = []
+        query = threading.Thread(target=lambda: answered.append(embedder.encode(queries)), daemon=True)
+        query.start()
+        query.join(20)  # without the lane it would wait for the lock, i.e. forever here
+        assert answered, "the query waited for the busy model"
+    finally:
+        release.set()
+        busy.join(10)
+    lane = answered[0]
+    assert lane.shape == idle.shape and lane.dtype == np.float32
+    assert np.allclose(np.linalg.norm(lane, axis=1), 1.0, atol=1e-5)
+    assert float((lane * idle).sum(axis=1).min()) > 0.999  # same model, same precision
+
+    # a big call (an ingest window) still waits its turn: it never takes the lane
+    with embedder._lock:
+        waiting = threading.Thread(target=lambda: embedder.encode(queries * 5), daemon=True)
+        waiting.start()
+        waiting.join(1.0)
+        assert waiting.is_alive()
+    waiting.join(20)
+    assert not waiting.is_alive()
