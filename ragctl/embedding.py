@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ragctl.errors import ConfigError
-from ragctl.model_config import BACKENDS, PRECISIONS, Embedder, ModelConfig
+from ragctl.model_config import BACKENDS, DEFAULT_BATCH_SIZE, OPENVINO_BATCH_SIZE, PRECISIONS, Embedder, ModelConfig
 from ragctl.model_spec import (
     DEFAULT_MODEL_NAME,
     ModelSpec,
@@ -103,10 +103,10 @@ class LocalEmbedder:
     def __init__(self, spec: ModelSpec, config: ModelConfig | None = None, threads: int | None = None) -> None:
         config = config if config is not None else ModelConfig()
         precision, device, backend = config.precision, config.device, config.backend
-        batch_size = config.batch_size
         force_offline()
         self.spec = spec
-        self.batch_size = batch_size
+        # the runtime's own batch size unless the config sets one (model_config.OPENVINO_BATCH_SIZE)
+        self.batch_size: int = config.batch_size or OPENVINO_BATCH_SIZE
         self.threads = threads or cpu_count()
         self._lock = threading.Lock()
         self.bf16_check: float | None = None
@@ -131,6 +131,7 @@ class LocalEmbedder:
         if precision == "int8":
             raise ConfigError(f"precision int8 needs the OpenVINO backend: {self.backend_note or 'backend is torch'}")
         self.backend = "torch"
+        self.batch_size = config.batch_size or DEFAULT_BATCH_SIZE
         self._init_torch(precision, device)
 
     # -- OpenVINO -------------------------------------------------------------------------

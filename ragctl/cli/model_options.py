@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from ragctl.model_config import DEFAULT_BATCH_SIZE, ModelConfig
+from ragctl.model_config import DEFAULT_BATCH_SIZE, OPENVINO_BATCH_SIZE, ModelConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,7 +39,8 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
         help="auto|fp32|bf16|int8 (auto: OpenVINO int8 behind its quality gate where it holds, else bf16 where the CPU has it natively, else fp32).",
     )),
     "device": (str, typer.Option("auto", "--device", rich_help_panel=PANEL, help="auto|cpu|cuda.")),
-    "batch_size": (int, typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", min=1, rich_help_panel=PANEL, help="Chunks per model batch.")),
+    "batch_size": (int, typer.Option(None, "--batch-size", min=1, rich_help_panel=PANEL, show_default=False,
+                   help=f"Chunks per model batch [default: the runtime's own: {OPENVINO_BATCH_SIZE} for OpenVINO, {DEFAULT_BATCH_SIZE} for torch].")),
     "embed_url": (str, typer.Option(
         None, "--embed-url", rich_help_panel=REMOTE_PANEL, envvar="RAGCTL_EMBED_URL", show_default=False,
         help="Base URL of an OpenAI-compatible embedding service (http://host:8080/v1); POSTs to {URL}/embeddings.",

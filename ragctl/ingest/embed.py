@@ -24,7 +24,7 @@ from ragctl.ingest.options import RunContext
 from ragctl.ingest.parse import FAILED, HASHED, OK, ParseOutcome
 from ragctl.ingest.plan import EntityPlan, Resolution, record_change
 from ragctl.ingest.report import Reporter
-from ragctl.model_config import Embedder, embedded_by
+from ragctl.model_config import OPENVINO_BATCH_SIZE, Embedder, embedded_by
 from ragctl.storage.entity import PreparedDoc
 
 
@@ -116,7 +116,7 @@ class EmbedStage:
         window = self.ctx.options.embed_window
         # Wait for at least one full model batch before encoding (a window of 3 chunks costs
         # almost what 32 do); with a batch in hand, go as soon as the input pauses.
-        full_batch = min(window, self.ctx.options.model.batch_size)
+        full_batch = min(window, self.ctx.options.model.batch_size or OPENVINO_BATCH_SIZE)
         pending: deque[tuple[_DocState, int]] = deque()
         trimmed = time.monotonic()
         finished = False
