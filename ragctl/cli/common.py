@@ -26,6 +26,39 @@ from ragctl.errors import ConfigError, RagctlError, StorageError, UsageError
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped by `kill`, systemd or docker stop, after the same clean stop
+
+
+class TermSignal:
+    """SIGTERM handled like Ctrl-C while it is installed (a `with` block in the main thread):
+    the run stops, commits what is already embedded, and the command exits 143 instead of 130.
+    Outside the main thread (the CLI runner of tests, an embedding application) it does nothing."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: Any = None
+
+    def __enter__(self) -> TermSignal:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_term)
+        return self
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.received = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, self._previous)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TERMINATED if self.received else EXIT_INTERRUPTED
 
 stderr = Console(stderr=True, highlight=False)
 

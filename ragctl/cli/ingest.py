@@ -10,10 +10,10 @@ from typing import Any
 import typer
 
 from ragctl.cli.common import (
-    EXIT_INTERRUPTED,
     EXIT_PROBLEMS,
     JsonOption,
     StoreOption,
+    TermSignal,
     handle_errors,
     print_json,
     stderr,
@@ -85,7 +85,7 @@ def ingest_command(
         shared_fs=shared_fs,
         index=index,
     )
-    with ProgressRenderer(stderr, quiet=quiet) as renderer:
+    with TermSignal() as term, ProgressRenderer(stderr, quiet=quiet) as renderer:
         report = (ENGINE.get() or ingest)(sources, options, renderer)
     result = report.to_json()
     if not quiet:
@@ -109,6 +109,6 @@ def ingest_command(
     if json_out:
         print_json(result)
     if report.interrupted:
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(term.exit_code)
     if report.any_failed:
         raise typer.Exit(EXIT_PROBLEMS)
