@@ -115,7 +115,7 @@ class EmbedStage:
     def run(self, inbox: Channel[ParseOutcome], outbox: Channel[msg.Settled], stop: Any) -> None:
         window = self.ctx.options.embed_window
         # Wait for at least one full model batch before encoding (a window of 3 chunks costs
-        # almost what 32 do); with a batch in hand, go as soon as the input pauses.
+        # almost what a full batch does); with a batch in hand, go as soon as the input pauses.
         full_batch = min(window, self.ctx.options.model.batch_size or OPENVINO_BATCH_SIZE)
         pending: deque[tuple[_DocState, int]] = deque()
         trimmed = time.monotonic()

@@ -272,9 +272,5 @@ class OpenVINORuntime:
             vectors = np.array(request.get_output_tensor(0).data[: len(texts)], dtype=np.float32)
         return _normalise(vectors)
 
-    @property
-    def query_lane_ready(self) -> bool:
-        return self._lane is not None
-
     def describe(self) -> dict[str, Any]:
         return {"runtime": f"openvino {openvino_version()}", "model_cache": str(self.model_dir), "infer_requests": self.requests}
