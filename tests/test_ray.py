@@ -164,33 +164,48 @@ def actor_pids() -> list[int]:
 
 @pytest.mark.slow
 def test_a_killed_ray_worker_is_retried_and_each_file_lands_once(tmp_path, monkeypatch):
+    import threading
+
     monkeypatch.setattr(ray_stage, "MAX_FILES_PER_CALL", 1)  # many calls: the kill lands mid-run
-    root = small_tree(tmp_path / "docs", per_entity=4)
+    per_entity = 10  # enough calls that the run outlives the actor's restart (a second or two)
+    root = small_tree(tmp_path / "docs", per_entity=per_entity)
     files = sum(1 for p in root.rglob("*") if p.is_file())
     killed: list[int] = []
-
+    before_kill: set[int] = set()
     restarted: set[int] = set()
+    running = threading.Event()
 
     def on_event(event):
-        if not isinstance(event, ev.FileDone):
-            return
-        pids = actor_pids()
-        if not killed and pids:
-            os.kill(pids[0], signal.SIGKILL)
-            killed.append(pids[0])
-        elif killed:
-            restarted.update(p for p in pids if p != killed[0])
+        if isinstance(event, ev.FileDone) and not killed:
+            pids = actor_pids()
+            if pids:
+                before_kill.update(pids)
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+
+    def watch_actors() -> None:  # an actor process that did not exist at the kill: the restart
+        while running.is_set():
+            if killed:
+                restarted.update(p for p in actor_pids() if p not in before_kill)
+            time.sleep(0.1)
 
     from ragctl.discovery import discover_entities
 
-    report = ingest(discover_entities(root, None), IngestOptions(store=tmp_path / "store", ray="local",
-                                                                  commit_docs=1), on_event)
+    running.set()
+    watcher = threading.Thread(target=watch_actors, daemon=True)
+    watcher.start()
+    try:
+        report = ingest(discover_entities(root, None), IngestOptions(store=tmp_path / "store", ray="local",
+                                                                      commit_docs=1), on_event)
+    finally:
+        running.clear()
+        watcher.join(5)
     assert killed, "no actor process was found to kill"
     assert restarted, "Ray did not restart the killed actor"
     assert report.error is None and not report.failures, report.to_json()
     assert sum(r.indexed for r in report.entities.values()) == files
     for entity in ("alpha", "beta"):
-        assert len(records_by_path(tmp_path / "store", entity)) == 5
+        assert len(records_by_path(tmp_path / "store", entity)) == per_entity + 1
         store_contents(tmp_path / "store", entity)  # every chunk has a vector, no duplicate rows
     again = ingest(discover_entities(root, None), IngestOptions(store=tmp_path / "store", ray="local"))
     assert again.total_chunks == 0 and sum(r.unchanged for r in again.entities.values()) == files
