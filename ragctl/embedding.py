@@ -259,8 +259,11 @@ class LocalEmbedder:
         if lane and not self._lock.acquire(blocking=False):
             # the model is busy with a big call (an ingest window in `ragctl serve`): a search's
             # query takes OpenVINO's query lane instead of waiting seconds for the window
-            return self._runtime.encode_small(list(texts))
-        if not lane:
+            vectors = self._runtime.encode_small(list(texts))
+            if vectors is not None:
+                return vectors
+            self._lock.acquire()  # no lane here: wait for the model
+        elif not lane:
             self._lock.acquire()
         try:
             return self._encode(list(texts))

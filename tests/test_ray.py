@@ -179,11 +179,11 @@ def test_a_killed_ray_worker_is_retried_and_each_file_lands_once(tmp_path, monke
         if isinstance(event, ev.FileDone) and not killed:
             pids = actor_pids()
             if pids:
-                before_kill.update(pids)
+                before_kill.update(pids)  # a restart may reuse an idle Ray worker: new as an actor
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
 
-    def watch_actors() -> None:  # an actor process that did not exist at the kill: the restart
+    def watch_actors() -> None:  # an actor process that was none at the kill: the restart
         while running.is_set():
             if killed:
                 restarted.update(p for p in actor_pids() if p not in before_kill)
@@ -297,6 +297,39 @@ def test_a_killed_driver_leaves_no_ray_processes_and_a_rerun_resumes(tmp_path):
     for entity in ("alpha", "beta"):
         assert len(records_by_path(store, entity)) == 6
         store_contents(store, entity)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigterm_stops_a_ray_run_cleanly_with_exit_143(tmp_path):
+    """ray.init installs its own SIGTERM handler (sys.exit): the CLI's clean stop must survive it."""
+    import psutil
+
+    root = small_tree(tmp_path / "docs", per_entity=5)
+    make_tree(root, {"beta/zz-stuck.hang": "x"})  # keeps the run going until the signal, whatever the speed
+    store = tmp_path / "store"
+    env = dict(fault_env(), RAGCTL_RAY_FILES_PER_CALL="1")
+    proc = subprocess.Popen([*RAGCTL, "ingest", str(root), "--store", str(store), "--ray", "local", "--json", "-q",
+                             "--parse-timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    shard = store / "doc_id_name_mapping" / "alpha.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not shard.exists():
+        time.sleep(0.2)
+    assert shard.exists() and proc.poll() is None, "the run committed nothing in time"
+    children = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    result = json.loads(out)
+    assert result["interrupted"] is True
+    committed = sum(e["indexed"] for e in result["entities"].values())
+    assert committed >= 1 and sum(len(records_by_path(store, e)) for e in ("alpha", "beta")
+                                  if (store / "doc_id_name_mapping" / f"{e}.json").exists()) == committed
+    assert cli("verify", "--store", store).exit_code == 0
+    deadline = time.monotonic() + 30
+    while ray_processes_of(children) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not ray_processes_of(children), "Ray processes outlived the stopped driver"
 
 
 @pytest.mark.slow

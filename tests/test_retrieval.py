@@ -218,5 +218,8 @@ def test_question_phrasing_is_not_searched_for_but_a_phrasing_only_query_still_i
         ("make",), ("release",), ("binary",), ("smaller",), ("debug",), ("symbols",)]
     # identifiers and possessives stay; "use" stays (a keyword in Rust and Python)
     assert query_terms("what's the use of the crate's fs.readFile") == [("use",), ("crate", "s"), ("fs", "readfile")]
+    # a word written as code is meant, and an identifier is no contraction
+    assert query_terms("`with` statement") == [("with",), ("statement",)]
+    assert query_terms("off_t size of a file") == [("off", "t"), ("size",), ("file",)]
     # a query of nothing but such words is searched as it is
     assert query_terms("how do I") == [("how",), ("do",), ("i",)]

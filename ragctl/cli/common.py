@@ -32,10 +32,12 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM: stopped by `kill`, systemd or docker sto
 class TermSignal:
     """SIGTERM handled like Ctrl-C while it is installed (a `with` block in the main thread):
     the run stops, commits what is already embedded, and the command exits 143 instead of 130.
-    Outside the main thread (the CLI runner of tests, an embedding application) it does nothing."""
+    Outside the main thread (a library caller's worker thread) it does nothing. systemd counts
+    143 as a failure unless the unit says `SuccessExitStatus=143` (README)."""
 
     def __init__(self) -> None:
         self.received = False
+        self._installed = False
         self._previous: Any = None
 
     def __enter__(self) -> TermSignal:
@@ -44,6 +46,7 @@ class TermSignal:
 
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._on_term)
+            self._installed = True
         return self
 
     def _on_term(self, signum: int, frame: Any) -> None:
@@ -51,10 +54,10 @@ class TermSignal:
         raise KeyboardInterrupt
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
+        if self._installed:
             import signal
 
-            signal.signal(signal.SIGTERM, self._previous)
+            signal.signal(signal.SIGTERM, self._previous if self._previous is not None else signal.SIG_DFL)
 
     @property
     def exit_code(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
@@ -85,8 +87,16 @@ def ingest_command(
         shared_fs=shared_fs,
         index=index,
     )
-    with TermSignal() as term, ProgressRenderer(stderr, quiet=quiet) as renderer:
-        report = (ENGINE.get() or ingest)(sources, options, renderer)
+    with TermSignal() as term:
+        try:
+            # stdout is --json's alone: what a runtime prints meanwhile (Ray's "(raylet) ..." lines
+            # when actors stop) goes to stderr
+            with ProgressRenderer(stderr, quiet=quiet) as renderer, \
+                    contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext():
+                report = (ENGINE.get() or ingest)(sources, options, renderer)
+        except KeyboardInterrupt:  # before the run could stop cleanly (loading, connecting): nothing to commit
+            stderr.print("interrupted before anything was indexed", markup=False)
+            raise typer.Exit(term.exit_code) from None
     result = report.to_json()
     if not quiet:
         stderr.print(summary_table(result))

@@ -116,7 +116,10 @@ class EmbedStage:
         window = self.ctx.options.embed_window
         # Wait for at least one full model batch before encoding (a window of 3 chunks costs
         # almost what a full batch does); with a batch in hand, go as soon as the input pauses.
-        full_batch = min(window, self.ctx.options.model.batch_size or OPENVINO_BATCH_SIZE)
+        # (the model in use decides: a given one's batch, else the config's, else OpenVINO's, the
+        # smallest runtime default, until the model is loaded)
+        model_batch = self._given.batch_size if self._given is not None else self.ctx.options.model.batch_size
+        full_batch = min(window, model_batch or OPENVINO_BATCH_SIZE)
         pending: deque[tuple[_DocState, int]] = deque()
         trimmed = time.monotonic()
         finished = False
@@ -139,6 +142,8 @@ class EmbedStage:
                 continue
             batch = [pending.popleft() for _ in range(min(window, len(pending)))]
             self._encode(batch, outbox, stop)
+            if self.embedder is not None:
+                full_batch = min(window, self.embedder.batch_size)
             if time.monotonic() - trimmed >= 1.0:
                 release_freed_memory()
                 trimmed = time.monotonic()

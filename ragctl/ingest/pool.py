@@ -61,7 +61,8 @@ def die_with_parent(parent_pid: int) -> None:
 
 def worker_main(conn: Connection, parent_pid: int, model_dir: str, max_tokens: int, limits: Limits) -> None:
     die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle, and so is a
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SIGTERM sent to the whole group (systemd's stop)
     os.environ.update(_WORKER_ENV)
     from ragctl.ingest.parse import make_chunker
 

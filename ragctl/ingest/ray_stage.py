@@ -43,6 +43,7 @@ Every Ray wait has a timeout and watches the run's stop event.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -53,6 +54,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +118,26 @@ def connect(address: str) -> bool:
     if ray.is_initialized():
         return False
     common = {"logging_level": logging.WARNING, "log_to_driver": False, "include_dashboard": False}
+    with _keep_sigterm_handler():
+        return _init(ray, address, common)
+
+
+@contextlib.contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """`ray.init` installs a SIGTERM handler that calls sys.exit: a SIGTERM would then skip the
+    clean stop (commit what is embedded, exit 143) that the CLI installed. Put it back."""
+    import signal
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _init(ray: Any, address: str, common: dict[str, Any]) -> bool:
     try:
         if address == "local":
             from ragctl.model_spec import cpu_count

@@ -116,6 +116,8 @@ class IngestRun:
             try:
                 body()
             except BaseException as exc:  # noqa: BLE001 - every failure ends the run, visibly
+                if isinstance(exc, SystemExit) and self.stop.is_set():
+                    return  # after a stop: Ray shutting down under a thread still waiting on it
                 self._errors.append(exc)
                 self.reporter.stage_failed(name, exc)
                 self.stop.set()

@@ -203,6 +203,7 @@ class OpenVINORuntime:
         self._inference_precision = config["INFERENCE_PRECISION_HINT"]
         self._lane: tuple[Any, Any] | None = None  # (infer request, tokenizer), compiled on first use
         self._lane_lock = threading.Lock()
+        self._lane_failed = False
         reference = np.load(self.f32_dir / "reference.npy")
         self.self_check = float((self.encode(probe_texts) * reference).sum(axis=1).min())
 
@@ -254,19 +255,26 @@ class OpenVINORuntime:
             raise RuntimeError(f"OpenVINO inference failed: {self._errors[0]}") from self._errors[0]
         return _normalise(out)
 
-    def encode_small(self, texts: list[str]) -> np.ndarray:
-        """A few texts on the query lane (see the module doc): never waits for `encode`.
-        Thread-safe; the lane is compiled on first use (about a second) and kept."""
+    def encode_small(self, texts: list[str]) -> np.ndarray | None:
+        """A few texts on the query lane (see the module doc), beside any `encode` in progress;
+        None if the lane cannot be had here (the caller then waits for the model). Thread-safe;
+        the lane is compiled on first use (about a second, the once that call waits) and kept."""
         import numpy as np
 
         with self._lane_lock:
             if self._lane is None:
-                compiled = self._core.compile_model(self._model, "CPU", {
-                    "PERFORMANCE_HINT": "LATENCY",
-                    "INFERENCE_PRECISION_HINT": self._inference_precision,
-                    "INFERENCE_NUM_THREADS": 1,
-                })
-                self._lane = (compiled.create_infer_request(), _load_tokenizer(self.spec))
+                if self._lane_failed:
+                    return None
+                try:
+                    compiled = self._core.compile_model(self._model, "CPU", {
+                        "PERFORMANCE_HINT": "LATENCY",
+                        "INFERENCE_PRECISION_HINT": self._inference_precision,
+                        "INFERENCE_NUM_THREADS": 1,
+                    })
+                    self._lane = (compiled.create_infer_request(), _load_tokenizer(self.spec))
+                except Exception:  # noqa: BLE001 - no lane: queries wait for the model as before
+                    self._lane_failed = True
+                    return None
             request, tokenizer = self._lane
             request.infer(self._tokenize(tokenizer, texts))
             vectors = np.array(request.get_output_tensor(0).data[: len(texts)], dtype=np.float32)

@@ -315,9 +315,10 @@ MAX_POSTINGS = 10_000  # rows the full-text query may score (~1-3 us each); rare
 # share of chunks, so bm25 gives each a little weight, and OR-ed into a question's query they
 # pull in chunks that share only the phrasing. Measured on the question sets
 # (docs/retrieval.md, "Query words"): hybrid MRR on the Cargo Book 0.65 -> 0.71, evidence hit@5
-# on the Embedded Rust Book 0.66 -> 0.72 (17 questions up, 7 down; one left the top 5). Left in on purpose: "use" (a Rust and
-# Python keyword) and anything that could be an identifier in code. A query made of nothing
-# else keeps them all.
+# on the Embedded Rust Book 0.66 -> 0.72 (17 questions up, 7 down; one left the top 5). Not in
+# the list on purpose: "use" (a Rust and Python keyword). Keywords that are also English
+# (`with`, `where`, `for`, `if`, `get`) are searched when written as code, in backticks; plain,
+# they are phrasing. A query made of nothing else keeps them all.
 _STOPWORDS = frozenset(
     """a about above after again against all am an and any are as at be because been before being
     below between both but by can cannot could did do does doing down during each few for from
@@ -335,14 +336,18 @@ def query_terms(text: str) -> list[tuple[str, ...]]:
     token with inner punctuation (`fs.readFile`, `std::ptr::NonNull`, `ERR_INVALID_ARG`) the
     phrase of its parts. Nothing of the input is ever read as FTS syntax. The commonest
     English words are left out (they would be dropped by document frequency anyway, after
-    costing a vocabulary lookup); a query of nothing else keeps them."""
+    costing a vocabulary lookup), unless written as code (`with`); a query of nothing else
+    keeps them."""
     terms: list[tuple[str, ...]] = []
+    meant: set[tuple[str, ...]] = set()  # terms with at least one occurrence that is not phrasing
     for token in text.split():
         parts = tuple(_fold(p) for p in _WORD.findall(token))
         if parts:
             terms.append(parts)
+            if not _is_phrasing(token, parts):
+                meant.add(parts)
     terms = list(dict.fromkeys(terms))
-    content = [t for t in terms if not _is_stopword(t)]
+    content = [t for t in terms if t in meant]
     return content or terms
 
 
@@ -350,11 +355,15 @@ _CONTRACTED = frozenset("t s m re ve ll d".split())  # don't, it's, I'm, you're,
 _NEGATED = frozenset("aren couldn didn doesn don hadn hasn haven isn mustn shouldn wasn weren won wouldn".split())
 
 
-def _is_stopword(term: tuple[str, ...]) -> bool:
-    """A stop word, or a contraction of one ("don't", "what's", "I'm": two index tokens)."""
-    if len(term) == 1:
-        return term[0] in _STOPWORDS
-    return len(term) == 2 and term[1] in _CONTRACTED and (term[0] in _STOPWORDS or term[0] in _NEGATED or term[0] == "can")
+def _is_phrasing(token: str, parts: tuple[str, ...]) -> bool:
+    """A stop word, or a contraction of one written with an apostrophe ("don't", "what's",
+    "I'm": two index tokens; `off_t` is not one); never a word written as code (`with`)."""
+    if "`" in token:
+        return False
+    if len(parts) == 1:
+        return parts[0] in _STOPWORDS
+    return (len(parts) == 2 and ("'" in token or "’" in token) and parts[1] in _CONTRACTED
+            and (parts[0] in _STOPWORDS or parts[0] in _NEGATED))
 
 
 def match_expression(terms: Sequence[tuple[str, ...]]) -> str:
