@@ -94,8 +94,8 @@ def ingest_command(
             with ProgressRenderer(stderr, quiet=quiet) as renderer, \
                     contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext():
                 report = (ENGINE.get() or ingest)(sources, options, renderer)
-        except KeyboardInterrupt:  # before the run could stop cleanly (loading, connecting): nothing to commit
-            stderr.print("interrupted before anything was indexed", markup=False)
+        except KeyboardInterrupt:  # outside the run's own clean stop (loading, connecting, tearing down)
+            stderr.print("interrupted: whatever was committed stays; re-run to finish", markup=False)
             raise typer.Exit(term.exit_code) from None
     result = report.to_json()
     if not quiet:
