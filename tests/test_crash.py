@@ -23,10 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import copy_built, make_tree
-from typer.testing import CliRunner
+from helpers import cli, copy_built, make_tree
 
-from ragctl.cli.app import app
 from ragctl.errors import StorageError
 from ragctl.fsutil import atomic_write_bytes
 from ragctl.storage.entity import EntityStore, PreparedDoc
@@ -46,9 +44,6 @@ DOCS = {
     "gamma/bikes.md": "# Bikes\n\nA chain wears out after a few thousand kilometres and then wears the cassette.\n",
 }
 
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def sha_file(path: Path) -> str:

@@ -14,17 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import make_tree
-from typer.testing import CliRunner
-
-from ragctl.cli.app import app
+from helpers import cli, make_tree
 
 FAULTS = Path(__file__).parent / "fault"
 FP32 = {"backend": "torch", "precision": "fp32", "device": "cpu", "runtime": "test"}  # what embedded a hand-made doc
 
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def paragraphs(topic: str, n: int = 3) -> str:

@@ -15,16 +15,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from helpers import RAGCTL, make_tree
-from typer.testing import CliRunner
+from helpers import RAGCTL, cli, make_tree
 
 ray = pytest.importorskip("ray")
 
 from ragctl import events as ev  # noqa: E402
-from ragctl.cli.app import app  # noqa: E402
 from ragctl.ingest import (  # noqa: E402
     IngestOptions,
     ingest,
@@ -81,10 +80,6 @@ def records_by_path(store: Path, entity: str) -> dict[str, dict]:
     paths = [r["path"] for r in shard.values()]
     assert len(paths) == len(set(paths)), "a file indexed twice"
     return {r["path"]: r for r in shard.values()}
-
-
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def test_ray_store_equals_the_local_store_and_a_rerun_does_nothing(tmp_path):
@@ -261,24 +256,31 @@ def fault_env() -> dict[str, str]:
                 PYTHONPATH=os.pathsep.join([str(faults), os.environ.get("PYTHONPATH", "")]))
 
 
-@pytest.mark.slow
-def test_a_killed_driver_leaves_no_ray_processes_and_a_rerun_resumes(tmp_path):
+def ray_run_past_its_first_commit(tmp_path: Path, capture: bool) -> tuple[Path, Path, list[str], Any, set[int]]:
+    """A real `ragctl ingest --ray local --json` of a small tree plus a file whose parser never
+    returns (so the run goes on until the test stops it, whatever the speed), waited for until its
+    first commit: (root, store, the command without --parse-timeout, the process, its child pids)."""
     import psutil
 
     root = small_tree(tmp_path / "docs", per_entity=5)
-    make_tree(root, {"beta/zz-stuck.hang": "x"})  # keeps the run going until the kill, whatever the speed
-    files = sum(1 for p in root.rglob("*") if p.is_file())
+    make_tree(root, {"beta/zz-stuck.hang": "x"})
     store = tmp_path / "store"
     cmd = [*RAGCTL, "ingest", str(root), "--store", str(store), "--ray", "local", "--json", "-q"]
     env = dict(fault_env(), RAGCTL_RAY_FILES_PER_CALL="1")  # the stuck file holds only its own call
-    proc = subprocess.Popen([*cmd, "--parse-timeout", "120"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    proc = subprocess.Popen([*cmd, "--parse-timeout", "120"], stdout=out, stderr=out, text=True, env=env)
     shard = store / "doc_id_name_mapping" / "alpha.json"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not shard.exists():  # killed after its first commit
+    while time.monotonic() < deadline and not shard.exists():
         time.sleep(0.2)
     assert shard.exists() and proc.poll() is None, "the run committed nothing in time"
-    children = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+    return root, store, cmd, proc, {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_ray_processes_and_a_rerun_resumes(tmp_path):
+    root, store, cmd, proc, children = ray_run_past_its_first_commit(tmp_path, capture=False)
+    files = sum(1 for p in root.rglob("*") if p.is_file())
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     deadline = time.monotonic() + 30
@@ -303,20 +305,7 @@ def test_a_killed_driver_leaves_no_ray_processes_and_a_rerun_resumes(tmp_path):
 @pytest.mark.timeout(300)
 def test_sigterm_stops_a_ray_run_cleanly_with_exit_143(tmp_path):
     """ray.init installs its own SIGTERM handler (sys.exit): the CLI's clean stop must survive it."""
-    import psutil
-
-    root = small_tree(tmp_path / "docs", per_entity=5)
-    make_tree(root, {"beta/zz-stuck.hang": "x"})  # keeps the run going until the signal, whatever the speed
-    store = tmp_path / "store"
-    env = dict(fault_env(), RAGCTL_RAY_FILES_PER_CALL="1")
-    proc = subprocess.Popen([*RAGCTL, "ingest", str(root), "--store", str(store), "--ray", "local", "--json", "-q",
-                             "--parse-timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    shard = store / "doc_id_name_mapping" / "alpha.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not shard.exists():
-        time.sleep(0.2)
-    assert shard.exists() and proc.poll() is None, "the run committed nothing in time"
-    children = {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
+    _root, store, _cmd, proc, children = ray_run_past_its_first_commit(tmp_path, capture=True)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err[-2000:]
