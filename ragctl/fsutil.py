@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -116,6 +117,25 @@ def atomic_write(
         if tmp_name is not None:
             try:
                 os.unlink(tmp_name)
+            except OSError:
+                pass
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> None:
+    """Remove the temp files that killed atomic writes of `path` left beside it.
+
+    Only call this while holding `path`'s lock: a temp file is then never a live writer's.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if pattern.fullmatch(name):
+            try:
+                os.unlink(path.parent / name)
             except OSError:
                 pass
 

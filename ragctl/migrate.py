@@ -44,7 +44,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ragctl.errors import StorageError, UsageError
-from ragctl.fsutil import atomic_write, atomic_write_bytes, atomic_write_json, file_lock, fsync_dir, json_bytes, now_iso
+from ragctl.fsutil import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    file_lock,
+    fsync_dir,
+    json_bytes,
+    now_iso,
+    remove_stale_temps,
+)
 from ragctl.storage.json_storage import DEFAULT_LOCK_TIMEOUT, load_records, record_shards
 from ragctl.storage.layout import (
     MAPPING_COLLECTION,
@@ -439,21 +448,6 @@ def _drop_superseded(records: dict[str, Any], scan: _Scan, group_name: str) -> i
 # --------------------------------------------------------------------------- locks and files
 
 
-def _remove_stale_temps(path: Path) -> None:
-    """Remove temp files a killed atomic write of `path` left behind (caller holds its lock)."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
-    try:
-        names = os.listdir(path.parent)
-    except FileNotFoundError:
-        return
-    for name in names:
-        if pattern.fullmatch(name):
-            try:
-                os.unlink(path.parent / name)
-            except OSError:
-                pass
-
-
 def _write_shard(path: Path, records: dict[str, Any], mode: int, text: str | None = None) -> None:
     """fsutil's atomic write, except that the directory is fsynced once after all shards
     (before the legacy file is retired) instead of once per shard: a thousand directory fsyncs
@@ -530,7 +524,7 @@ def migrate_to_sharded(
             spill_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ragctl-migrate-")))
         else:
             stack.enter_context(file_lock(legacy, lock_timeout))
-            _remove_stale_temps(legacy)
+            remove_stale_temps(legacy)
             if report.mode_before != MODE_SHARDED:
                 # Before any shard is written: from now on writers use shards, so a record in a
                 # shard is never older than its legacy copy, and a killed run leaves a valid
@@ -639,7 +633,7 @@ def _merge_entity(
                     result.conflict_sample.append(key)
         if dry_run or not result.new:
             return result
-        _remove_stale_temps(shard)
+        remove_stale_temps(shard)
         merged = incoming
         if current:
             merged.update(current)  # the shard's record wins: it is the newer one

@@ -326,6 +326,30 @@ def test_second_run_has_nothing_to_migrate(tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_temp_files_of_writes_a_kill_interrupted_are_removed_by_the_rerun(tmp_path):
+    """A kill -9 inside an atomic write leaves `.<name>.<8 chars>.tmp` beside the file: the
+    next migration removes those of store.json, the legacy file and the shards it writes
+    (under each file's lock), and leaves files that only look similar alone."""
+    records = bulk_records(300, 3)
+    store = make_store(tmp_path / "s", records)
+    (store / SHARDS).mkdir()
+    stale = [
+        store / ".store.json.k1ll3d_a.tmp",
+        store / f".{LEGACY}.k1ll3d_b.tmp",
+        store / SHARDS / f".{entity_name(0, 3)}.json.k1ll3d_c.tmp",
+    ]
+    unrelated = [store / "notes.tmp", store / ".store.json.too-long-suffix.tmp"]
+    for path in stale + unrelated:
+        path.write_text("half-written")
+
+    out = cli_json("migrate-to-sharded", "--store", store)
+    assert out["migrated"] == 300
+    assert not any(path.exists() for path in stale)
+    assert all(path.read_text() == "half-written" for path in unrelated)
+    assert read_manifest(store)["mapping_mode"] == "sharded"
+
+
+@pytest.mark.timeout(60)
 def test_missing_store_is_a_usage_error(tmp_path):
     result = cli("migrate-to-sharded", "--store", tmp_path / "nope")
     assert result.exit_code == 2

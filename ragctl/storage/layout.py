@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ragctl.errors import ConfigError, UsageError
-from ragctl.fsutil import atomic_write_json, file_lock, now_iso, read_json
+from ragctl.fsutil import atomic_write_json, file_lock, now_iso, read_json, remove_stale_temps
 from ragctl.ids import validate_entity_id
 
 # 2: chunks.sqlite also holds the full-text index `chunks_fts` (FTS5), written in the same
@@ -132,7 +132,7 @@ def upgrade_manifest(root: Path) -> dict[str, Any]:
         if manifest and manifest.get("format_version") != FORMAT_VERSION:
             manifest["format_version"] = FORMAT_VERSION
             manifest["upgraded_at"] = now_iso()
-            atomic_write_json(StoreLayout(root).manifest_path, manifest)
+            _write_manifest(root, manifest)
         return manifest
 
 
@@ -154,8 +154,16 @@ def _create_manifest(root: Path, sharding: bool | None) -> dict[str, Any]:
             "created_at": now_iso(),
         }
         root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(StoreLayout(root).manifest_path, manifest)
+        _write_manifest(root, manifest)
     return manifest
+
+
+def _write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    """Replace store.json (caller holds the manifest lock), first removing the temp files of
+    writes a kill interrupted: under the lock none of them can be a live writer's."""
+    path = StoreLayout(root).manifest_path
+    remove_stale_temps(path)
+    atomic_write_json(path, manifest)
 
 
 def manifest_lock(root: Path):
@@ -167,7 +175,7 @@ def set_mapping_mode(root: Path, mode: str) -> None:
     with manifest_lock(root):
         manifest = read_manifest(root) or {"format_version": FORMAT_VERSION}
         manifest["mapping_mode"] = mode
-        atomic_write_json(StoreLayout(root).manifest_path, manifest)
+        _write_manifest(root, manifest)
 
 
 def record_last_run(root: Path, model: dict[str, Any]) -> None:
@@ -180,4 +188,4 @@ def record_last_run(root: Path, model: dict[str, Any]) -> None:
             "at": now_iso(),
             **{k: model.get(k) for k in ("name", "dim", "precision", "device")},
         }
-        atomic_write_json(StoreLayout(root).manifest_path, manifest)
+        _write_manifest(root, manifest)
