@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", type=Path, action="append", help="Directory with *.md/*.html (repeatable).")
     ap.add_argument("--limit", type=int, default=1200, help="Chunks to embed per round.")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="Texts per encode call (default: each runtime's own, OpenVINO 8, torch 32).")
     ap.add_argument("--runtimes", default=",".join(RUNTIMES), help="Comma-separated backend:precision list.")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     chunks = real_chunks(args.docs or default_roots(), args.limit)
     spec = resolve_model(None)
-    print(f"{len(chunks)} chunks from real docs; batch {args.batch_size}; {cpu_count()} CPUs", file=sys.stderr)
+    print(f"{len(chunks)} chunks from real docs; batch {args.batch_size or 'per runtime'}; {cpu_count()} CPUs",
+          file=sys.stderr)
     loaded: dict[str, Any] = {}
     refused: dict[str, str] = {}
     for name in args.runtimes.split(","):
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             t0 = time.perf_counter()
             emb = LocalEmbedder(spec, ModelConfig(precision=precision, device="cpu", batch_size=args.batch_size, backend=backend))
-            emb.encode(chunks[: args.batch_size * 2])  # warm-up
+            emb.encode(chunks[: emb.batch_size * 2])  # warm-up
             loaded[name] = emb
             print(f"loaded {name} in {time.perf_counter() - t0:.1f}s: {emb.describe()}", file=sys.stderr)
         except ConfigError as exc:
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             "min_cosine_vs_torch_fp32": None if cos is None else float(np.min(cos)),
             "mean_cosine_vs_torch_fp32": None if cos is None else float(np.mean(cos)),
             "precision_used": loaded[name].precision,
+            "batch_size": loaded[name].batch_size,
         })
     result = {"chunks": len(chunks), "batch_size": args.batch_size, "rounds": args.rounds, "cpus": cpu_count(),
               "rows": rows, "refused": refused}

@@ -74,7 +74,8 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
                     "chunks", "parallel_first_embed_s", "parallel_encode_s", "runs")
             rows.append({k: result[k] for k in keep})
             log(json.dumps(rows[-1]))
-    return {"model_load_s": round(load_s, 2), "precision": embedder.precision, "batch_size": args.batch_size, "corpus": str(args.corpus or "generated"),
+    return {"model_load_s": round(load_s, 2), "precision": embedder.precision,
+            "batch_size": getattr(embedder, "batch_size", args.batch_size), "corpus": str(args.corpus or "generated"),
             "entities": args.entities, "docs": args.docs, "repeat": args.repeat, "rows": rows}
 
 
@@ -113,7 +114,7 @@ def cmd_real_corpus(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- baseline
-def ragctl_run(corpus: Path, precision: str, workers: int, batch_size: int = 32) -> dict[str, Any]:
+def ragctl_run(corpus: Path, precision: str, workers: int, batch_size: int | None = None) -> dict[str, Any]:
     """In this process: load the model (timed apart), then the parallel pipeline (timed)."""
     from ragctl.discovery import discover_entities
     from ragctl.embedding import load_embedder
@@ -140,6 +141,11 @@ def cmd_ragctl_run(args: argparse.Namespace) -> dict[str, Any]:
     return ragctl_run(args.corpus, args.precision, args.workers, args.batch_size)
 
 
+def batch_size_args(args: argparse.Namespace) -> list[str]:
+    """`--batch-size N` when one was given; else the child uses its runtime's own (OpenVINO 8, torch 32)."""
+    return [] if args.batch_size is None else ["--batch-size", str(args.batch_size)]
+
+
 def _child_json(cmd: list[str]) -> dict[str, Any]:
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -160,7 +166,7 @@ def cmd_baseline(args: argparse.Namespace) -> dict[str, Any]:
             log(f"round {r + 1}/{args.repeat}: ragctl")
             runs["ragctl"].append(_child_json([sys.executable, __file__, "_ragctl-run", "--corpus", str(corpus),
                                                "--precision", args.precision, "--workers", str(args.workers),
-                                               "--batch-size", str(args.batch_size)]))
+                                               *batch_size_args(args)]))
             log(f"  {runs['ragctl'][-1]}")
             log(f"round {r + 1}/{args.repeat}: baseline")
             runs["baseline"].append(_child_json([sys.executable, str(ROOT / "scripts" / "baseline_per_document.py"),
@@ -219,7 +225,7 @@ def cmd_rss(args: argparse.Namespace) -> dict[str, Any]:
                 log(f"{label}: {info.documents} documents, {info.bytes / 2**20:.1f} MB, round {r + 1}")
                 rounds.append(peak_rss([sys.executable, "-m", "ragctl", "ingest", str(corpus), "--store", str(store),
                                         "--json", "--quiet", "--workers", str(args.workers),
-                                        "--batch-size", str(args.batch_size)]))
+                                        *batch_size_args(args)]))
                 log(f"  {rounds[-1]}")
             results[label] = {"documents": info.documents, "bytes": info.bytes, "rounds": rounds}
     base = max(r["main_peak_mb"] for r in results["x1"]["rounds"])
@@ -240,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--repeat", type=int, default=2)
         p.add_argument("--precision", default="auto")
-        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--batch-size", type=int, default=None)
 
     p = sub.add_parser("sweep")
     corpus_opts(p)
@@ -262,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", type=Path, required=True)
     p.add_argument("--precision", default="auto")
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None)
     p.set_defaults(func=cmd_ragctl_run)
     p = sub.add_parser("rss")
     corpus_opts(p)
