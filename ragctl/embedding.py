@@ -270,6 +270,11 @@ class LocalEmbedder:
         finally:
             self._lock.release()
 
+    def prepare_query_lane(self) -> bool:
+        """Compile OpenVINO's query lane ahead of the first search that needs it (`ragctl serve`
+        calls this in the background once the model is loaded); whether there is one."""
+        return self._runtime is not None and self._runtime.prepare_query_lane()
+
     def stop_when(self, event: threading.Event) -> None:
         """Local encode calls are short and cannot be interrupted: nothing to do."""
 

@@ -400,6 +400,8 @@ class Searchers:
         self.url, self.entities, self.think_s, self.mode = url, entities, think_s, mode
         self.stop_event = threading.Event()
         self.latencies: list[float] = []
+        self.slowest: list[tuple[float, float]] = []  # (latency s, seconds after start), top 5
+        self.started = time.perf_counter()
         self.not_yet = 0  # 404 unknown_entity: the entity has no commit yet
         self.errors: list[str] = []
         self.lock = threading.Lock()
@@ -417,6 +419,7 @@ class Searchers:
                     with self.lock:
                         if r.status_code == 200:
                             self.latencies.append(elapsed)
+                            self.slowest = sorted([*self.slowest, (elapsed, t0 - self.started)], reverse=True)[:5]
                         elif r.status_code == 404 and "unknown_entity" in r.text:
                             self.not_yet += 1
                         else:
@@ -427,6 +430,7 @@ class Searchers:
                 self.stop_event.wait(self.think_s)
 
     def start(self) -> None:
+        self.started = time.perf_counter()
         for t in self.threads:
             t.start()
 
@@ -571,6 +575,8 @@ def phase_load(docs: list[Doc], store: Path, log: Path, args: argparse.Namespace
         "search_p50_ms": 1000 * percentile(searchers.latencies, 0.5),
         "search_p95_ms": 1000 * percentile(searchers.latencies, 0.95),
         "search_max_ms": 1000 * max(searchers.latencies, default=float("nan")),
+        # where the tail is: [ms, seconds after the search clients started], slowest first
+        "search_slowest": [[round(1000 * ms, 1), round(at, 2)] for ms, at in searchers.slowest],
         "search_idle_p50_ms": 1000 * percentile(idle, 0.5), "search_mode": args.search_mode,
         "engine": {k: status["engine"].get(k) for k in ("encode_calls", "chunks_embedded", "files_done", "model")},
         "exactly_once": {k: v for k, v in once.items() if k != "problems"}, "verify_ok": checked["ok"],

@@ -48,3 +48,16 @@ def test_a_query_is_embedded_while_the_model_is_busy_and_gets_the_same_vector(em
         assert waiting.is_alive()
     waiting.join(20)
     assert not waiting.is_alive()
+
+
+@pytest.mark.timeout(60)
+def test_the_lane_can_be_compiled_ahead_of_the_first_busy_query(embedder):
+    """`ragctl serve` compiles the lane right after loading the model, so the first search that
+    arrives during an upload does not pay the compilation (1-3 s measured) itself."""
+    if embedder.backend != "openvino":
+        assert embedder.prepare_query_lane() is False  # torch: no lane, nothing compiled
+        return
+    assert embedder.prepare_query_lane() is True
+    lane = embedder._runtime._lane
+    assert lane is not None
+    assert embedder.prepare_query_lane() is True and embedder._runtime._lane is lane  # compiled once

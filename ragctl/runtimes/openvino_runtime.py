@@ -255,27 +255,38 @@ class OpenVINORuntime:
             raise RuntimeError(f"OpenVINO inference failed: {self._errors[0]}") from self._errors[0]
         return _normalise(out)
 
+    def prepare_query_lane(self) -> bool:
+        """Compile the query lane now (about a second) instead of in the first search that
+        needs it; whether there is one. Thread-safe; a server calls it once after loading."""
+        with self._lane_lock:
+            return self._ensure_lane() is not None
+
+    def _ensure_lane(self) -> tuple[Any, Any] | None:
+        """The lane's (infer request, tokenizer), compiled on first use; None if it cannot be
+        had here (a failure is remembered). Caller holds the lane lock."""
+        if self._lane is None and not self._lane_failed:
+            try:
+                compiled = self._core.compile_model(self._model, "CPU", {
+                    "PERFORMANCE_HINT": "LATENCY",
+                    "INFERENCE_PRECISION_HINT": self._inference_precision,
+                    "INFERENCE_NUM_THREADS": 1,
+                })
+                self._lane = (compiled.create_infer_request(), _load_tokenizer(self.spec))
+            except Exception:  # noqa: BLE001 - no lane: queries wait for the model as before
+                self._lane_failed = True
+        return self._lane
+
     def encode_small(self, texts: list[str]) -> np.ndarray | None:
         """A few texts on the query lane (see the module doc), beside any `encode` in progress;
         None if the lane cannot be had here (the caller then waits for the model). Thread-safe;
-        the lane is compiled on first use (about a second, the once that call waits) and kept."""
+        the lane is compiled on first use unless `prepare_query_lane` did it already."""
         import numpy as np
 
         with self._lane_lock:
-            if self._lane is None:
-                if self._lane_failed:
-                    return None
-                try:
-                    compiled = self._core.compile_model(self._model, "CPU", {
-                        "PERFORMANCE_HINT": "LATENCY",
-                        "INFERENCE_PRECISION_HINT": self._inference_precision,
-                        "INFERENCE_NUM_THREADS": 1,
-                    })
-                    self._lane = (compiled.create_infer_request(), _load_tokenizer(self.spec))
-                except Exception:  # noqa: BLE001 - no lane: queries wait for the model as before
-                    self._lane_failed = True
-                    return None
-            request, tokenizer = self._lane
+            lane = self._ensure_lane()
+            if lane is None:
+                return None
+            request, tokenizer = lane
             request.infer(self._tokenize(tokenizer, texts))
             vectors = np.array(request.get_output_tensor(0).data[: len(texts)], dtype=np.float32)
         return _normalise(vectors)

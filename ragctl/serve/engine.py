@@ -144,7 +144,7 @@ class Engine:
         return IngestOptions(store=c.store, workers=c.workers, model=c.model, limits=c.limits)
 
     def _supervise(self) -> None:
-        from ragctl.embedding import load_embedder
+        from ragctl.embedding import LocalEmbedder, load_embedder
         from ragctl.ingest.run import IngestRun
 
         options = self._options()
@@ -152,6 +152,8 @@ class Engine:
             self.state = "loading"
             loaded = load_embedder(options.model)  # the process's one copy: search shares it
             self.embedder, self.model_info = loaded, loaded.describe()
+            if isinstance(loaded, LocalEmbedder):  # searches beside uploads: compile the lane now
+                threading.Thread(target=loaded.prepare_query_lane, name="ragctl-query-lane", daemon=True).start()
             # a remote service: the run sizes its encode windows for it (same cached client)
             embedder = loaded if options.model.remote is None else None
         except Exception as exc:  # noqa: BLE001 - the service reports it on /healthz
