@@ -400,3 +400,32 @@ def test_deleting_an_entity_while_its_merge_runs_does_not_bring_it_back(tmp_path
     assert not layout.entity_dir("doomed").exists()
     assert list(layout.entities_dir.iterdir()) == []  # no tombstone, no merge leftovers
     assert verify_ok(root)["entities"] == {}
+
+
+@pytest.mark.timeout(180)
+def test_a_script_without_a_main_guard_can_call_the_library(tmp_path):
+    """The README's library example saved as a plain script, no `if __name__ == "__main__":`
+    guard: parse workers are fresh interpreters that import only ragctl, not the caller's
+    script (multiprocessing's spawn re-ran it in every worker, which failed every file)."""
+    import subprocess
+    import sys
+
+    from helpers import SAMPLE_DOCS
+
+    entity = sorted(p for p in SAMPLE_DOCS.iterdir() if p.is_dir())[0]
+    files = sorted(str(p) for p in entity.rglob("*") if p.is_file())
+    script = tmp_path / "index_docs.py"
+    script.write_text(
+        "from ragctl import get_entity_rag_manager\n"
+        f"manager = get_entity_rag_manager({str(tmp_path / 'ragstore')!r})\n"
+        f"report = manager.add_documents_parallel({{'acme': {files!r}}})\n"
+        "print('RESULT', report.entities['acme'].indexed, len(report.failures), report.error)\n"
+        "print('HITS', len(manager.query('acme', 'what is this about', k=3)))\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("RESULT") == 1, proc.stdout  # the script ran once, not once per worker
+    assert f"RESULT {len(files)} 0 None" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "HITS 3" in proc.stdout
+    assert "bootstrapping" not in proc.stderr

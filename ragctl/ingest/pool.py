@@ -13,17 +13,26 @@ task, waits for its result, its death or its deadline, and only then sends the n
   kill during start-up), and watches its parent pid from a thread (other platforms).
 
 Workers start lazily, one more each time a task finds every worker busy, up to `workers`.
+
+A worker is a fresh interpreter (`python -c`, the same executable) that imports only this
+module, talking over a socket pair with multiprocessing's `Connection`. Not a
+`multiprocessing` spawn: that re-runs the caller's main script in every worker, so a script
+that calls the library without an `if __name__ == "__main__":` guard would start nested
+ingests in its workers and fail every file.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from pathlib import Path
 
 from ragctl.ingest.channel import END, Channel
 from ragctl.ingest.options import Limits
@@ -59,11 +68,30 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="ragctl-parent-watch").start()
 
 
-def worker_main(conn: Connection, parent_pid: int, model_dir: str, max_tokens: int, limits: Limits) -> None:
+# Signals first (a Ctrl-C or a group SIGTERM during start-up is the parent's to handle); no
+# current directory on sys.path (`-c` puts it first: a file there must not shadow a module);
+# then the import. argv carries the socket's fd and the parent's pid.
+_BOOT = (
+    "import sys, signal; sys.path[:] = [p for p in sys.path if p]; "
+    "signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "from ragctl.ingest.pool import worker_entry; worker_entry()"
+)
+
+
+def worker_entry() -> None:
+    """A worker's start (see `_BOOT`): settings arrive as the first message, then tasks."""
+    fd, parent_pid = int(sys.argv[1]), int(sys.argv[2])
     die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle, and so is a
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SIGTERM sent to the whole group (systemd's stop)
-    os.environ.update(_WORKER_ENV)
+    conn = Connection(fd)
+    try:
+        model_dir, max_tokens, limits = conn.recv()
+    except (EOFError, OSError):
+        return
+    worker_main(conn, model_dir, max_tokens, limits)
+
+
+def worker_main(conn: Connection, model_dir: str, max_tokens: int, limits: Limits) -> None:
     from ragctl.ingest.parse import make_chunker
 
     chunker = None
@@ -80,9 +108,43 @@ def worker_main(conn: Connection, parent_pid: int, model_dir: str, max_tokens: i
 
 
 # ----------------------------------------------------------------------------- supervisor side
+class _Process:
+    """A worker process: what the supervisor needs of it (kill, join, exit code)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()  # negative: killed by that signal
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _worker_env() -> dict[str, str]:
+    """The caller's environment with one thread per native library (set before the worker's
+    interpreter starts, so it holds), plus the directory ragctl is imported from (last), so a
+    worker finds the same ragctl even when the caller put it on sys.path at run time."""
+    root = str(Path(__file__).resolve().parents[2])
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    python_path = os.pathsep.join([*paths, root] if root not in paths else paths)
+    return {**os.environ, **_WORKER_ENV, "PYTHONPATH": python_path}
+
+
 @dataclass
 class _Worker:
-    process: Any
+    process: _Process
     conn: Connection
     task: ParseTask | None = None
     started: float = 0.0
@@ -101,39 +163,49 @@ class ParsePool:
     """Runs the parse stage: tasks from `inbox`, outcomes to `outbox` (see module doc)."""
 
     def __init__(self, workers: int, model_dir: str, max_tokens: int, limits: Limits) -> None:
-        import multiprocessing
-
         self.max_workers = max(1, workers)
         self.model_dir = model_dir
         self.max_tokens = max_tokens
         self.limits = limits
-        self._ctx = multiprocessing.get_context("spawn")
+        self._env = _worker_env()
         self._idle: list[_Worker] = []
         self._busy: list[_Worker] = []
         self.started_workers = 0
 
     def _spawn(self) -> _Worker:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=worker_main,
-            args=(child_conn, os.getpid(), self.model_dir, self.max_tokens, self.limits),
-            daemon=True,
-            name="ragctl-parse",
-        )
-        process.start()
-        child_conn.close()
+        parent_sock, child_sock = socket.socketpair()
+        try:
+            fd = child_sock.fileno()
+            popen = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, str(fd), str(os.getpid())],
+                pass_fds=(fd,), stdin=subprocess.DEVNULL, env=self._env,
+            )
+        except BaseException:
+            parent_sock.close()
+            raise
+        finally:
+            child_sock.close()
+        conn = Connection(parent_sock.detach())
         self.started_workers += 1
-        return _Worker(process, parent_conn)
+        worker = _Worker(_Process(popen), conn)
+        try:
+            conn.send((self.model_dir, self.max_tokens, self.limits))
+        except (OSError, EOFError):
+            pass  # gone already: the task sent next fails with its exit code (run loop)
+        return worker
 
     def _assign(self, task: ParseTask) -> None:
-        worker = self._idle.pop() if self._idle else self._spawn()
+        fresh = not self._idle
+        worker = self._spawn() if fresh else self._idle.pop()
         worker.task, worker.started = task, time.monotonic()
         try:
             worker.conn.send(task)
-        except (OSError, EOFError):  # died while idle: it is replaced, the task is retried
-            self._discard(worker)
-            self._assign(task)
-            return
+        except (OSError, EOFError):
+            if not fresh:  # died while idle: it is replaced, the task is retried
+                self._discard(worker)
+                self._assign(task)
+                return
+            # a worker that could not even start: the run loop reports its exit for this file
         self._busy.append(worker)
 
     def _discard(self, worker: _Worker) -> None:
