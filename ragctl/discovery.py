@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragctl.errors import UsageError
-from ragctl.ids import is_valid_entity_id, validate_entity_id
+from ragctl.ids import ENTITY_ID_RULE, is_valid_entity_id, validate_entity_id
 
 
 def identity_path(path: str | os.PathLike[str]) -> str:
@@ -111,20 +111,20 @@ def discover_entities(root: Path | None, entities: list[str] | str | None = None
     """Resolve the entities to ingest. Raises UsageError before anything touches the store."""
     requested = parse_entity_args(entities)
     found: dict[str, Path] = {}
+    rejected: list[str] = []
     if root is not None:
         if not root.is_dir():
             raise UsageError(f"{root}: not a directory")
-        for child in sorted(root.iterdir()):
-            if child.name.startswith(".") or not child.is_dir():
-                continue
-            if not is_valid_entity_id(child.name):
-                continue  # reported by the caller only if explicitly requested
-            found[child.name] = child
+        found, rejected = _entity_dirs(root)
     if not requested:
         if root is None:
             raise UsageError("give a root directory or entities as ID=PATH")
         if not found:
-            raise UsageError(f"{root}: no entity directories (each subdirectory is an entity)")
+            why = ""
+            if rejected:
+                names = ", ".join(repr(identity_path(n)) for n in rejected[:5]) + (", …" if len(rejected) > 5 else "")
+                why = f"; {len(rejected)} skipped, their names are not valid entity ids ({ENTITY_ID_RULE}): {names}"
+            raise UsageError(f"{root}: no entity directories (each subdirectory is an entity){why}")
         return [EntitySource(e, p) for e, p in found.items()]
     sources = []
     for entity_id, path in requested:
@@ -137,6 +137,31 @@ def discover_entities(root: Path | None, entities: list[str] | str | None = None
             raise UsageError(f"entity {entity_id!r}: {path} is not a directory")
         sources.append(EntitySource(entity_id, path))
     return sources
+
+
+def _entity_dirs(root: Path) -> tuple[dict[str, Path], list[str]]:
+    """ROOT's visible subdirectories: those named like entity ids, and the names of the others."""
+    found: dict[str, Path] = {}
+    rejected: list[str] = []
+    for child in sorted(root.iterdir()):
+        if child.name.startswith(".") or not child.is_dir():
+            continue
+        if is_valid_entity_id(child.name):
+            found[child.name] = child
+        else:
+            rejected.append(child.name)
+    return found, rejected
+
+
+def skipped_entity_dirs(root: Path) -> list[dict[str, str]]:
+    """ROOT's subdirectories that a walk of ROOT skips because their names are not valid entity
+    ids, each as {"path", "reason"} (path printable: undecodable bytes as `\\xNN`)."""
+    if not root.is_dir():
+        return []
+    return [
+        {"path": identity_path(root / name), "reason": f"{identity_path(name)!r} is not a valid entity id ({ENTITY_ID_RULE})"}
+        for name in _entity_dirs(root)[1]
+    ]
 
 
 def walk_files(entity_root: Path) -> Iterator[SourceFile]:

@@ -58,3 +58,36 @@ def test_discover_entities_and_source_from_paths_agree(tmp_path):
     assert sorted(f.rel_path for f in single.list_files()) == ["menus/caf\\xe9-menu.txt", "notes.md"]
     for f in single.list_files():
         assert f.abs_path.exists()
+
+
+@pytest.mark.timeout(120)
+def test_directories_whose_names_cannot_be_entity_ids_are_reported_not_silently_skipped(tmp_path, embedder):
+    from helpers import cli, make_tree
+
+    root = make_tree(tmp_path / "docs", {
+        "acme/a.md": "# A\n\nRefunds take five days.\n",
+        "bad name!/b.md": "# B\n\nnever indexed\n",
+        "Über/c.md": "# C\n\nnever indexed\n",
+    })
+    store = tmp_path / "store"
+    result = cli("ingest", root, "--store", store, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["entities"]["acme"]["indexed"] == 1 and set(report["entities"]) == {"acme"}
+    skipped = {Path(s["path"]).name: s["reason"] for s in report["skipped_directories"]}
+    assert set(skipped) == {"bad name!", "Über"}
+    assert all("is not a valid entity id" in reason for reason in skipped.values())
+    lines = [line for line in result.stderr.splitlines() if line.startswith("warning: skipped directory")]
+    assert len(lines) == 2 and any("bad name!" in line for line in lines)
+
+    # asking for one entity: the others are not walked, so nothing is reported
+    only = json.loads(cli("ingest", root, "--store", store, "--json", "--entities", "acme").stdout)
+    assert only["skipped_directories"] == []
+
+    # a root with nothing usable: the error names what was skipped and why, in one line
+    bad_only = make_tree(tmp_path / "bad", {"My Docs/x.md": "x", "Über/y.md": "y"})
+    result = cli("ingest", bad_only, "--store", tmp_path / "store2")
+    assert result.exit_code == 2
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert "no entity directories" in message and "'My Docs'" in message and "'Über'" in message

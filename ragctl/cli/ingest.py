@@ -67,10 +67,15 @@ def ingest_command(
     if index is not None and index not in INDEX_KINDS:
         raise typer.BadParameter(f"{index!r} is not one of {', '.join(INDEX_KINDS)}", param_hint="--index")
     from ragctl.cli.progress import ProgressRenderer, summary_table
-    from ragctl.discovery import discover_entities
+    from ragctl.discovery import discover_entities, skipped_entity_dirs
     from ragctl.ingest import IngestOptions, Limits, ingest
 
     sources = discover_entities(root, entities)  # validates ids before anything touches disk
+    # a walk of ROOT skips subdirectories whose names cannot be entity ids: say so, once each
+    skipped_dirs = skipped_entity_dirs(root) if root is not None and not entities else []
+    if not quiet:
+        for skipped in skipped_dirs:
+            stderr.print(f"warning: skipped directory {skipped['path']}: {skipped['reason']}", markup=False, soft_wrap=True)
     options = IngestOptions(
         store=store_path(store),
         workers=workers,
@@ -98,6 +103,7 @@ def ingest_command(
             stderr.print("interrupted: whatever was committed stays; re-run to finish", markup=False)
             raise typer.Exit(term.exit_code) from None
     result = report.to_json()
+    result["skipped_directories"] = skipped_dirs
     if not quiet:
         stderr.print(summary_table(result))
         rate = report.total_chunks / report.seconds if report.seconds else 0.0
