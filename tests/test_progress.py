@@ -71,6 +71,23 @@ def test_summary_table_hides_all_zero_columns_and_adds_totals():
     out = io.StringIO()
     Console(file=out, width=80).print(table)
     assert "total" in out.getvalue() and "10" in out.getvalue()
+    assert "┃ entity" in out.getvalue()  # it fits: a table
+
+
+def test_summary_never_cuts_a_count_on_a_narrow_console():
+    """A log file or a narrow terminal (80 columns) with many non-zero columns: Rich would crop
+    the numbers ("1…", "1234…"); the summary falls back to one line per entity instead."""
+    row = dict(files=1234, indexed=12, updated=3, moved=1, unchanged=1200, skipped=2, failed=1, pruned=1,
+               stale=4, chunks=123456)
+    report = {"entities": {"acme-corp": row, "globex-international-holdings": {**row, "chunks": 12}}}
+    for width in (80, 50):
+        out = io.StringIO()
+        Console(file=out, width=width).print(summary_table(report))
+        text = " ".join(out.getvalue().split())  # undo the line wrapping
+        assert "…" not in text and "┃" not in text
+        assert "acme-corp: files 1234, new 12, updated 3, moved 1, unchanged 1200" in text
+        assert "globex-international-holdings: files 1234" in text and "stale 4, chunks 12" in text
+        assert "total: files 2468" in text and "chunks 123468" in text
 
 
 # --------------------------------------------------------------------------- helpers

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -303,8 +304,29 @@ class ProgressRenderer:
             self.progress.update(self.overall, total=total)
 
 
-def summary_table(report_json: dict) -> Table:
-    """Per-entity counts; columns that are zero everywhere are left out to fit 80 columns."""
+class IngestSummary:
+    """The per-entity counts: a table where it fits the console; where it does not (a narrow
+    terminal, a log file at 80 columns, many non-zero columns), one line per entity instead, so
+    that no count is ever cut or folded."""
+
+    def __init__(self, title: str, table: Table, lines: list[Text]) -> None:
+        self.title, self.table, self.lines = title, table, lines
+
+    @property
+    def columns(self) -> list[Any]:
+        return self.table.columns
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        natural = Measurement.get(console, options.update(max_width=1 << 16), self.table).maximum
+        if natural <= options.max_width:
+            yield self.table
+            return
+        yield Text(self.title, style="italic")
+        yield from self.lines
+
+
+def summary_table(report_json: dict) -> IngestSummary:
+    """Per-entity counts; columns that are zero everywhere are left out."""
     columns = [
         ("files", "files"), ("indexed", "new"), ("updated", "updated"), ("moved", "moved"),
         ("unchanged", "unchanged"), ("skipped", "skipped"), ("failed", "failed"),
@@ -318,14 +340,14 @@ def summary_table(report_json: dict) -> Table:
     table.add_column("entity", overflow="fold", min_width=8)
     for _, header in shown:
         table.add_column(header, justify="right", no_wrap=True)
-    totals = {k: 0 for k, _ in shown}
-    for eid, row in rows.items():
-        table.add_row(Text(eid), *(str(row[k]) for k, _ in shown))
-        for k, _ in shown:
-            totals[k] += row[k]
-    if len(rows) > 1:
-        table.add_row("total", *(str(totals[k]) for k, _ in shown), style="bold")
-    return table
+    totals = {k: sum(row[k] for row in rows.values()) for k, _ in shown}
+    named = [(eid, row) for eid, row in rows.items()] + ([("total", totals)] if len(rows) > 1 else [])
+    lines = []
+    for eid, row in named:
+        counts = ", ".join(f"{header} {row[k]}" for k, header in shown)
+        table.add_row(Text(eid), *(str(row[k]) for k, _ in shown), style="bold" if row is totals else None)
+        lines.append(Text(f"{eid}: {counts}", style="bold" if row is totals else ""))
+    return IngestSummary(title, table, lines)
 
 
 __all__ = ["MAX_VISIBLE_ENTITIES", "ProgressRenderer", "summary_table"]
