@@ -122,6 +122,8 @@ def test_modify_add_delete_rename_between_runs(tree):
 
     pruned = ingest(root, store, "--prune")
     assert pruned["entities"]["alpha"]["pruned"] == 1 and pruned["entities"]["alpha"]["unchanged"] == 3
+    # the lists agree with the counts: a pruned file is pruned, not stale
+    assert pruned["pruned_files"] == [{"entity": "alpha", "path": "boats.txt"}] and pruned["stale_files"] == []
     final = records(store, "alpha")
     assert set(final) == {"garden.md", "kites.md", "baking.md"}
     texts = all_chunk_texts(store, "alpha")
@@ -158,6 +160,7 @@ def test_dry_run_touches_nothing_and_predicts_the_run(indexed):
         for key in ("files", "indexed", "updated", "moved", "unchanged", "skipped", "pruned", "stale"):
             assert predicted["entities"][entity][key] == real["entities"][entity][key], (entity, key)
     assert predicted["entities"]["alpha"]["moved"] == 1 and predicted["entities"]["beta"]["pruned"] == 1
+    assert predicted["pruned_files"] == real["pruned_files"] and real["stale_files"] == []
 
 
 def test_dry_run_on_a_new_store_creates_nothing(tree):

@@ -250,15 +250,16 @@ class CommitStage:
 def finish_entity(store: EntityStore, gone: list[dict[str, Any]], ctx: RunContext, reporter: Reporter) -> None:
     """Report files that left the tree (stale, or pruned with --prune) and collect orphans."""
     eid = store.entity_id
-    prune = ctx.options.prune
+    pruned = ctx.options.prune  # in a dry run: what would be pruned
+    if pruned and gone and not ctx.dry_run:
+        try:
+            store.commit(ctx.identity, removes=[r["doc_id"] for r in gone])
+        except ENTITY_FAILURES as exc:
+            reporter.phase(f"{eid}: files that left the tree were not pruned: {describe_exception(exc)}")
+            pruned = False  # they are still there: reported stale
     for record in gone:
-        reporter.stale(eid, record["path"], pruned=prune)
+        reporter.stale(eid, record["path"], pruned=pruned)
     if not ctx.dry_run:
-        if prune and gone:
-            try:
-                store.commit(ctx.identity, removes=[r["doc_id"] for r in gone])
-            except ENTITY_FAILURES as exc:
-                reporter.phase(f"{eid}: files that left the tree were not pruned: {describe_exception(exc)}")
         try:
             store.gc()
         except ENTITY_FAILURES:

@@ -34,7 +34,8 @@ class IngestReport:
     entities: dict[str, EntityReport] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
     skipped_files: list[dict[str, str]] = field(default_factory=list)
-    stale_files: list[dict[str, str]] = field(default_factory=list)
+    stale_files: list[dict[str, str]] = field(default_factory=list)  # gone from the tree, kept
+    pruned_files: list[dict[str, str]] = field(default_factory=list)  # gone, removed by --prune
     seconds: float = 0.0
     encode_seconds: float = 0.0
     model: dict[str, Any] = field(default_factory=dict)
@@ -49,6 +50,7 @@ class IngestReport:
             "failures": self.failures,
             "skipped_files": self.skipped_files,
             "stale_files": self.stale_files,
+            "pruned_files": self.pruned_files,
             "seconds": round(self.seconds, 3),
             "encode_seconds": round(self.encode_seconds, 3),
             "model": self.model,
@@ -116,10 +118,11 @@ class Reporter:
 
     def stale(self, entity_id: str, path: str, pruned: bool) -> None:
         with self._lock:
-            self.report.stale_files.append({"entity": entity_id, "path": path})
             if pruned:
+                self.report.pruned_files.append({"entity": entity_id, "path": path})
                 self._entity(entity_id).pruned += 1
             else:
+                self.report.stale_files.append({"entity": entity_id, "path": path})
                 self._entity(entity_id).stale += 1
 
     def parsed(self, entity_id: str, path: str, chunks: int, size: int) -> None:
