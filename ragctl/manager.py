@@ -122,22 +122,31 @@ def delete_entity(store: str | os.PathLike[str], entity_id: str) -> bool:
     if storage.enable_sharding and storage.legacy_path(MAPPING_COLLECTION).exists():
         existed = storage.delete(MAPPING_COLLECTION, {"entity_id": entity_id}) > 0
     entity_dir = layout.entity_dir(entity_id)
-    # Records go first (same lock as every commit of this entity): once they are gone nothing
-    # references the vectors, so a crash part-way leaves only files a re-run of delete removes.
-    target = entity_id if storage.enable_sharding else None
-    with storage.edit(MAPPING_COLLECTION, target) as records:
-        doomed = [k for k, r in records.items() if r.get("entity_id") == entity_id]
-        existed = existed or bool(doomed) or entity_dir.exists()
-        for key in doomed:
-            del records[key]
+
+    def retire_entity_dir() -> None:
         if entity_dir.exists():
             # Renamed away first (atomic), then removed: a merge still writing outside the lock
             # (this or another process) finds its directory gone and discards its work instead
             # of re-creating the entity or racing the removal.
             tomb = entity_dir.with_name(f".deleted-{entity_id}-{uuid.uuid4().hex[:8]}")
             os.rename(entity_dir, tomb)
+
+    # Records go first (same lock as every commit of this entity): once they are gone nothing
+    # references the vectors, so a crash part-way leaves only files a re-run of delete removes.
     if storage.enable_sharding:
+        # the shard holds this entity's records only: it goes whole, unread, so an entity whose
+        # shard is corrupt can still be deleted
+        with storage.shard_lock(MAPPING_COLLECTION, entity_id):
+            existed = existed or storage.remove_shard_files(MAPPING_COLLECTION, entity_id) or entity_dir.exists()
+            retire_entity_dir()
         storage.drop_shard(MAPPING_COLLECTION, entity_id)
+    else:
+        with storage.edit(MAPPING_COLLECTION, None) as records:
+            doomed = [k for k, r in records.items() if r.get("entity_id") == entity_id]
+            existed = existed or bool(doomed) or entity_dir.exists()
+            for key in doomed:
+                del records[key]
+            retire_entity_dir()
     for tomb in entity_dir.parent.glob(".deleted-*"):  # this one, and any a crash left
         shutil.rmtree(tomb, ignore_errors=True)
     return existed

@@ -429,3 +429,37 @@ def test_a_script_without_a_main_guard_can_call_the_library(tmp_path):
     assert f"RESULT {len(files)} 0 None" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert "HITS 3" in proc.stdout
     assert "bootstrapping" not in proc.stderr
+
+
+@pytest.mark.timeout(180)
+def test_an_entity_with_a_corrupt_shard_fails_alone_and_can_be_deleted(tmp_path, embedder):
+    """One entity's mapping shard is garbage (a disk error, a hand edit): ingest still indexes
+    the other entities, `stats` lists them and names the broken one, and `delete` removes the
+    broken entity without reading it, after which a re-run rebuilds it."""
+    root, store = tree(tmp_path), tmp_path / "store"
+    assert cli("ingest", root, "--store", store, "--quiet").exit_code == 0
+    shard = store / "doc_id_name_mapping" / "alpha.json"
+    shard.write_text("{broken", encoding="utf-8")
+    make_tree(root, {"beta/new.md": paragraphs("fresh"), "alpha/new.md": paragraphs("lost")})
+
+    result = cli("ingest", root, "--store", store, "--json", "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    report = json.loads(result.stdout)
+    assert report["error"] is None  # the run itself went on
+    assert report["entities"]["beta"]["indexed"] == 1 and report["entities"]["beta"]["unchanged"] == 3
+    assert report["entities"]["alpha"]["failed"] == 4
+    assert all(f["entity"] == "alpha" and "alpha.json" in f["error"] and "not valid JSON" in f["error"]
+               for f in report["failures"])
+
+    stats = cli("stats", "--store", store, "--json")
+    assert stats.exit_code == 1
+    by_entity = json.loads(stats.stdout)["entities"]
+    assert by_entity["beta"]["documents"] == 4 and by_entity["beta"]["error"] is None
+    assert "not valid JSON" in by_entity["alpha"]["error"]
+
+    deleted = cli("delete", "alpha", "--yes", "--store", store)
+    assert deleted.exit_code == 0, deleted.output
+    assert not shard.exists() and not (store / "entities" / "alpha").exists()
+    again = json.loads(cli("ingest", root, "--store", store, "--json", "--quiet").stdout)
+    assert again["entities"]["alpha"]["indexed"] == 4 and again["failures"] == []
+    verify_ok(store)

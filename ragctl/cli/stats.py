@@ -20,12 +20,18 @@ def stats_command(store: Path = StoreOption, json_out: bool = JsonOption) -> Non
     from ragctl.stats import store_stats
 
     result = store_stats(store_path(store))
+    unreadable = {e: row["error"] for e, row in result["entities"].items() if row["error"]}
     if json_out:
         print_json(result)
+        if unreadable:
+            raise typer.Exit(1)
         return
     table = Table(title=plain(f"Store {store_path(store)}"))
     for column in ("entity", "documents", "chunks", "bytes", "last ingest", "model"):
-        table.add_column(column, justify="left" if column in ("entity", "model", "last ingest") else "right")
+        text = column in ("entity", "model", "last ingest")
+        # a narrow console folds text onto a second line rather than cutting it with "…"
+        table.add_column(column, justify="left" if text else "right", overflow="fold" if text else "ellipsis",
+                         no_wrap=not text)
     for entity_id, row in result["entities"].items():
         table.add_row(
             plain(entity_id), str(row["documents"]), str(row["chunks"]), f"{row['bytes']:,}",
@@ -34,3 +40,7 @@ def stats_command(store: Path = StoreOption, json_out: bool = JsonOption) -> Non
     t = result["totals"]
     table.add_row(plain(f"{t['entities']} entities", "bold"), str(t["documents"]), str(t["chunks"]), f"{t['bytes']:,}", "", "")
     stderr.print(table)  # tables go to stderr, terminal or not (stdout is for --json)
+    for entity_id, error in unreadable.items():
+        stderr.print(plain(f"error: entity {entity_id!r} cannot be read: {error} (see `ragctl verify`)"), soft_wrap=True)
+    if unreadable:
+        raise typer.Exit(1)

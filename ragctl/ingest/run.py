@@ -29,7 +29,7 @@ from ragctl.errors import ConfigError, UsageError
 from ragctl.events import Status
 from ragctl.ingest import messages as msg
 from ragctl.ingest.channel import Channel
-from ragctl.ingest.commit import CommitStage
+from ragctl.ingest.commit import ENTITY_FAILURES, CommitStage
 from ragctl.ingest.embed import EmbedStage
 from ragctl.ingest.options import IngestOptions, RunContext
 from ragctl.ingest.plan import VERDICT_STATUS, EntityPlan, ParseTask, Verdict, WorkUnit, count_tree, source_files
@@ -144,15 +144,22 @@ class IngestRun:
         self.reporter.entity_started(eid)
         try:
             store = self.store_for(eid)
-        except ConfigError as exc:  # a unit that arrived during the run (serve): it alone fails
+            records = store.records()
+        except (ConfigError, *ENTITY_FAILURES) as exc:
+            # another model, or its mapping shard cannot be read (`verify` says more): this entity
+            # alone fails, file by file; the others are planned as usual
+            reason = str(exc) if isinstance(exc, ConfigError) else f"entity {eid!r} cannot be read: {exc}"
+            files = 0
             for f in source_files(source):
-                self.reporter.file_done(eid, f.rel_path, Status.FAILED, 0, str(exc), 0, tag)
+                files += 1
+                self.reporter.file_done(eid, f.rel_path, Status.FAILED, 0, reason, 0, tag)
+            self.reporter.entity_files(eid, files)
             self.reporter.entity_done(eid)
             return True
         while len(self.plans) >= MAX_LIVE_PLANS:  # each holds an entity's records: bound them
             if self.stop.wait(0.05):
                 return False
-        plan = EntityPlan(source, store.records(), opts.rehash, opts.limits, tag, opts.reindex)
+        plan = EntityPlan(source, records, opts.rehash, opts.limits, tag, opts.reindex)
         self.plans[unit.key] = plan
         files = sent = 0
         try:

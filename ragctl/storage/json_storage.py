@@ -295,14 +295,26 @@ class JSONStorage:
                 count += len(doomed)
         return count
 
+    def shard_lock(self, collection: str, entity_id: str):
+        """The lock of an entity's shard: the one every commit of that entity holds."""
+        return self._locked(self.shard_path(collection, entity_id))
+
+    def remove_shard_files(self, collection: str, entity_id: str) -> bool:
+        """Unlink an entity's shard and its mapping log, unread (caller holds `shard_lock`);
+        whether there was a shard."""
+        from ragctl.storage.mapping_log import log_path
+
+        path = self.shard_path(collection, entity_id)
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        log_path(path).unlink(missing_ok=True)
+        return existed
+
     def drop_shard(self, collection: str, entity_id: str) -> None:
         """Remove an entity's shard file and lock file (used by `delete` of a whole entity)."""
         path = self.shard_path(collection, entity_id)
-        from ragctl.storage.mapping_log import log_path
-
         with self._locked(path):
-            path.unlink(missing_ok=True)
-            log_path(path).unlink(missing_ok=True)
+            self.remove_shard_files(collection, entity_id)
         with self._cache_lock:
             self._cache.pop(path, None)
             self._views.pop(path, None)
