@@ -74,6 +74,14 @@ def check_entity(storage: JSONStorage, entity_id: str, repair: bool = False) -> 
     try:
         index = store.load_index()
     except StorageError as exc:
+        forgotten = store.forget_missing_segments() if repair else []
+        if forgotten:  # then check again: the records whose vectors were there are now repairable
+            after = check_entity(storage, entity_id, repair=True)
+            after.repaired[:0] = [
+                f"{s['name']}: vector segment missing: removed from entity.json ({s.get('count', '?')} vectors lost)"
+                for s in forgotten
+            ]
+            return after
         check.problems.append(str(exc))
         return check
     if records and meta is None:

@@ -463,3 +463,30 @@ def test_an_entity_with_a_corrupt_shard_fails_alone_and_can_be_deleted(tmp_path,
     again = json.loads(cli("ingest", root, "--store", store, "--json", "--quiet").stdout)
     assert again["entities"]["alpha"]["indexed"] == 4 and again["failures"] == []
     verify_ok(store)
+
+
+@pytest.mark.timeout(180)
+def test_verify_repair_recovers_an_entity_whose_vector_segment_file_is_gone(tmp_path, embedder):
+    """A segment file lost (disk error, hand deletion) made the entity unsearchable and stuck:
+    verify --repair could not load the index, and ingest saw the files as unchanged. Now the
+    repair forgets the lost segment and drops the records that used it; ingest re-indexes them."""
+    root, store = tree(tmp_path), tmp_path / "store"
+    assert cli("ingest", root, "--store", store, "--quiet").exit_code == 0
+    segments = sorted((store / "entities" / "alpha" / "segments").glob("*.seg"))
+    assert segments
+    for seg in segments:
+        seg.unlink()
+    assert cli("verify", "--store", store).exit_code == 1
+
+    result = cli("verify", "--store", store, "--repair", "--json")
+    assert result.exit_code == 0, result.output
+    alpha = json.loads(result.stdout)["entities"]["alpha"]
+    assert alpha["ok"] and alpha["documents"] == 0
+    assert sum("vector segment missing" in line for line in alpha["repaired"]) == len(segments)
+    assert sum("dropped the record" in line for line in alpha["repaired"]) == 3
+
+    again = json.loads(cli("ingest", root, "--store", store, "--json", "--quiet").stdout)
+    assert again["entities"]["alpha"]["indexed"] == 3 and again["entities"]["beta"]["unchanged"] == 3
+    verify_ok(store)
+    hits = json.loads(cli("query", "alpha", "alpha1 paragraph", "--store", store, "--json").stdout)["results"]
+    assert hits and hits[0]["path"] == "doc1.md"

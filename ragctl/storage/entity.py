@@ -546,6 +546,24 @@ class EntityStore:
             merge = self._plan(meta, full=True)
         return self._compact(merge)  # merges written without the lock, switched in under it
 
+    def forget_missing_segments(self) -> list[dict[str, Any]]:
+        """`verify --repair`: drop from entity.json the segments whose files are gone (a disk
+        error, a hand deletion). Under the lock the manifest and the files agree (a compaction
+        switches and removes under it), so a listed file that is missing is lost for good; the
+        records that referenced its vectors are then found incomplete and dropped, and the next
+        ingest re-indexes those files. Returns the entries removed."""
+        with self._held():
+            meta = self._meta.read()
+            manifest = self.index.manifest(meta)
+            if meta is None or not manifest:
+                return []
+            segments = manifest.get("segments", [])
+            gone = [s for s in segments if not (self.index.dir / s["name"]).exists()]
+            if gone:
+                manifest["segments"] = [s for s in segments if s not in gone]
+                self._meta.replace(meta)
+        return gone
+
     def _drop_stray_rows(self) -> None:
         import numpy as np
 
