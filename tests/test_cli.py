@@ -271,3 +271,20 @@ def test_query_backend_option_finds_the_same_top_chunk(ingested):
     assert tops[0] == tops[1]
     bad = run_cli("query", "acme-corp", question, "--store", store, "--backend", "tensorflow")
     assert bad.exit_code == 2 and "backend must be auto, torch or openvino" in bad.output
+
+
+@pytest.mark.timeout(120)
+def test_a_rerun_with_nothing_to_embed_says_so_and_an_empty_query_is_a_usage_error(tmp_path, embedder):
+    from helpers import cli as run_cli
+    from helpers import make_tree
+
+    root = make_tree(tmp_path / "docs", {"acme/a.md": "# A\n\nRefunds take five days.\n"})
+    store = tmp_path / "store"
+    assert run_cli("ingest", root, "--store", store).exit_code == 0
+    again = run_cli("ingest", root, "--store", store)
+    assert again.exit_code == 0
+    line = " ".join(again.stderr.split())
+    assert "model all-MiniLM-L6-v2 (not loaded: nothing to embed);" in line and "on cpu ()" not in line
+
+    empty = run_cli("query", "acme", "   ", "--store", store)
+    assert empty.exit_code == 2 and "the query text is empty" in empty.stderr

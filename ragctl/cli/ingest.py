@@ -110,9 +110,7 @@ def ingest_command(
         model_info = report.model
         stderr.print(
             f"{report.total_chunks} chunks in {report.seconds:.1f}s ({rate:.1f} chunks/s); model "
-            f"{model_info.get('name')} {model_info.get('backend', '')} {model_info.get('precision', '')} "
-            f"on {model_info.get('device', 'cpu')} ({model_info.get('runtime', '')}); "
-            f"{report.parse_workers} parse worker(s); {len(report.failures)} failed",
+            f"{describe_model(model_info)}; {report.parse_workers} parse worker(s); {len(report.failures)} failed",
             markup=False,
         )
         for note in (model_info.get("backend_note"), model_info.get("precision_note")):
@@ -128,3 +126,14 @@ def ingest_command(
         raise typer.Exit(term.exit_code)
     if report.any_failed:
         raise typer.Exit(EXIT_PROBLEMS)
+
+
+def describe_model(model: dict) -> str:
+    """`all-MiniLM-L6-v2 openvino int8 on cpu (openvino 2026.4.1)`; a run that loaded no model
+    (nothing to embed, a dry run) knows only the name: `all-MiniLM-L6-v2 (not loaded: nothing
+    to embed)`."""
+    name = str(model.get("name"))
+    if not model.get("backend"):
+        return f"{name} (not loaded: nothing to embed)"
+    runtime = f" ({model['runtime']})" if model.get("runtime") else ""
+    return f"{name} {model['backend']} {model.get('precision', '')} on {model.get('device', 'cpu')}{runtime}"

@@ -51,6 +51,8 @@ def query_command(
             fail(f"{queries}: cannot read: {exc.strerror}", EXIT_USAGE)
         batch = [line.strip() for line in raw.splitlines() if line.strip()]
     else:
+        if not text.strip():
+            fail("the query text is empty", EXIT_USAGE)
         batch = [text]
     searcher = Searcher(store_path(store), entity, model_config)
     results = searcher.search(batch, k, mode, rerank=rerank)
