@@ -288,3 +288,20 @@ def test_a_rerun_with_nothing_to_embed_says_so_and_an_empty_query_is_a_usage_err
 
     empty = run_cli("query", "acme", "   ", "--store", store)
     assert empty.exit_code == 2 and "the query text is empty" in empty.stderr
+
+
+@pytest.mark.timeout(120)
+def test_delete_without_an_answer_deletes_nothing_and_exits_2(tmp_path, embedder):
+    from helpers import cli as run_cli
+    from helpers import make_tree
+
+    root = make_tree(tmp_path / "docs", {"acme/a.md": "# A\n\nRefunds take five days.\n"})
+    store = tmp_path / "store"
+    assert run_cli("ingest", root, "--store", store).exit_code == 0
+    for answer in ("", "n\n"):  # stdin closed (a script, cron), or "no"
+        result = CliRunner().invoke(app, ["delete", "acme", "--store", str(store)], input=answer)
+        assert result.exit_code == 2, result.output
+        assert "aborted: nothing deleted" in result.output and "Aborted!" not in result.output
+    assert (store / "entities" / "acme").is_dir()
+    assert run_cli("delete", "acme", "--store", store, "--yes").exit_code == 0
+    assert not (store / "entities" / "acme").exists()

@@ -27,11 +27,22 @@ def delete_command(
     root = store_path(store)
     open_entity(root, entity)  # validates the id; unknown entity -> exit 2
     what = f"document {doc!r} of entity {entity!r}" if doc else f"entity {entity!r} (index, mapping, chunk texts)"
-    if not yes and not typer.confirm(f"Delete {what} from {root}?", default=False, err=True):
-        fail("aborted", EXIT_USAGE)
+    if not yes and not _confirmed(f"Delete {what} from {root}?"):
+        fail("aborted: nothing deleted (--yes skips the question)", EXIT_USAGE)
     if doc:
         path = delete_document(root, entity, doc)
         typer.echo(f"deleted {entity}/{path}")
     else:
         delete_entity(root, entity)
         typer.echo(f"deleted entity {entity}")
+
+
+def _confirmed(question: str) -> bool:
+    """The answer, or False where there is none to give (stdin closed or not a terminal that
+    answers: Click would print "Aborted!" and exit 1)."""
+    import click
+
+    try:
+        return typer.confirm(question, default=False, err=True)
+    except (click.exceptions.Abort, typer.Abort):  # typer's own Abort in recent releases
+        return False

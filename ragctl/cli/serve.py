@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from ragctl.cli.common import EXIT_USAGE, StoreOption, fail, handle_errors, store_path
+from ragctl.cli.common import EXIT_USAGE, StoreOption, fail, handle_errors, plain, stderr, store_path
 from ragctl.cli.model_options import model_options
 from ragctl.ingest.options import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_TEXT_MB, DEFAULT_PARSE_TIMEOUT_S
 from ragctl.model_config import ModelConfig
@@ -74,6 +74,9 @@ def serve_command(
 
     app = create_app(config)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    shown_host = f"[{host}]" if ":" in host else host
+    stderr.print(plain(f"ragctl serve: {config.store} on http://{shown_host}:{port}; Ctrl-C or SIGTERM stops it "
+                       "(uploads not yet indexed stay staged and resume at the next start)"), soft_wrap=True)
     # Slow or hostile clients (docs/api.md "Hostile clients"): heads within 10 s (GuardedH11Protocol),
     # at most 16 KB of head, 1,000 connections at once, idle keep-alive closed after 5 s.
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in ("info", "debug"),
