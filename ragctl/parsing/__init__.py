@@ -33,6 +33,7 @@ are imported by the reader that needs them, on first use.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 from ragctl.errors import ParseError, UnsupportedFormat
@@ -130,6 +131,10 @@ def parse_bytes(data: bytes, suffix: str, name: str = "") -> ParsedDocument:
         raise
     except RecursionError as exc:
         raise ParseError("document nested too deeply") from exc
+    except zipfile.BadZipFile as exc:  # .docx, .pptx, .xlsx, .odt, .epub... are zip archives
+        raise ParseError(
+            f"not a valid {suffix[1:]} file: not a zip archive (corrupt, truncated, or another format renamed)"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - third-party readers raise anything
         raise ParseError(one_line(exc)) from exc
     own_title = next((b.text for b in blocks if b.kind == "title"), "")
