@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,12 @@ def test_dry_run_touches_nothing_and_predicts_the_run(indexed):
             assert predicted["entities"][entity][key] == real["entities"][entity][key], (entity, key)
     assert predicted["entities"]["alpha"]["moved"] == 1 and predicted["entities"]["beta"]["pruned"] == 1
     assert predicted["pruned_files"] == real["pruned_files"] and real["stale_files"] == []
+    # the dry run names each file it would change, the real run lists none (its counts say it)
+    planned = Counter((c["entity"], c["action"]) for c in predicted["planned_changes"])
+    for entity in ("alpha", "beta"):
+        for action in ("indexed", "updated", "moved"):
+            assert planned[(entity, action)] == real["entities"][entity][action], (entity, action)
+    assert ("alpha", "moved") in planned and real["planned_changes"] == []
 
 
 def test_dry_run_on_a_new_store_creates_nothing(tree):

@@ -106,6 +106,12 @@ def ingest_command(
     result["skipped_directories"] = skipped_dirs
     if not quiet:
         stderr.print(summary_table(result))
+        if report.dry_run:  # what the run would do, file by file (failures and skips are listed as they happen)
+            verbs = {"indexed": "would index", "updated": "would update", "moved": "would move"}
+            for change in result["planned_changes"]:
+                stderr.print(f"{verbs[change['action']]} {change['entity']}/{change['path']}", markup=False, soft_wrap=True)
+            for gone in result["pruned_files"]:
+                stderr.print(f"would prune {gone['entity']}/{gone['path']}", markup=False, soft_wrap=True)
         rate = report.total_chunks / report.seconds if report.seconds else 0.0
         model_info = report.model
         stderr.print(

@@ -36,6 +36,8 @@ class IngestReport:
     skipped_files: list[dict[str, str]] = field(default_factory=list)
     stale_files: list[dict[str, str]] = field(default_factory=list)  # gone from the tree, kept
     pruned_files: list[dict[str, str]] = field(default_factory=list)  # gone, removed by --prune
+    # --dry-run only: each file the run would index, update or move ({"entity", "path", "action"})
+    planned_changes: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     encode_seconds: float = 0.0
     model: dict[str, Any] = field(default_factory=dict)
@@ -51,6 +53,7 @@ class IngestReport:
             "skipped_files": self.skipped_files,
             "stale_files": self.stale_files,
             "pruned_files": self.pruned_files,
+            "planned_changes": self.planned_changes,
             "seconds": round(self.seconds, 3),
             "encode_seconds": round(self.encode_seconds, 3),
             "model": self.model,
@@ -114,6 +117,8 @@ class Reporter:
                 self.report.failures.append({"entity": entity_id, "path": path, "error": detail})
             elif status is Status.SKIPPED:
                 self.report.skipped_files.append({"entity": entity_id, "path": path, "reason": detail})
+            elif self.report.dry_run and status in (Status.INDEXED, Status.UPDATED, Status.MOVED):
+                self.report.planned_changes.append({"entity": entity_id, "path": path, "action": status.value})
         self.emit(ev.FileDone(entity_id, path, status, chunks, detail, size, tag, doc_id))
 
     def stale(self, entity_id: str, path: str, pruned: bool) -> None:
