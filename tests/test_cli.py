@@ -305,3 +305,16 @@ def test_delete_without_an_answer_deletes_nothing_and_exits_2(tmp_path, embedder
     assert (store / "entities" / "acme").is_dir()
     assert run_cli("delete", "acme", "--store", store, "--yes").exit_code == 0
     assert not (store / "entities" / "acme").exists()
+
+
+def test_a_store_that_is_a_file_is_a_usage_error(tmp_path):
+    from helpers import cli as run_cli
+    from helpers import make_tree
+
+    root = make_tree(tmp_path / "docs", {"acme/a.md": "# A\n\nRefunds take five days.\n"})
+    not_a_dir = tmp_path / "store"
+    not_a_dir.write_text("I am a file")
+    for args in (("stats",), ("verify",), ("query", "acme", "refunds"), ("ingest", str(root))):
+        result = run_cli(*args, "--store", not_a_dir)
+        assert result.exit_code == 2, (args, result.output)
+        assert "--store is not a directory" in result.stderr

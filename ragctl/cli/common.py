@@ -72,7 +72,11 @@ JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdo
 
 
 def store_path(store: Path | None) -> Path:
-    return store if store is not None else Path("ragstore")
+    """--store (default ./ragstore); a path that exists but is not a directory is a usage error."""
+    path = store if store is not None else Path("ragstore")
+    if path.exists() and not path.is_dir():
+        fail(f"{path}: --store is not a directory", EXIT_USAGE)
+    return path
 
 
 def plain(text: object, style: str = "") -> Text:
