@@ -137,7 +137,8 @@ def delete_entity(store: str | os.PathLike[str], entity_id: str) -> bool:
         # the shard holds this entity's records only: it goes whole, unread, so an entity whose
         # shard is corrupt can still be deleted
         with storage.shard_lock(MAPPING_COLLECTION, entity_id):
-            existed = existed or storage.remove_shard_files(MAPPING_COLLECTION, entity_id) or entity_dir.exists()
+            had_shard = storage.remove_shard_files(MAPPING_COLLECTION, entity_id)  # always: records first
+            existed = existed or had_shard or entity_dir.exists()
             retire_entity_dir()
         storage.drop_shard(MAPPING_COLLECTION, entity_id)
     else:

@@ -50,6 +50,36 @@ def test_a_query_is_embedded_while_the_model_is_busy_and_gets_the_same_vector(em
     assert not waiting.is_alive()
 
 
+@pytest.mark.timeout(120)
+def test_serve_prepares_the_lane_as_soon_as_its_model_is_loaded(tmp_path, monkeypatch, embedder):
+    """The service's engine asks for the lane right after loading the model (in a thread of its
+    own), with the very model its searches share, before any upload or search arrives."""
+    import time
+
+    from ragctl.embedding import LocalEmbedder
+    from ragctl.serve.app import build_services
+    from ragctl.serve.config import ServeConfig
+
+    calls: list[object] = []
+    real = LocalEmbedder.prepare_query_lane
+
+    def spy(self: LocalEmbedder) -> bool:
+        calls.append(self)
+        return real(self)
+
+    monkeypatch.setattr(LocalEmbedder, "prepare_query_lane", spy)
+    services = build_services(ServeConfig(store=tmp_path / "store"))
+    services.engine.start([])
+    try:
+        deadline = time.monotonic() + 60
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert calls, "the engine never prepared the query lane"
+        assert calls[0] is services.engine.embedder and len(calls) == 1
+    finally:
+        services.engine.stop()
+
+
 @pytest.mark.timeout(60)
 def test_the_lane_can_be_compiled_ahead_of_the_first_busy_query(embedder):
     """`ragctl serve` compiles the lane right after loading the model, so the first search that

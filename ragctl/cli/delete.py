@@ -44,5 +44,8 @@ def _confirmed(question: str) -> bool:
 
     try:
         return typer.confirm(question, default=False, err=True)
-    except (click.exceptions.Abort, typer.Abort):  # typer's own Abort in recent releases
+    except (click.exceptions.Abort, typer.Abort) as exc:  # typer's own Abort in recent releases
+        if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C at the prompt: exit 130 as everywhere
+            typer.echo("", err=True)
+            raise typer.Exit(130) from None
         return False

@@ -23,6 +23,7 @@ ingests in its workers and fail every file.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -32,7 +33,6 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 
 from ragctl.ingest.channel import END, Channel
 from ragctl.ingest.options import Limits
@@ -68,13 +68,17 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="ragctl-parent-watch").start()
 
 
-# Signals first (a Ctrl-C or a group SIGTERM during start-up is the parent's to handle); no
-# current directory on sys.path (`-c` puts it first: a file there must not shadow a module);
-# then the import. argv carries the socket's fd and the parent's pid.
+# Signals first (a Ctrl-C or a group SIGTERM during start-up is the parent's to handle); then
+# the parent's sys.path (what multiprocessing's spawn passes too: paths a caller added at run
+# time), followed by any other entry of this interpreter, never the current directory that `-c`
+# puts first (a file there must not shadow a module); then the import. argv: the socket's fd,
+# the parent's pid, the parent's sys.path as JSON.
 _BOOT = (
-    "import sys, signal; sys.path[:] = [p for p in sys.path if p]; "
+    "import sys, json, signal; "
     "signal.signal(signal.SIGINT, signal.SIG_IGN); "
     "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "parent = json.loads(sys.argv[3]); "
+    "sys.path[:] = parent + [p for p in sys.path if p and p not in parent]; "
     "from ragctl.ingest.pool import worker_entry; worker_entry()"
 )
 
@@ -132,14 +136,12 @@ class _Process:
             pass
 
 
-def _worker_env() -> dict[str, str]:
-    """The caller's environment with one thread per native library (set before the worker's
-    interpreter starts, so it holds), plus the directory ragctl is imported from (last), so a
-    worker finds the same ragctl even when the caller put it on sys.path at run time."""
-    root = str(Path(__file__).resolve().parents[2])
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    python_path = os.pathsep.join([*paths, root] if root not in paths else paths)
-    return {**os.environ, **_WORKER_ENV, "PYTHONPATH": python_path}
+def _worker_command(fd: int) -> list[str]:
+    """The same interpreter with the same flags (-I, -E, -X ..., as multiprocessing passes them),
+    running `_BOOT`."""
+    flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]  # multiprocessing's own helper
+    paths = json.dumps([p for p in sys.path if p])
+    return [sys.executable, *flags, "-c", _BOOT, str(fd), str(os.getpid()), paths]
 
 
 @dataclass
@@ -167,7 +169,8 @@ class ParsePool:
         self.model_dir = model_dir
         self.max_tokens = max_tokens
         self.limits = limits
-        self._env = _worker_env()
+        # one thread per native library, set before the worker's interpreter starts so it holds
+        self._env = {**os.environ, **_WORKER_ENV}
         self._idle: list[_Worker] = []
         self._busy: list[_Worker] = []
         self.started_workers = 0
@@ -176,10 +179,7 @@ class ParsePool:
         parent_sock, child_sock = socket.socketpair()
         try:
             fd = child_sock.fileno()
-            popen = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, str(fd), str(os.getpid())],
-                pass_fds=(fd,), stdin=subprocess.DEVNULL, env=self._env,
-            )
+            popen = subprocess.Popen(_worker_command(fd), pass_fds=(fd,), stdin=subprocess.DEVNULL, env=self._env)
         except BaseException:
             parent_sock.close()
             raise

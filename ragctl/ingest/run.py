@@ -144,21 +144,17 @@ class IngestRun:
         self.reporter.entity_started(eid)
         try:
             store = self.store_for(eid)
-            records = store.records()
-        except (ConfigError, *ENTITY_FAILURES) as exc:
-            # another model, or its mapping shard cannot be read (`verify` says more): this entity
-            # alone fails, file by file; the others are planned as usual
-            reason = str(exc) if isinstance(exc, ConfigError) else f"entity {eid!r} cannot be read: {exc}"
-            files = 0
-            for f in source_files(source):
-                files += 1
-                self.reporter.file_done(eid, f.rel_path, Status.FAILED, 0, reason, 0, tag)
-            self.reporter.entity_files(eid, files)
-            self.reporter.entity_done(eid)
+        except ConfigError as exc:  # another model (a unit that arrived during the run, serve)
+            self._fail_unit(unit, str(exc))
             return True
         while len(self.plans) >= MAX_LIVE_PLANS:  # each holds an entity's records: bound them
             if self.stop.wait(0.05):
                 return False
+        try:
+            records = store.records()  # read after the wait: a snapshot as fresh as can be
+        except ENTITY_FAILURES as exc:  # its mapping shard cannot be read (`verify` says more)
+            self._fail_unit(unit, f"entity {eid!r} cannot be read: {exc}")
+            return True
         plan = EntityPlan(source, records, opts.rehash, opts.limits, tag, opts.reindex)
         self.plans[unit.key] = plan
         files = sent = 0
@@ -179,6 +175,15 @@ class IngestRun:
             self.reporter.entity_files(eid, files)
         settled.put(msg.EntityEnd(eid, sent, plan), even_when_stopping=True)
         return True
+
+    def _fail_unit(self, unit: WorkUnit, reason: str) -> None:
+        """Every file of a unit fails with `reason`; the other units are planned as usual."""
+        eid, files = unit.source.entity_id, 0
+        for f in source_files(unit.source):
+            files += 1
+            self.reporter.file_done(eid, f.rel_path, Status.FAILED, 0, reason, 0, unit.tag)
+        self.reporter.entity_files(eid, files)
+        self.reporter.entity_done(eid)
 
     def _count(self) -> None:
         if not isinstance(self.units, list):

@@ -133,7 +133,7 @@ def parse_bytes(data: bytes, suffix: str, name: str = "") -> ParsedDocument:
         raise ParseError("document nested too deeply") from exc
     except zipfile.BadZipFile as exc:  # .docx, .pptx, .xlsx, .odt, .epub... are zip archives
         raise ParseError(
-            f"not a valid {suffix[1:]} file: not a zip archive (corrupt, truncated, or another format renamed)"
+            f"not a valid {suffix[1:]} file (corrupt, truncated, or another format renamed): {one_line(exc)}"
         ) from exc
     except Exception as exc:  # noqa: BLE001 - third-party readers raise anything
         raise ParseError(one_line(exc)) from exc
