@@ -25,6 +25,13 @@ def run_cli(*args: str, input: str | None = None):
     return result
 
 
+def one_doc_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """A tree of one entity (`acme`) holding one Markdown file, and where its store goes."""
+    from helpers import make_tree
+
+    return make_tree(tmp_path / "docs", {"acme/a.md": "# A\n\nRefunds take five days.\n"}), tmp_path / "store"
+
+
 def json_out(result) -> dict:
     assert result.stdout.strip(), result.output
     return json.loads(result.stdout)
@@ -276,10 +283,8 @@ def test_query_backend_option_finds_the_same_top_chunk(ingested):
 @pytest.mark.timeout(120)
 def test_a_rerun_with_nothing_to_embed_says_so_and_an_empty_query_is_a_usage_error(tmp_path, embedder):
     from helpers import cli as run_cli
-    from helpers import make_tree
 
-    root = make_tree(tmp_path / "docs", {"acme/a.md": "# A\n\nRefunds take five days.\n"})
-    store = tmp_path / "store"
+    root, store = one_doc_tree(tmp_path)
     assert run_cli("ingest", root, "--store", store).exit_code == 0
     again = run_cli("ingest", root, "--store", store)
     assert again.exit_code == 0
@@ -293,10 +298,8 @@ def test_a_rerun_with_nothing_to_embed_says_so_and_an_empty_query_is_a_usage_err
 @pytest.mark.timeout(120)
 def test_delete_without_an_answer_deletes_nothing_and_exits_2(tmp_path, embedder):
     from helpers import cli as run_cli
-    from helpers import make_tree
 
-    root = make_tree(tmp_path / "docs", {"acme/a.md": "# A\n\nRefunds take five days.\n"})
-    store = tmp_path / "store"
+    root, store = one_doc_tree(tmp_path)
     assert run_cli("ingest", root, "--store", store).exit_code == 0
     for answer in ("", "n\n"):  # stdin closed (a script, cron), or "no"
         result = CliRunner().invoke(app, ["delete", "acme", "--store", str(store)], input=answer)
@@ -309,10 +312,8 @@ def test_delete_without_an_answer_deletes_nothing_and_exits_2(tmp_path, embedder
 
 def test_a_store_that_is_a_file_is_a_usage_error(tmp_path):
     from helpers import cli as run_cli
-    from helpers import make_tree
 
-    root = make_tree(tmp_path / "docs", {"acme/a.md": "# A\n\nRefunds take five days.\n"})
-    not_a_dir = tmp_path / "store"
+    root, not_a_dir = one_doc_tree(tmp_path)
     not_a_dir.write_text("I am a file")
     for args in (("stats",), ("verify",), ("query", "acme", "refunds"), ("ingest", str(root))):
         result = run_cli(*args, "--store", not_a_dir)
