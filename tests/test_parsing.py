@@ -764,3 +764,110 @@ def test_html_keeps_the_main_content_and_the_page_title() -> None:
     chunker = Chunker(load_tokenizer(resolve_model(None).path), max_tokens=256)
     sections = {c.section for c in chunker.contextual(doc.blocks, doc.title)}
     assert sections == {"", "opt-level"}
+
+
+# --------------------------------------------------------------------------- no text lost by the readers
+# In lxml the text after a node is that node's ``.tail``: a walk that skips a comment, a
+# processing instruction or a <script> must still keep what follows it (issue 29).
+
+
+def test_html_text_after_a_comment_in_a_paragraph_is_kept(tmp_path: Path) -> None:
+    # what every mdBook page does after a cross-reference
+    page = (
+        "<html><body><p>alpha beta <!-- ignore --> TAILWORD gamma delta</p>"
+        '<p>See <a href="ch02.html">Chapter 2</a><!-- ignore -->. Adding mut conveys intent.</p>'
+        "</body></html>"
+    )
+    doc = parse_file(write(tmp_path, "p.html", page))
+    assert texts(doc) == ["alpha beta TAILWORD gamma delta", "See Chapter 2. Adding mut conveys intent."]
+    assert "ignore" not in doc.text
+
+
+def test_html_comment_inside_pre_code_keeps_the_lines_after_it(tmp_path: Path) -> None:
+    page = "<html><body><pre><code>let x = 1;<!-- hidden note -->\nlet y = 2; // after\n</code></pre></body></html>"
+    doc = parse_file(write(tmp_path, "c.html", page))
+    assert texts(doc) == ["let x = 1;\nlet y = 2; // after"]
+    assert "hidden note" not in doc.text
+
+
+def test_html_processing_instruction_keeps_its_tail(tmp_path: Path) -> None:
+    doc = parse_file(write(tmp_path, "pi.html", "<html><body><p>before <?php echo 1 ?> AFTERPI words</p></body></html>"))
+    assert texts(doc) == ["before AFTERPI words"]
+    assert "echo" not in doc.text
+
+
+def test_html_text_after_script_style_and_hidden_elements_is_kept(tmp_path: Path) -> None:
+    page = (
+        "<html><body><p>one <script>var secret = 1;</script>SCRIPTTAIL two "
+        "<style>.x{color:red}</style>STYLETAIL three <span hidden>invisible</span> HIDDENTAIL</p>"
+        "</body></html>"
+    )
+    doc = parse_file(write(tmp_path, "s.html", page))
+    assert texts(doc) == ["one SCRIPTTAIL two STYLETAIL three HIDDENTAIL"]
+    for absent in ("secret", "color", "invisible"):
+        assert absent not in doc.text
+
+
+def test_html_comments_inside_nested_inline_markup(tmp_path: Path) -> None:
+    page = (
+        "<html><head><title>Guide v2</title></head><body>"
+        "<h2>Getting <em>started<!-- anchor --> fast</em> today</h2>"
+        "<p>An <b>important <i>nested<!-- c1 --> word</i><!-- c2 --> here</b><!-- c3 --> and more.</p>"
+        "<table><tr><td>cell<!-- c4 --> one</td><td>cell two</td></tr></table>"
+        "<ul><li>item<!-- c5 --> kept</li></ul></body></html>"
+    )
+    doc = parse_file(write(tmp_path, "n.html", page))
+    assert doc.title == "Guide v2"
+    assert headings(doc) == [(2, "Getting started fast today")]
+    assert texts(doc) == ["An important nested word here and more.", "cell one | cell two", "item kept"]
+    for absent in ("anchor", "c1", "c2", "c3", "c4", "c5"):
+        assert absent not in doc.text.split()
+
+
+def test_html_text_after_main_is_not_counted_as_main_content() -> None:
+    body = "".join(f"<p>Paragraph {i} with enough words to be the main part.</p>" for i in range(6))
+    page = f"<html><body><nav>menu</nav><main>{body}</main>FOOTERTAIL<footer>c</footer></body></html>"
+    doc = parse_bytes(page.encode(), ".html", "m.html")
+    assert doc.text.count("Paragraph") == 6 and "FOOTERTAIL" not in doc.text
+
+
+def test_eml_html_body_keeps_text_after_comments(tmp_path: Path) -> None:
+    msg = email.message.EmailMessage()
+    msg["Subject"] = "Weekly"
+    msg.set_content(
+        "<html><body><p>Hello <!--[if mso]>outlook only<![endif]--> MSOTAIL team</p></body></html>", subtype="html"
+    )
+    doc = parse_file(write(tmp_path, "w.eml", msg.as_bytes()))
+    assert "Hello MSOTAIL team" in texts(doc)
+    assert "outlook" not in doc.text
+
+
+def test_xml_text_after_comments_and_pis_is_kept(tmp_path: Path) -> None:
+    xml = (
+        "<doc><para>first part <!-- note --> COMMENTTAIL of a long paragraph with many words in it</para>"
+        "<para>before <?render x?> PITAIL of another long paragraph with many words</para></doc>"
+    )
+    doc = parse_file(write(tmp_path, "d.xml", xml))
+    assert texts(doc) == [
+        "first part COMMENTTAIL of a long paragraph with many words in it",
+        "before PITAIL of another long paragraph with many words",
+    ]
+    assert "note" not in doc.text and "render" not in doc.text
+
+
+def test_docx_text_after_a_comment_inside_a_run_is_kept(tmp_path: Path) -> None:
+    import zipfile
+
+    data = make_docx([("text", "first half MARKER")])
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            content = src.read(item.filename)
+            if item.filename == "word/document.xml":
+                content = content.replace(b"MARKER", b"<!-- generator note -->SECONDHALF words")
+                assert b"SECONDHALF" in content
+            dst.writestr(item, content)
+    doc = parse_file(write(tmp_path, "c.docx", out.getvalue()))
+    assert texts(doc) == ["first half SECONDHALF words"]
+    assert "generator" not in doc.text

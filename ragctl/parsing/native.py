@@ -290,6 +290,19 @@ def decode_html(data: bytes) -> str:
     return decode_text(data)
 
 
+def unwrap_markup_nodes(root: Any) -> None:
+    """Remove comments and processing instructions from an lxml tree, keeping their tails.
+
+    In lxml the text after a node (``a<!-- x -->TAIL``) is that node's ``.tail``, and a walk that
+    skips the node (``.text`` / ``iterwalk``'s start and end events, which never report
+    comments) silently loses it: mdBook's ``<!-- ignore -->`` markers cost whole sentences.
+    Unwrapping them first merges each tail into the text before it, so every later walk,
+    ``itertext()`` and ``findtext()`` sees the document's text and never the comment's own."""
+    from lxml import etree
+
+    etree.strip_tags(root, etree.Comment, etree.ProcessingInstruction)
+
+
 def html_blocks(text: str) -> list[Block]:
     """Blocks of an HTML document (given as str) in document order."""
     from lxml import etree
@@ -304,6 +317,7 @@ def html_blocks(text: str) -> list[Block]:
         root = lxml_html.document_fromstring(text, parser=lxml_html.HTMLParser(huge_tree=True))
     except etree.ParserError:  # "Document is empty": only comments / doctype
         return []
+    unwrap_markup_nodes(root)
 
     blocks: list[Block] = []
     page_title = root.findtext(".//title")
@@ -333,7 +347,8 @@ def html_blocks(text: str) -> list[Block]:
         if body:
             blocks.append(heading(body, level) if kind == "heading" else text_block(body))
 
-    walker = etree.iterwalk(main_content(root), events=("start", "end"))
+    start = main_content(root)
+    walker = etree.iterwalk(start, events=("start", "end"))
     for event, el in walker:
         tag = el.tag
         skip = (
@@ -390,7 +405,9 @@ def html_blocks(text: str) -> list[Block]:
                         buf.append(" " if not pre_depth else "\n")
                     else:
                         flush()
-            if el.tail:
+            # a skipped element's tail is document text (``<script>..</script>TAIL``); the
+            # start element's tail lies outside <main>
+            if el.tail and el is not start:
                 buf.append(el.tail)
     flush()
     return blocks
@@ -543,6 +560,7 @@ def read_docx(data: bytes) -> list[Block]:
     document = docx.Document(io.BytesIO(data))
     levels = _docx_style_levels(document)
     body = document.element.body
+    unwrap_markup_nodes(body)  # the walk reads w:t .text: a comment inside would cut it
     for fallback in list(body.iter(_MC_FALLBACK)):  # duplicated text-box content
         parent = fallback.getparent()
         if parent is not None:
