@@ -4,6 +4,7 @@ against both (`entity_access`: 403 for a token without access, `known_entity`: 4
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -58,13 +59,36 @@ def entity_access(entity_id: EntityIdPath, allowed: AllowedDep) -> str:
 EntityDep = Annotated[str, Depends(entity_access)]
 
 
-def known_entity(entity_id: EntityDep, config: ConfigDep) -> str:
-    """An entity the token may touch that has data (else 404)."""
-    from ragctl.storage.layout import StoreLayout
+def _no_documents(entity_id: str) -> HttpError:
+    return HttpError(404, "unknown_entity", f"entity {entity_id!r} has no documents")
 
-    if entity_id not in StoreLayout(config.store).entity_ids():
-        raise HttpError(404, "unknown_entity", f"entity {entity_id!r} has no documents")
-    return entity_id
+
+def _readable(config: ServeConfig, entity_id: str) -> bool:
+    """The entity has committed data a reader can open (not: a directory whose first commit is
+    still under way, or one being deleted)."""
+    from ragctl.storage.entity import EntityStore
+    from ragctl.storage.json_storage import open_store
+
+    return EntityStore(open_store(config.store, create=False), entity_id).exists()
+
+
+def known_entity(entity_id: EntityDep, config: ConfigDep) -> Iterator[str]:
+    """An entity the token may touch that has data (else 404 `unknown_entity`).
+
+    The one place that turns "entity not readable" into 404 for every route that reads an
+    entity: checked before the route runs, and again when the route fails with a UsageError
+    (`open_entity`'s "unknown entity", a `Searcher` on an entity whose first commit is under way
+    or that a DELETE just removed): if the entity is not readable then, the answer is 404."""
+    from ragctl.errors import UsageError
+
+    if not _readable(config, entity_id):
+        raise _no_documents(entity_id)
+    try:
+        yield entity_id
+    except UsageError:
+        if not _readable(config, entity_id):
+            raise _no_documents(entity_id) from None
+        raise
 
 
 KnownEntityDep = Annotated[str, Depends(known_entity)]

@@ -81,7 +81,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str]:
     first = errors[0] if errors else {}
     loc = [str(p) for p in first.get("loc", ())]
     code = "invalid_entity_id" if loc[:2] == ["path", "entity_id"] else "invalid_request"
-    where = ".".join(p for p in loc if p not in ("body", "path", "query")) or "request"
+    # the first item is where the value was (body, path, query); a body field may itself be named "query"
+    where = ".".join(loc[1:] if loc[:1] and loc[0] in ("body", "path", "query", "header") else loc) or "request"
     return code, f"{where}: {first.get('msg', 'invalid request')}"
 
 

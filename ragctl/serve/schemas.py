@@ -23,7 +23,10 @@ class _Body(BaseModel):
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields and values of another JSON type are refused (422), never
+    coerced: `"k": true`, `"k": "3"` and `"k": 2.0` are not the integer 3 or 2."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ErrorDetail(_Body):
@@ -147,7 +150,7 @@ class SearchRequest(_Request):
     query: str = Field(min_length=1, max_length=10_000)
     k: int = Field(default=5, ge=1, le=100)
     mode: Literal["hybrid", "vector", "text"] = "hybrid"
-    rerank: bool = Field(False, strict=True, description="experimental: re-score the top candidates passage by passage "
+    rerank: bool = Field(False, description="experimental: re-score the top candidates passage by passage "
                                             "(docs/retrieval.md; slower, no measured gain yet)")
 
 

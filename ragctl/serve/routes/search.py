@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter
 
 from ragctl.serve.deps import KnownEntityDep, ServicesDep
-from ragctl.serve.errors import HttpError
 from ragctl.serve.routes import errors
 from ragctl.serve.schemas import SearchRequest, SearchResults
 
@@ -18,17 +17,8 @@ router = APIRouter(tags=["search"])
 @router.post("/api/entities/{entity_id}/search", response_model=SearchResults, operation_id="search",
              summary="Top-k chunks of one entity", responses=errors(400, 403, 404, 408, 409, 422))
 def search(entity_id: KnownEntityDep, body: SearchRequest, svc: ServicesDep) -> Any:
-    from ragctl.errors import UsageError
     from ragctl.query import hit_json
-    from ragctl.storage.entity import open_entity
 
-    try:
-        searcher = svc.searchers.get(entity_id)
-    except UsageError:
-        try:  # the entity's directory exists but its first commit has not finished: no data yet
-            open_entity(svc.config.store, entity_id)
-        except UsageError:
-            raise HttpError(404, "unknown_entity", f"entity {entity_id!r} has no documents") from None
-        raise
+    searcher = svc.searchers.get(entity_id)  # an entity not readable (yet): 404 by `known_entity`
     hits = searcher.search([body.query], body.k, body.mode, rerank=body.rerank)[0]
     return {"entity": entity_id, "results": [hit_json(h) for h in hits]}
