@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragctl import events as ev
 from ragctl.discovery import source_from_paths
-from ragctl.errors import UsageError
+from ragctl.errors import StorageError, UsageError
 from ragctl.ids import validate_entity_id
 from ragctl.ingest import IngestOptions, IngestReport, ingest
 from ragctl.model_config import ModelConfig
@@ -102,6 +103,14 @@ class EntityRAGManager:
         """Drop this process's in-memory caches for the entity (nothing on disk changes)."""
         self._searchers.pop(validate_entity_id(entity_id), None)
 
+    def list_entities(self, q: str = "", offset: int = 0, limit: int | None = None) -> dict[str, dict[str, Any]]:
+        """The store's entities from its catalog, sorted by id: {id: {documents, chunks, bytes,
+        last_ingest, model, error}}; `q` a case-insensitive substring of the id, then
+        `offset`/`limit` (as `GET /api/entities`). Opens no entity."""
+        from ragctl.stats import store_stats
+
+        return store_stats(self.store, q=q, offset=offset, limit=limit)["entities"]  # type: ignore[no-any-return]
+
     def delete_entity(self, entity_id: str) -> bool:
         deleted = delete_entity(self.store, entity_id)
         self.cleanup_entity(entity_id)
@@ -111,6 +120,7 @@ class EntityRAGManager:
 def delete_entity(store: str | os.PathLike[str], entity_id: str) -> bool:
     """Remove every file of an entity: mapping shard (and its lock), index, chunk texts, meta,
     and its records in a legacy monolithic mapping. Returns False if there was nothing."""
+    from ragctl.storage import catalog
     from ragctl.storage.json_storage import open_store
     from ragctl.storage.layout import require_store
 
@@ -137,12 +147,18 @@ def delete_entity(store: str | os.PathLike[str], entity_id: str) -> bool:
         # the shard holds this entity's records only: it goes whole, unread, so an entity whose
         # shard is corrupt can still be deleted
         with storage.shard_lock(MAPPING_COLLECTION, entity_id):
+            with suppress(StorageError):  # (a broken catalog: verify reports it, --repair rebuilds it)
+                catalog.mark(layout.root, entity_id)  # a kill from here on: readers drop the row
             had_shard = storage.remove_shard_files(MAPPING_COLLECTION, entity_id)  # always: records first
             existed = existed or had_shard or entity_dir.exists()
             retire_entity_dir()
+            with suppress(StorageError):
+                catalog.put(layout.root, entity_id, None)
         storage.drop_shard(MAPPING_COLLECTION, entity_id)
     else:
         with storage.edit(MAPPING_COLLECTION, None) as records:
+            with suppress(StorageError):
+                catalog.mark(layout.root, entity_id)  # its row is dropped by the next reader
             doomed = [k for k, r in records.items() if r.get("entity_id") == entity_id]
             existed = existed or bool(doomed) or entity_dir.exists()
             for key in doomed:

@@ -1,47 +1,42 @@
-"""Per-entity statistics (`ragctl stats`)."""
+"""Per-entity statistics (`ragctl stats`), read from the store catalog (storage/catalog.py):
+one SQLite query, not one open per entity. A store without a catalog gets one on first use."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-from ragctl.errors import StorageError
-from ragctl.storage.entity import EntityStore
+from ragctl.storage import catalog
 from ragctl.storage.json_storage import open_store
 from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, require_store
 
 
-def _bytes_under(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+def _store_level_bytes(store: Path) -> int:
+    """Bytes of the files that belong to no entity: store.json, the legacy mapping, the catalog."""
+    layout = StoreLayout(store)
+    cat = catalog.catalog_path(store)
+    total = 0
+    for path in (layout.manifest_path, layout.legacy_path(MAPPING_COLLECTION), cat,
+                 cat.with_name(cat.name + "-wal")):
+        try:
+            total += os.stat(path).st_size
+        except OSError:
+            pass
+    return total
 
 
-def store_stats(store: Path) -> dict[str, Any]:
+def store_stats(store: Path, *, offset: int = 0, limit: int | None = None, q: str = "",
+                allowed: frozenset[str] | None = None) -> dict[str, Any]:
+    """{"entities": {id: {documents, chunks, bytes, last_ingest, model, error}}, "totals":
+    {entities, documents, chunks, bytes}, "total", "offset", "limit"}: entities sorted by id,
+    filtered by `q` (case-insensitive substring of the id) and `allowed`, then paged; totals
+    over every matching entity. Unfiltered, totals.bytes also counts the store-level files."""
     require_store(store)
     storage = open_store(store, create=False)
-    layout = StoreLayout(store)
-    entities: dict[str, Any] = {}
-    for entity_id in layout.entity_ids():
-        entity = EntityStore(storage, entity_id)
-        error = None
-        try:
-            records = entity.records()
-            meta = entity.meta() or {}
-        except (StorageError, OSError) as exc:  # one unreadable entity does not hide the others
-            records, meta, error = {}, {}, str(exc)
-        entities[entity_id] = {
-            "documents": len(records),
-            "chunks": sum(int(r.get("chunk_count", 0)) for r in records.values()),
-            "bytes": _bytes_under(layout.entity_dir(entity_id)) + _bytes_under(layout.shard_path(MAPPING_COLLECTION, entity_id)),
-            "last_ingest": meta.get("last_ingest"),
-            "model": meta.get("model", {}).get("name"),
-            "error": error,  # why its records cannot be read (`ragctl verify` says more); else null
-        }
-    totals = {
-        "entities": len(entities),
-        "documents": sum(e["documents"] for e in entities.values()),
-        "chunks": sum(e["chunks"] for e in entities.values()),
-        "bytes": _bytes_under(store),
-    }
-    return {"entities": entities, "totals": totals}
+    result = catalog.page(storage, offset=offset, limit=limit, q=q, allowed=allowed)
+    if not q and allowed is None:
+        result["totals"]["bytes"] += _store_level_bytes(store)
+    result["offset"] = offset
+    result["limit"] = limit
+    return result

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ragctl.errors import StorageError
+from ragctl.storage import catalog
 from ragctl.storage.entity import EntityStore
 from ragctl.storage.json_storage import JSONStorage, Record, open_store
 from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout, require_store, upgrade_manifest
@@ -196,8 +197,16 @@ def verify_store(store: Path, repair: bool = False) -> dict[str, Any]:
                 entities[eid] = check_entity(storage, eid, repair)
             except Exception as exc:  # noqa: BLE001 - invalid ids etc. are reported, not fatal
                 store_problems.append(f"legacy record {record.get('doc_id')}: {exc}")
+    # The store catalog (storage/catalog.py) against the entities' files, after the entity
+    # repairs; pending marks of dead writers are settled first, as any reader does.
+    try:
+        cat = catalog.check(storage, entities, repair)
+    except StorageError as exc:
+        cat = {"ok": False, "present": True, "problems": [str(exc)], "repaired": [], "bytes_drift": []}
+    store_problems += cat["problems"]
     ok = all(c.ok for c in entities.values()) and not store_problems
-    out: dict[str, Any] = {"ok": ok, "entities": {e: c.to_json() for e, c in sorted(entities.items())}}
+    out: dict[str, Any] = {"ok": ok, "entities": {e: c.to_json() for e, c in sorted(entities.items())},
+                           "catalog": cat}
     if store_problems:
         out["problems"] = store_problems
     return out

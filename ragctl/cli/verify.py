@@ -38,6 +38,8 @@ def verify_command(
                 typer.echo(f"  repaired: {action}")
         for problem in result.get("problems", []):
             typer.echo(f"store: problem: {problem}")
+        for action in result.get("catalog", {}).get("repaired", []):
+            typer.echo(f"store: repaired: {action}")
         typer.echo("store is consistent" if result["ok"] else "store has problems")
     if not result["ok"]:
         raise typer.Exit(EXIT_PROBLEMS)

@@ -70,6 +70,8 @@ class SearchHit(BaseModel):
     title: str = Field(description="The document's title; empty when not known.")
     section: str = Field(description="Heading path of the chunk inside the document; empty when not known.")
     chunk: int = Field(description="0-based position of this chunk in its document.")
+    page: int | None = Field(None, description="The page the chunk starts on (PDF pages, image frames); null when the format has no pages.")
+    ocr: bool = Field(False, description="True when the chunk's text was recognised from a scanned page or image (OCR): expect recognition errors.")
     score: float = Field(description="Rank-fusion score (hybrid), cosine (vector) or bm25 (text); higher is better.")
     text: str = Field(description="The chunk's text.")
 
@@ -134,18 +136,14 @@ class StoreTools:
         return UsageError(f"unknown entity {entity_id!r} (entities: {shown or 'none'})")
 
     def list_entities(self) -> EntityList:
-        out = []
-        for entity_id in self.entity_ids():
-            entity = EntityStore(self._storage, entity_id)
-            records = entity.records()
-            meta = entity.meta() or {}
-            out.append(EntitySummary(
-                entity=entity_id,
-                documents=len(records),
-                chunks=sum(int(r.get("chunk_count", 0)) for r in records.values()),
-                model=meta.get("model", {}).get("name"),
-            ))
-        return EntityList(entities=out)
+        """From the store catalog (storage/catalog.py): no entity is opened."""
+        from ragctl.storage import catalog
+
+        rows = catalog.page(self._storage, allowed=self.visible)["entities"]
+        return EntityList(entities=[
+            EntitySummary(entity=entity_id, documents=row["documents"], chunks=row["chunks"], model=row["model"])
+            for entity_id, row in rows.items()
+        ])
 
     # ------------------------------------------------------------------ search
     def search(self, entity: str, query: str, k: int = DEFAULT_K, mode: str = "hybrid") -> SearchResult:
@@ -164,7 +162,8 @@ class StoreTools:
             SearchHit(
                 rank=rank, path=hit.path, doc_id=hit.doc_id,
                 title=getattr(hit, "title", ""), section=getattr(hit, "section", ""),
-                chunk=hit.chunk, score=round(float(hit.score), 6), text=hit.text,
+                chunk=hit.chunk, page=getattr(hit, "page", None), ocr=bool(getattr(hit, "ocr", False)),
+                score=round(float(hit.score), 6), text=hit.text,
             )
             for rank, hit in enumerate(hits, 1)
         ])

@@ -102,6 +102,7 @@ class EntityStats(_Body):
     bytes: int
     last_ingest: str | None
     model: str | None
+    error: str | None = Field(None, description="why the entity's records cannot be read (`ragctl verify` says more)")
 
 
 class Totals(_Body):
@@ -112,8 +113,11 @@ class Totals(_Body):
 
 
 class StoreStats(_Body):
-    entities: dict[str, EntityStats]
-    totals: Totals
+    entities: dict[str, EntityStats] = Field(description="this page of the matching entities, sorted by id")
+    totals: Totals = Field(description="over every matching entity the token may see, not just this page")
+    total: int = Field(description="how many entities match (the token's, filtered by q)")
+    offset: int
+    limit: int | None = Field(description="the page size (null: every entity, as `ragctl stats --json`)")
 
 
 class FileRecord(_Body):
@@ -164,6 +168,9 @@ class SearchHit(_Body):
     text_rank: int | None
     title: str | None = Field(None, description="the document's title, when its format has one")
     section: str | None = Field(None, description="the heading the chunk is under")
+    page: int | None = Field(None, description="the page the chunk starts on (PDF pages, image frames); "
+                                               "null where the format has no pages")
+    ocr: bool = Field(False, description="the chunk's text was recognised from a page image (OCR)")
 
 
 class SearchResults(_Body):

@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,7 @@ from ragctl.errors import StorageError
 from ragctl.fsutil import file_lock, fsync_dir, now_iso
 from ragctl.ids import validate_entity_id
 from ragctl.parsing.textutil import one_line
-from ragctl.storage import compaction
+from ragctl.storage import catalog, compaction
 from ragctl.storage import segments as seg
 from ragctl.storage.chunk_texts import ChunkTexts
 from ragctl.storage.entity_meta import EntityMeta
@@ -73,6 +73,10 @@ class PreparedDoc:
     title: str = ""
     sections: Sequence[str] = ()
     chunker: int = 0
+    # each chunk's page (1-based; None: no pages) and whether its text was OCR'd ((): unknown)
+    pages: Sequence[int | None] = ()
+    ocr: Sequence[bool] = ()
+    ocr_pages: int = 0  # pages of the file read by OCR (recorded as "ocr_pages" when > 0)
     # the doc_id a new document gets ("" : a fresh one); a replaced one keeps its record's
     doc_id: str = ""
     # more fields for its record (integrations: e.g. a LangChain document's metadata)
@@ -95,6 +99,11 @@ class CommitResult:
     # commit(merge_later=True): the merge this commit planned, for the caller to run with
     # `compact()` (on any thread; no lock is held meanwhile) - None when nothing is to merge.
     pending_merge: Any = None
+
+
+def catalog_failed(reason: str) -> str:
+    """The one line for a store catalog that could not be updated after a commit."""
+    return f"store catalog not updated (the commit stands; readers recompute the row): {reason}"
 
 
 def merge_failed(reason: str) -> str:
@@ -134,7 +143,15 @@ class EntityStore:
         return self._meta.exists() or bool(self.records())
 
     def records(self) -> dict[str, Record]:
-        return self.storage.records_for_entity(MAPPING_COLLECTION, self.entity_id)
+        try:
+            return self.storage.records_for_entity(MAPPING_COLLECTION, self.entity_id)
+        except StorageError:
+            # unreadable (a corrupt shard): the store catalog's next reader recomputes the
+            # entity's row, which then names the error
+            if catalog.catalog_path(self.storage.root).exists():
+                with suppress(StorageError, OSError, sqlite3.Error):
+                    catalog.mark(self.storage.root, self.entity_id)
+            raise
 
     def check_model(self, model: dict[str, Any]) -> None:
         self._meta.check_model(model)
@@ -271,20 +288,25 @@ class EntityStore:
                 self.texts.max_id() + 1,
                 int(meta.get("next_vector_id", 0)),
             )
-            new_rows: list[tuple[int, str, int, str, str, str]] = []
+            new_rows: list[tuple[int, str, int, str, str, str, int | None, bool]] = []
             new_vectors: list[np.ndarray] = []
             new_records: list[Record] = []
             for doc, doc_id, status in accepted:
                 first = next_id
                 next_id += len(doc.chunks)
                 sections = list(doc.sections) or [""] * len(doc.chunks)
-                new_rows.extend((first + i, doc_id, i, text, doc.title, sections[i])
+                pages = list(doc.pages) or [None] * len(doc.chunks)
+                ocr = list(doc.ocr) or [False] * len(doc.chunks)
+                new_rows.extend((first + i, doc_id, i, text, doc.title, sections[i], pages[i], ocr[i])
                                 for i, text in enumerate(doc.chunks))
                 new_vectors.append(np.ascontiguousarray(doc.vectors, dtype=np.float32))
                 new_records.append(self._record(doc, doc_id, first))
                 result.status[doc.path] = status
                 result.chunks_added += len(doc.chunks)
 
+            # 0. the store catalog marks the entity pending before anything changes (catalog.py)
+            writes = bool(new_rows or changes or removes or not self._meta.exists())
+            catalog_error = self._catalog_mark() if writes else ""
             # 1. chunk texts + full-text entries (superset of the index at every instant)
             self.texts.insert(new_rows)
             # 2. one new segment, then entity.json naming it (model identity, id high-water mark)
@@ -334,6 +356,13 @@ class EntityStore:
                                        orphans=shard is not None)
                 except (StorageError, OSError, sqlite3.Error) as exc:  # after the commit point
                     result.maintenance_error = merge_failed(one_line(exc, 200))
+            if writes and shard is not None:
+                # the entity's catalog row, still under the lock (a monolithic store's legacy
+                # file is written when the lock is released: its mark stays, readers settle it)
+                kept = {k: r for k, r in legacy.items() if k not in legacy_removals}
+                catalog_error = self._catalog_put(meta, extra=kept) or catalog_error
+            if catalog_error and not result.maintenance_error:
+                result.maintenance_error = catalog_error
         try:
             # Records still in an unmigrated legacy file are removed after the shard lock is
             # released: lock order is always legacy -> shard (as migrate-to-sharded takes them).
@@ -350,6 +379,43 @@ class EntityStore:
         elif merge is not None:
             result.maintenance_error = self.compact(merge)
         return result
+
+    # ------------------------------------------------------------------ store catalog (catalog.py)
+    def _catalog_mark(self) -> str:
+        """Mark the entity pending in the store catalog (lock held, before any write); '' or
+        why the catalog could not be written (the commit goes on: never fails for it)."""
+        try:
+            catalog.mark(self.storage.root, self.entity_id)
+        except (StorageError, OSError, sqlite3.Error) as exc:
+            return catalog_failed(one_line(exc, 200))
+        return ""
+
+    def _catalog_put(self, meta: dict[str, Any] | None, extra: dict[str, Record] | None = None) -> str:
+        """Write the entity's catalog row from the committer's view (lock held, sharded store:
+        documents and chunks are running totals, bytes a stat of its few files) and clear the
+        mark; '' or why not (the mark then stays and the next reader recomputes the row)."""
+        if self._view is None:
+            return ""
+        extra = {k: r for k, r in (extra or {}).items() if k not in self._view.records}
+        try:
+            row = catalog.row_from(
+                len(self._view.records) + len(extra),
+                self._lookup.referenced + sum(int(r.get("chunk_count", 0) or 0) for r in extra.values()),
+                catalog.entity_bytes(self.storage.root, self.entity_id), meta)
+            catalog.put(self.storage.root, self.entity_id, row)
+        except (StorageError, OSError, sqlite3.Error, ValueError, TypeError) as exc:
+            return catalog_failed(one_line(exc, 200))
+        return ""
+
+    def _catalog_bytes(self) -> None:
+        """A gc or merge changed only the entity's files: its row's bytes (lock held; best
+        effort - a row whose bytes lag is reported by verify and fixed by --repair)."""
+        if not self.storage.enable_sharding or not catalog.catalog_path(self.storage.root).exists():
+            return
+        try:
+            catalog.set_bytes(self.storage.root, self.entity_id, catalog.entity_bytes(self.storage.root, self.entity_id))
+        except (StorageError, OSError, sqlite3.Error):
+            pass
 
     def compact(self, merge: compaction.Merge | None) -> str:
         """Run a merge a commit planned; '' or a one-line reason it failed (the commit stands:
@@ -474,6 +540,8 @@ class EntityStore:
                         self.texts.delete(merge.stray_rows.tolist())  # every orphan's segment rewritten
                     dropped += sum(job.dropped for job in applied)
                     merge.close()  # its inputs are no longer "in progress" for the next plan
+                    if applied:
+                        self._catalog_bytes()
                     if applied:  # a merge can fill the next tier
                         following = self._plan(meta, full=False, after=merge)
                     else:  # its inputs went meanwhile: what is listed now, without its keep set
@@ -514,6 +582,7 @@ class EntityStore:
             "mtime_ns": doc.mtime_ns,
             "parser": doc.parser,
             "chunker": doc.chunker,
+            **({"ocr_pages": doc.ocr_pages} if doc.ocr_pages else {}),
             "indexed_at": now_iso(),
         }
 
@@ -544,6 +613,8 @@ class EntityStore:
             self._vectors_manifest(meta)
             self.texts.ensure_full_text()
             merge = self._plan(meta, full=True)
+            if shard is not None and merge is None:
+                self._catalog_bytes()  # folded, garbage removed (a merge updates them at its switch)
         return self._compact(merge)  # merges written without the lock, switched in under it
 
     def forget_missing_segments(self) -> list[dict[str, Any]]:

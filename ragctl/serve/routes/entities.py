@@ -16,20 +16,16 @@ router = APIRouter(tags=["entities"])
 
 
 @router.get("/api/entities", response_model=StoreStats, operation_id="listEntities",
-            summary="Per-entity stats (as `ragctl stats --json`)")
-def list_entities(config: ConfigDep, allowed: AllowedDep) -> Any:
+            summary="Per-entity stats (as `ragctl stats --json`), paged and filtered", responses=errors(422))
+def list_entities(config: ConfigDep, allowed: AllowedDep, offset: Annotated[int, Query(ge=0)] = 0,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  q: Annotated[str, Query(max_length=128, description="case-insensitive substring of the entity id")] = "",
+                  ) -> Any:
+    """From the store catalog: the token's entities (all for the admin token) whose id contains
+    `q`, sorted by id, `limit` from `offset`; totals over all of them."""
     from ragctl.stats import store_stats
 
-    result = store_stats(config.store)
-    if allowed is None:
-        return result
-    entities = {e: v for e, v in result["entities"].items() if e in allowed}
-    return {"entities": entities, "totals": {
-        "entities": len(entities),
-        "documents": sum(v["documents"] for v in entities.values()),
-        "chunks": sum(v["chunks"] for v in entities.values()),
-        "bytes": sum(v["bytes"] for v in entities.values()),
-    }}
+    return store_stats(config.store, offset=offset, limit=limit, q=q, allowed=allowed)
 
 
 @router.get("/api/entities/{entity_id}/files", response_model=FileList, operation_id="listFiles",
