@@ -70,6 +70,8 @@ class Chunk:
     title: str = ""  # the document's title (contextual chunks)
     section: str = ""  # heading path inside the document, CONTEXT_SEPARATOR-joined ("" at top level)
     context: str = ""  # the line embedded before the text ("" for none)
+    page: int | None = None  # the page its text starts on (PDF pages, image frames), when known
+    ocr: bool = False  # some of its text was recognised from a page image
 
     @property
     def embed_text(self) -> str:
@@ -245,12 +247,15 @@ def _is_punct(ch: str) -> bool:
 
 
 class _Blk:
-    __slots__ = ("text", "heading", "level", "starts", "_sents")
+    __slots__ = ("text", "heading", "level", "starts", "_sents", "page", "ocr")
 
-    def __init__(self, text: str, heading: bool, starts: list[int], level: int = 0):
+    def __init__(self, text: str, heading: bool, starts: list[int], level: int = 0,
+                 page: int | None = None, ocr: bool = False):
         self.text = text
         self.heading = heading
         self.level = level
+        self.page = page
+        self.ocr = ocr
         self.starts = starts  # start offset of every token (no specials), ascending
         self._sents: list[tuple[int, int, int]] | None = None
 
@@ -353,14 +358,15 @@ class Chunker:
             for bi, b in enumerate(group):
                 packer.add_block(bi, b)
             for chunk in self._verify(group, packer.finish(), self.max_tokens - used):
-                out.append(Chunk(chunk.text, chunk.token_count, title, CONTEXT_SEPARATOR.join(section), context))
+                out.append(Chunk(chunk.text, chunk.token_count, title, CONTEXT_SEPARATOR.join(section), context,
+                                 chunk.page, chunk.ocr))
         # The real count of what is embedded (exact for BERT-style tokenisers, whose counts are
         # additive); a tokeniser that merges across the line break loses the context line
         # rather than any text.
         counts = self.count_tokens_batch([c.embed_text for c in out])
         return [
-            Chunk(c.text, n, c.title, c.section, c.context) if n <= self.max_tokens
-            else Chunk(c.text, self.count_tokens(c.text), c.title, c.section, "")
+            Chunk(c.text, n, c.title, c.section, c.context, c.page, c.ocr) if n <= self.max_tokens
+            else Chunk(c.text, self.count_tokens(c.text), c.title, c.section, "", c.page, c.ocr)
             for c, n in zip(out, counts)
         ]
 
@@ -396,6 +402,7 @@ class Chunker:
         texts: list[str] = []
         heads: list[bool] = []
         levels: list[int] = []
+        origins: list[tuple[int | None, bool]] = []  # (page, ocr) of each block
         for b in blocks:
             text: Any
             if isinstance(b, str):
@@ -410,6 +417,7 @@ class Chunker:
             texts.append(text)
             heads.append(kind == "heading")
             levels.append(int(level or 1) if kind == "heading" else 0)
+            origins.append((getattr(b, "page", None), bool(getattr(b, "ocr", False))))
         if not texts:
             return []
         # Huge blocks are encoded as ~32 KB segments cut at whitespace: tokenising one very
@@ -426,7 +434,7 @@ class Chunker:
             seg_of.append((first, len(segs) - first))
         encs = self.tokenizer.encode_batch(segs, add_special_tokens=False)
         out: list[_Blk] = []
-        for text, head, level, (first, count) in zip(texts, heads, levels, seg_of):
+        for text, head, level, (first, count), (page, ocr) in zip(texts, heads, levels, seg_of, origins):
             if count == 1:
                 starts = [o[0] for o in encs[first].offsets]
             else:
@@ -434,8 +442,20 @@ class Chunker:
                 for k in range(first, first + count):
                     base = seg_start[k]
                     starts.extend(o[0] + base for o in encs[k].offsets)
-            out.append(_Blk(text, head, starts, level))
+            out.append(_Blk(text, head, starts, level, page, ocr))
         return out
+
+    @staticmethod
+    def _origin(chunk: Chunk, blks: list[_Blk], leaves: Sequence[_Leaf], skip: int = 0) -> Chunk:
+        """The chunk with the page its own text starts on (past the `skip` leaves it repeats from
+        the previous chunk) and whether any of its blocks was OCR'd."""
+        if not leaves:
+            return chunk
+        first = blks[leaves[min(skip, len(leaves) - 1)][0]]
+        ocr = any(blks[leaf[0]].ocr for leaf in leaves)
+        if first.page is None and not ocr:
+            return chunk
+        return Chunk(chunk.text, chunk.token_count, chunk.title, chunk.section, chunk.context, first.page, ocr)
 
     @staticmethod
     def _join(blks: list[_Blk], leaves: Sequence[_Leaf]) -> str:
@@ -462,7 +482,7 @@ class Chunker:
         out: list[Chunk] = []
         for text, n, (leaves, n_overlap) in zip(texts, counts, leaf_chunks):
             if n <= limit:
-                out.append(Chunk(text, n))
+                out.append(self._origin(Chunk(text, n), blks, leaves, n_overlap))
             else:
                 out.extend(self._refit(blks, leaves, n_overlap, limit))
         return out
@@ -477,7 +497,7 @@ class Chunker:
             text = self._join(blks, rest)
             n = self.count_tokens(text)
             if n <= limit:
-                out.append(Chunk(text, n))
+                out.append(self._origin(Chunk(text, n), blks, rest, n_overlap))
                 break
             lo, hi = 0, len(rest) - 1  # largest k in [lo, hi] whose prefix fits
             best: Chunk | None = None
@@ -496,11 +516,11 @@ class Chunker:
                     continue
                 n_overlap = 0
             if lo == 0:
-                out.extend(self._split_exact(self._join(blks, rest[:1]), limit))
+                out.extend(self._origin(c, blks, rest[:1]) for c in self._split_exact(self._join(blks, rest[:1]), limit))
                 rest = rest[1:]
             else:
                 assert best is not None
-                out.append(best)
+                out.append(self._origin(best, blks, rest[:lo]))
                 rest = rest[lo:]
         return out
 

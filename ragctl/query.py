@@ -158,4 +158,6 @@ def hit_json(hit: Hit) -> dict[str, Any]:
         "text_rank": hit.text_rank,
         "title": hit.title,
         "section": hit.section,
+        "page": hit.page,
+        "ocr": hit.ocr,
     }

@@ -66,7 +66,7 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: float = 60
 
 def test_import_is_light_and_binary_junk_never_reaches_unstructured(tmp_path: Path) -> None:
     for name, data in {
-        "logo.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
+        "logo.ico": b"\x00\x00\x01\x00" + bytes(range(256)) * 4,  # (images are read by OCR: tests/test_ocr.py)
         "bundle.zip": b"PK\x03\x04" + bytes(range(256)),
         "tool.exe": b"MZ\x90\x00" + bytes(256),
         "blob.bin": bytes(range(256)) * 8,
@@ -94,7 +94,7 @@ def test_import_is_light_and_binary_junk_never_reaches_unstructured(tmp_path: Pa
     result = json.loads(out)
     assert result["loaded"] == []
     assert result["unstructured"] is False
-    assert result["reasons"]["logo.png"] == "unsupported file type '.png'"
+    assert result["reasons"]["logo.ico"] == "unsupported file type '.ico'"
     assert result["reasons"]["bundle.zip"] == "unsupported file type '.zip'"
     assert result["reasons"]["tool.exe"] == "unsupported file type '.exe'"
     assert result["reasons"]["blob.bin"] == "unsupported file type '.bin'"
@@ -103,13 +103,15 @@ def test_import_is_light_and_binary_junk_never_reaches_unstructured(tmp_path: Pa
 
 def test_supported_suffixes_and_is_supported(tmp_path: Path) -> None:
     expected = {".txt", ".text", ".log", ".md", ".markdown", ".rst", ".html", ".htm", ".xhtml",
-                ".pdf", ".docx", ".pptx", ".csv", ".tsv", ".json", ".jsonl", ".eml", ".xml"}
+                ".pdf", ".docx", ".pptx", ".csv", ".tsv", ".json", ".jsonl", ".eml", ".xml",
+                ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"}  # images: OCR
     assert expected <= SUPPORTED_SUFFIXES
     assert set(READERS) == SUPPORTED_SUFFIXES
     assert is_supported(Path("a/b/Report.PDF"))
     assert is_supported(Path("notes.md"))
     assert is_supported(Path("mail.msg"))  # fallback format
-    assert not is_supported(Path("photo.png"))
+    assert is_supported(Path("scan.TIF"))
+    assert not is_supported(Path("drawing.svg"))
     assert not is_supported(Path("archive.tar.gz"))
     assert is_supported(write(tmp_path, "README", "plain words\n"))
     assert not is_supported(write(tmp_path, "core", b"\x7fELF\x00\x00\x01" * 50))
@@ -386,9 +388,14 @@ def test_pdf_pages_and_text(tmp_path: Path) -> None:
     assert doc.blocks[1].text == "Second page (appendix) mentions the loading dock."
 
 
-def test_pdf_without_text_layer_is_skipped(tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedFormat, match=r"no extractable text \(scanned PDF\?\)"):
-        parse_file(write(tmp_path, "scan.pdf", make_pdf([[], []])))
+def test_pdf_without_any_text_is_skipped(tmp_path: Path) -> None:
+    from ragctl.parsing import OcrOptions
+
+    blank = write(tmp_path, "blank.pdf", make_pdf([[], []]))
+    with pytest.raises(UnsupportedFormat, match=r"no extractable text \(no text layer, and OCR found no text\)"):
+        parse_file(blank)  # --ocr auto: both pages OCR'd, nothing found
+    with pytest.raises(UnsupportedFormat, match=r"no extractable text \(a scanned PDF\? OCR is off: --ocr off\)"):
+        parse_file(blank, OcrOptions(mode="off"))
 
 
 def test_corrupt_pdf_is_a_one_line_parse_error(tmp_path: Path) -> None:
@@ -625,7 +632,7 @@ def test_reader_exceptions_become_one_line_parse_errors(monkeypatch: pytest.Monk
 
 
 def test_unknown_suffix_is_unsupported(tmp_path: Path) -> None:
-    for name in ("diagram.png", "data.parquet", "script.sh"):
+    for name in ("diagram.svg", "data.parquet", "script.sh"):
         with pytest.raises(UnsupportedFormat, match=r"^unsupported file type '\.\w+'$"):
             parse_file(write(tmp_path, name, "some text"))
 

@@ -23,14 +23,14 @@ def ingest_sequential(
     """Ingest `sources` into `store` one document at a time with `embedder`; the report."""
     from ragctl.ingest import messages as msg
     from ragctl.ingest.commit import commit_documents, finish_entity
-    from ragctl.ingest.embed import route
+    from ragctl.ingest.embed import prepared_doc, route
     from ragctl.ingest.options import IngestOptions, RunContext
     from ragctl.ingest.parse import make_chunker, parse_file
     from ragctl.ingest.plan import VERDICT_STATUS, EntityPlan, Verdict, source_files
     from ragctl.ingest.report import Reporter
     from ragctl.model_config import embedded_by
     from ragctl.storage import open_store
-    from ragctl.storage.entity import EntityStore, PreparedDoc
+    from ragctl.storage.entity import EntityStore
 
     started = time.perf_counter()
     options = IngestOptions(store=store, workers=1)
@@ -65,15 +65,12 @@ def ingest_sequential(
             elif isinstance(settled, msg.Change):
                 commit_documents(entity, ctx, reporter, changes=[settled])
             else:  # new content (`settled`: the doc_ids it is not a copy of): embed it alone, commit it alone
-                reporter.parsed(eid, outcome.rel_path, len(outcome.chunks), outcome.size)
+                reporter.parsed(outcome)
                 t0 = time.perf_counter()
                 vectors = embedder.encode([outcome.embed_text(i) for i in range(len(outcome.chunks))])
                 reporter.embedded(len(outcome.chunks), time.perf_counter() - t0, {eid: len(outcome.chunks)})
-                doc = PreparedDoc(
-                    outcome.rel_path, outcome.content_hash, outcome.size, outcome.mtime_ns, outcome.chunks,
-                    vectors, outcome.parser, frozenset(settled) if isinstance(settled, frozenset) else frozenset(),
-                    outcome.title, outcome.sections, outcome.chunker,
-                )
+                doc = prepared_doc(outcome, vectors,
+                                   frozenset(settled) if isinstance(settled, frozenset) else frozenset())
                 commit_documents(entity, ctx, reporter, adds=[msg.Embedded(eid, doc, runtime)])
         reporter.entity_files(eid, files)
         finish_entity(entity, plan.gone(), ctx, reporter)

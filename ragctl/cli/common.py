@@ -69,6 +69,21 @@ StoreOption = typer.Option(
     None, "--store", envvar="RAGCTL_STORE", help="Store directory [default: ./ragstore].", show_default=False
 )
 JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+OcrOption = typer.Option(
+    "auto", "--ocr", metavar="auto|off|force",
+    help="Read text from page images: auto = PDF pages without a usable text layer and image files "
+         "(.png .jpg .tif ...); force = every PDF page too; off = never (scans and images are skipped).",
+)
+OcrMaxPagesOption = typer.Option(1000, "--ocr-max-pages", min=1, help="A file with more pages to OCR fails (a scanned book: raise it).")
+
+
+def ocr_options(mode: str, max_pages: int) -> Any:
+    """The OcrOptions of --ocr / --ocr-max-pages; a wrong mode is a usage error (exit 2)."""
+    from ragctl.parsing.ocr import OCR_MODES, OcrOptions
+
+    if mode not in OCR_MODES:
+        raise typer.BadParameter(f"{mode!r} is not one of {', '.join(OCR_MODES)}", param_hint="--ocr")
+    return OcrOptions(mode=mode, max_pages=max_pages)
 
 
 def store_path(store: Path | None) -> Path:

@@ -330,7 +330,7 @@ def summary_table(report_json: dict) -> IngestSummary:
     columns = [
         ("files", "files"), ("indexed", "new"), ("updated", "updated"), ("moved", "moved"),
         ("unchanged", "unchanged"), ("skipped", "skipped"), ("failed", "failed"),
-        ("pruned", "pruned"), ("stale", "stale"), ("chunks", "chunks"),
+        ("pruned", "pruned"), ("stale", "stale"), ("chunks", "chunks"), ("ocr_pages", "OCR pages"),
     ]
     rows = report_json["entities"]
     always = {"files", "indexed", "chunks"}

@@ -8,7 +8,18 @@ from pathlib import Path
 
 import typer
 
-from ragctl.cli.common import EXIT_USAGE, StoreOption, fail, handle_errors, plain, stderr, store_path
+from ragctl.cli.common import (
+    EXIT_USAGE,
+    OcrMaxPagesOption,
+    OcrOption,
+    StoreOption,
+    fail,
+    handle_errors,
+    ocr_options,
+    plain,
+    stderr,
+    store_path,
+)
 from ragctl.cli.model_options import model_options
 from ragctl.ingest.options import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_TEXT_MB, DEFAULT_PARSE_TIMEOUT_S
 from ragctl.model_config import ModelConfig
@@ -42,7 +53,9 @@ def serve_command(
     workers: int = typer.Option(0, "--workers", "-w", min=0, help="Parse workers [default: number of cores]."),
     max_file_mb: float = typer.Option(DEFAULT_MAX_FILE_MB, "--max-file-mb", min=0.001, help="Skip files larger than this (as ingest)."),
     max_text_mb: float = typer.Option(DEFAULT_MAX_TEXT_MB, "--max-text-mb", min=0.001, help="Skip files with more extracted text than this (as ingest)."),
-    parse_timeout: float = typer.Option(DEFAULT_PARSE_TIMEOUT_S, "--parse-timeout", min=1, help="Seconds one file may take to parse."),
+    parse_timeout: float = typer.Option(DEFAULT_PARSE_TIMEOUT_S, "--parse-timeout", min=1, help="Seconds one file may take to parse (with OCR: each page)."),
+    ocr: str = OcrOption,
+    ocr_max_pages: int = OcrMaxPagesOption,
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level (critical|error|warning|info|debug)."),
     model_config: ModelConfig = None,  # type: ignore[assignment]  # filled in by @model_options
 ) -> None:
@@ -66,7 +79,7 @@ def serve_command(
     config = ServeConfig(
         store=store_path(store).resolve(), host=host, port=port, tokens=tokens,
         max_upload_bytes=int(max_upload_mb * MB), staging_bytes=int(staging_mb * MB), staging_files=staging_files,
-        workers=workers, limits=Limits.from_mb(max_file_mb, max_text_mb, parse_timeout),
+        workers=workers, limits=Limits.from_mb(max_file_mb, max_text_mb, parse_timeout, ocr_options(ocr, ocr_max_pages)),
         model=model_config,
     )
     from ragctl.serve.app import create_app

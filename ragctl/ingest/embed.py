@@ -52,6 +52,13 @@ class _DocState:
         return self.missing == 0
 
 
+def prepared_doc(out: ParseOutcome, vectors: Any, not_a_copy_of: frozenset[str]) -> PreparedDoc:
+    """What the committer stores for a parsed and embedded file."""
+    return PreparedDoc(out.rel_path, out.content_hash, out.size, out.mtime_ns, out.chunks, vectors, out.parser,
+                       not_a_copy_of, out.title, out.sections, out.chunker, pages=out.pages, ocr=out.ocr,
+                       ocr_pages=out.ocr_pages)
+
+
 def route(outcome: ParseOutcome, plan: EntityPlan, dry_run: bool) -> msg.Settled | frozenset[str]:
     """What a parse outcome means for the entity, or (new content to embed) the doc_ids it
     must not be taken for a copy of (see `PreparedDoc.not_a_copy_of`)."""
@@ -135,7 +142,7 @@ class EmbedStage:
                 if not isinstance(settled, frozenset):
                     outbox.put(settled, even_when_stopping=True)
                     continue
-                self.reporter.parsed(item.entity_id, item.rel_path, len(item.chunks), item.size)
+                self.reporter.parsed(item)
                 state = _DocState(item, settled)
                 pending.extend((state, i) for i in range(len(item.chunks)))
             if not pending or stop.is_set():
@@ -182,6 +189,5 @@ class EmbedStage:
                 outbox.put(msg.Outcome(out.entity_id, out.rel_path, Status.FAILED, state.failure, out.size, out.tag),
                            even_when_stopping=True)
             else:
-                doc = PreparedDoc(out.rel_path, out.content_hash, out.size, out.mtime_ns, out.chunks, state.vectors,
-                                  out.parser, state.not_a_copy_of, out.title, out.sections, out.chunker)
+                doc = prepared_doc(out, state.vectors, state.not_a_copy_of)
                 outbox.put(msg.Embedded(out.entity_id, doc, runtime, out.tag), even_when_stopping=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragctl.model_config import ModelConfig
+from ragctl.parsing.ocr import OcrOptions
 
 if TYPE_CHECKING:
     from ragctl.model_spec import ModelSpec
@@ -24,19 +25,23 @@ DEFAULT_PARSE_TIMEOUT_S = 120.0
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-file limits; a file over one is `skipped` with a reason naming the option."""
+    """Per-file limits, and how pages without text are read (they travel with every parse task
+    to the workers); a file over a limit is `skipped` with a reason naming the option. With OCR,
+    `parse_timeout_s` is also the limit for each OCR'd page: the clock restarts after every page."""
 
     max_file_bytes: int = int(DEFAULT_MAX_FILE_MB * MB)
     max_text_bytes: int = int(DEFAULT_MAX_TEXT_MB * MB)
     parse_timeout_s: float = DEFAULT_PARSE_TIMEOUT_S
+    ocr: OcrOptions = field(default_factory=OcrOptions)
 
     @classmethod
     def from_mb(cls, max_file_mb: float | None = None, max_text_mb: float | None = None,
-                parse_timeout_s: float | None = None) -> Limits:
+                parse_timeout_s: float | None = None, ocr: OcrOptions | None = None) -> Limits:
         return cls(
             max_file_bytes=int((max_file_mb if max_file_mb is not None else DEFAULT_MAX_FILE_MB) * MB),
             max_text_bytes=int((max_text_mb if max_text_mb is not None else DEFAULT_MAX_TEXT_MB) * MB),
             parse_timeout_s=float(parse_timeout_s if parse_timeout_s is not None else DEFAULT_PARSE_TIMEOUT_S),
+            ocr=ocr or OcrOptions(),
         )
 
 

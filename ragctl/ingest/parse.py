@@ -47,6 +47,11 @@ class ParseOutcome:
     sections: list[str] = field(default_factory=list)
     contexts: list[str] = field(default_factory=list)
     chunker: int = 0
+    # where each chunk's text starts (1-based page; None where the format has no pages), which
+    # chunks hold OCR'd text, and how many pages of the file were OCR'd
+    pages: list[int | None] = field(default_factory=list)
+    ocr: list[bool] = field(default_factory=list)
+    ocr_pages: int = 0
 
     def embed_text(self, i: int) -> str:
         """What the model embeds for chunk i: its context line, then its text."""
@@ -141,7 +146,7 @@ def parse_file(task: ParseTask, chunker: Any, limits: Limits) -> ParseOutcome:
             return out
         if suffix in ZIP_SUFFIXES:
             check_zip_expansion(data, limits)
-        parsed = parse_bytes(data, suffix, name=task.rel_path)
+        parsed = parse_bytes(data, suffix, name=task.rel_path, ocr=limits.ocr)
         del data
         text_bytes = sum(len(b.text) for b in parsed.blocks)
         if text_bytes > limits.max_text_bytes:
@@ -181,6 +186,9 @@ def parse_file(task: ParseTask, chunker: Any, limits: Limits) -> ParseOutcome:
     from ragctl.chunking import CHUNKER_VERSION
 
     out.title, out.sections, out.contexts = parsed.title, [c.section for c in made], [c.context for c in made]
+    if any(c.page is not None for c in made):
+        out.pages, out.ocr = [c.page for c in made], [c.ocr for c in made]
+    out.ocr_pages = parsed.ocr_pages
     out.chunker = CHUNKER_VERSION
     return out
 

@@ -7,7 +7,9 @@ task, waits for its result, its death or its deadline, and only then sends the n
   parsing, with the signal in the reason; a fresh worker takes its place and the run goes on
   in parallel;
 * a file that takes longer than `--parse-timeout` gets its worker killed and is `failed` with
-  "parse timed out after N s";
+  "parse timed out after N s"; a file being OCR'd announces each finished page (a
+  ``("ocr_page", n)`` message before its result), and each one restarts its clock, so the limit
+  applies to every page of a scan, not to the whole scan ("OCR of a page timed out after N s");
 * workers never outlive the ingest process: each asks the kernel for SIGKILL when its parent
   dies (PR_SET_PDEATHSIG), checks that the parent it was started for is still its parent (a
   kill during start-up), and watches its parent pid from a thread (other platforms).
@@ -97,7 +99,9 @@ def worker_entry() -> None:
 
 def worker_main(conn: Connection, model_dir: str, max_tokens: int, limits: Limits) -> None:
     from ragctl.ingest.parse import make_chunker
+    from ragctl.parsing.ocr import set_progress_sink
 
+    set_progress_sink(conn.send)  # ("ocr_page", n) after each OCR'd page: the supervisor's per-page clock
     chunker = None
     while True:
         try:
@@ -149,7 +153,8 @@ class _Worker:
     process: _Process
     conn: Connection
     task: ParseTask | None = None
-    started: float = 0.0
+    started: float = 0.0  # when the task, or its last OCR'd page, started
+    pages_done: int = 0  # OCR'd pages the worker announced for this task
 
 
 def _death_reason(exitcode: int | None) -> str:
@@ -197,7 +202,7 @@ class ParsePool:
     def _assign(self, task: ParseTask) -> None:
         fresh = not self._idle
         worker = self._spawn() if fresh else self._idle.pop()
-        worker.task, worker.started = task, time.monotonic()
+        worker.task, worker.started, worker.pages_done = task, time.monotonic(), 0
         try:
             worker.conn.send(task)
         except (OSError, EOFError):
@@ -247,13 +252,19 @@ class ParsePool:
                             self._busy.remove(worker)
                             self._discard(worker)
                         else:
+                            if isinstance(outcome, tuple):  # ("ocr_page", n): a page done, its clock restarts
+                                worker.started, worker.pages_done, outcome = now, int(outcome[1]), None
+                                continue
                             self._busy.remove(worker)
                             self._idle.append(worker)
                     elif timeout and now - worker.started > timeout:
                         self._busy.remove(worker)
                         self._discard(worker)
                         assert worker.task is not None  # a busy worker has a task
-                        outcome = ParseOutcome.failed(worker.task, f"parse timed out after {timeout:g} s")
+                        reason = (f"OCR of a page timed out after {timeout:g} s (the last page done was "
+                                  f"page {worker.pages_done})" if worker.pages_done
+                                  else f"parse timed out after {timeout:g} s")
+                        outcome = ParseOutcome.failed(worker.task, reason)
                     if outcome is not None:
                         outbox.put(outcome, even_when_stopping=True)
         finally:

@@ -62,13 +62,12 @@ from ragctl.errors import ConfigError, UsageError
 from ragctl.events import Status
 from ragctl.ingest import messages as msg
 from ragctl.ingest.channel import END, Channel
-from ragctl.ingest.embed import route
+from ragctl.ingest.embed import prepared_doc, route
 from ragctl.ingest.options import IngestOptions, Limits, RunContext
 from ragctl.ingest.parse import FAILED, HASHED, OK, SKIPPED, ParseOutcome, _Skip, read_snapshot
 from ragctl.ingest.plan import EntityPlan, ParseTask
 from ragctl.ingest.report import Reporter
 from ragctl.model_config import ModelConfig, embedded_by
-from ragctl.storage.entity import PreparedDoc
 
 if TYPE_CHECKING:
     from ragctl.model_config import Embedder
@@ -590,8 +589,7 @@ class RayStage:
             outbox.put(msg.Outcome(outcome.entity_id, outcome.rel_path, Status.FAILED, "no vectors came back",
                                    outcome.size, outcome.tag), even_when_stopping=True)
             return False
-        self.reporter.parsed(outcome.entity_id, outcome.rel_path, len(outcome.chunks), outcome.size)
-        doc = PreparedDoc(outcome.rel_path, outcome.content_hash, outcome.size, outcome.mtime_ns, outcome.chunks,
-                          vectors, outcome.parser, settled, outcome.title, outcome.sections, outcome.chunker)
+        self.reporter.parsed(outcome)
+        doc = prepared_doc(outcome, vectors, settled)
         outbox.put(msg.Embedded(outcome.entity_id, doc, runtime, outcome.tag), even_when_stopping=True)
         return True

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragctl import events as ev
 from ragctl.events import Status
+
+if TYPE_CHECKING:
+    from ragctl.ingest.parse import ParseOutcome
 
 
 @dataclass
@@ -27,6 +30,7 @@ class EntityReport:
     pruned: int = 0
     stale: int = 0
     chunks: int = 0
+    ocr_pages: int = 0  # pages read by OCR in this run (scanned PDF pages, image frames)
 
 
 @dataclass
@@ -130,8 +134,12 @@ class Reporter:
                 self.report.stale_files.append({"entity": entity_id, "path": path})
                 self._entity(entity_id).stale += 1
 
-    def parsed(self, entity_id: str, path: str, chunks: int, size: int) -> None:
-        self.emit(ev.DocumentParsed(entity_id, path, chunks, size))
+    def parsed(self, outcome: ParseOutcome) -> None:
+        """A file parsed into new content (about to be embedded)."""
+        if outcome.ocr_pages:
+            with self._lock:
+                self._entity(outcome.entity_id).ocr_pages += outcome.ocr_pages
+        self.emit(ev.DocumentParsed(outcome.entity_id, outcome.rel_path, len(outcome.chunks), outcome.size))
 
     def embedded(self, count: int, seconds: float, per_entity: dict[str, int]) -> None:
         with self._lock:

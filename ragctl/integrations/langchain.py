@@ -388,15 +388,21 @@ class RagctlVectorStore(VectorStore):
 
     def _materialise(self, picked: list[tuple[Record, int, float]]) -> list[tuple[Document, float]]:
         wanted = [v for record, vid, _ in picked for v in (_vector_ids(record) if is_langchain_record(record) else [vid])]
-        texts = self.entity.texts.fetch(wanted)
+        rows = self.entity.texts.fetch_rows(wanted)
+        texts = {vid: row[0] for vid, row in rows.items()}
         out = []
         for record, vid, score in picked:
             if is_langchain_record(record):
                 doc = _langchain_document(record, texts)
             elif vid in texts:
                 chunk = vid - int(record["first_vector_id"])
-                doc = Document(id=record["doc_id"], page_content=texts[vid],
-                               metadata={"source": record["path"], "doc_id": record["doc_id"], "chunk": chunk})
+                metadata: dict[str, Any] = {"source": record["path"], "doc_id": record["doc_id"], "chunk": chunk}
+                _, _, _, page, ocr = rows[vid]
+                if page is not None:  # the page it starts on (PDF pages, image frames)
+                    metadata["page"] = page
+                if ocr:  # recognised from a page image
+                    metadata["ocr"] = True
+                doc = Document(id=record["doc_id"], page_content=texts[vid], metadata=metadata)
             else:
                 doc = None
             if doc is not None:  # None: deleted (and collected) since the search

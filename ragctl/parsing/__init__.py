@@ -22,7 +22,8 @@ Readers (``native.READERS``; ``ParsedDocument.parser`` in brackets):
   UTF-16/32 by BOM → cp1252 → latin-1;
 * .html .htm .xhtml [html] – lxml (``<meta charset>`` honoured); .xml [xml] – lxml, entities
   not expanded, no network; .eml [email] – stdlib ``email`` (HTML bodies via the html reader);
-* .pdf [pdf:pypdfium2], .docx [docx] – python-docx package + its XML, .pptx [pptx];
+* .pdf [pdf:pypdfium2; "+ocr:rapidocr" when pages were OCR'd] (pdf.py: page by page), images .png .jpg .jpeg .tif
+  .tiff .bmp .webp .gif [image:rapidocr] (ocr.py), .docx [docx] – python-docx package + its XML, .pptx [pptx];
 * fallback [unstructured]: .msg .odt .rtf .epub .org .xlsx .xls .doc .ppt (see ``fallback``);
   anything else is ``UnsupportedFormat`` without touching unstructured. A file without
   suffix is read as text when it looks like text (hidden ones excepted).
@@ -40,10 +41,12 @@ from ragctl.errors import ParseError, UnsupportedFormat
 from ragctl.parsing import fallback as _fallback
 from ragctl.parsing.model import Block, ParsedDocument
 from ragctl.parsing.native import READERS, Reader
+from ragctl.parsing.ocr import OcrOptions
 from ragctl.parsing.textutil import SNIFF_BYTES, decode_text, is_probably_text, one_line
 
 __all__ = [
     "Block",
+    "OcrOptions",
     "ParsedDocument",
     "parse_file",
     "parse_bytes",
@@ -91,8 +94,9 @@ def is_supported(path: Path) -> bool:
     return bool(head.strip()) and is_probably_text(head)
 
 
-def parse_file(path: Path) -> ParsedDocument:
-    """Parse one file. Raises UnsupportedFormat (skip) or ParseError (failed)."""
+def parse_file(path: Path, ocr: OcrOptions | None = None) -> ParsedDocument:
+    """Parse one file. Raises UnsupportedFormat (skip) or ParseError (failed). `ocr`: how PDF
+    pages without a text layer and images are read (default: ``OcrOptions()``, mode auto)."""
     path = Path(path)
     suffix = _norm_suffix(path.suffix)
     if suffix and suffix not in SUPPORTED_SUFFIXES and suffix not in FALLBACK_SUFFIXES:
@@ -103,10 +107,10 @@ def parse_file(path: Path) -> ParsedDocument:
         data = path.read_bytes()
     except OSError as exc:
         raise ParseError(f"cannot read: {exc.strerror or one_line(exc)}") from exc
-    return parse_bytes(data, suffix, path.name)
+    return parse_bytes(data, suffix, path.name, ocr=ocr)
 
 
-def parse_bytes(data: bytes, suffix: str, name: str = "") -> ParsedDocument:
+def parse_bytes(data: bytes, suffix: str, name: str = "", ocr: OcrOptions | None = None) -> ParsedDocument:
     """Parse in-memory file content; ``suffix`` (".md" or "md") picks the reader."""
     suffix = _norm_suffix(suffix)
     if not suffix:
@@ -122,7 +126,7 @@ def parse_bytes(data: bytes, suffix: str, name: str = "") -> ParsedDocument:
         raise UnsupportedFormat("empty file")
     try:
         if reader is not None:
-            blocks = _run_native(reader, data)
+            blocks = _run_native(reader, data, ocr or OcrOptions())
             parser = reader.parser
         else:
             blocks = _fallback.parse_with_unstructured(data, suffix, name)
@@ -141,7 +145,11 @@ def parse_bytes(data: bytes, suffix: str, name: str = "") -> ParsedDocument:
     blocks = [b for b in blocks if b.kind != "title"]
     if not blocks:
         raise UnsupportedFormat("no extractable text")
-    return ParsedDocument(blocks=blocks, parser=parser, title=document_title(own_title, blocks, name))
+    ocr_pages = len({b.page for b in blocks if b.ocr})
+    if ocr_pages and "ocr" not in parser:
+        parser += "+ocr:rapidocr"
+    return ParsedDocument(blocks=blocks, parser=parser, title=document_title(own_title, blocks, name),
+                          ocr_pages=ocr_pages)
 
 
 def document_title(own: str, blocks: list[Block], name: str) -> str:
@@ -155,7 +163,9 @@ def document_title(own: str, blocks: list[Block], name: str) -> str:
     return name.replace("\\", "/").rsplit("/", 1)[-1]
 
 
-def _run_native(reader: Reader, data: bytes) -> list[Block]:
+def _run_native(reader: Reader, data: bytes, ocr: OcrOptions) -> list[Block]:
+    if reader.ocr:
+        return reader.func(data, ocr)
     if reader.input == "text":
         text = decode_text(data)
         if not text.strip():

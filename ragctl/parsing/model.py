@@ -18,6 +18,8 @@ class Block:
     kind: str
     text: str
     level: int = 0
+    page: int | None = None  # 1-based page (PDF pages, image frames); None where a format has none
+    ocr: bool = False  # the text was recognised from a page image
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class ParsedDocument:
     # The document's title: its own (a "title" block), else a leading level-1 heading, else
     # the file name. Contextual chunks embed it with each chunk's heading path.
     title: str = ""
+    ocr_pages: int = 0  # pages whose text was read by OCR
 
     @property
     def text(self) -> str:

@@ -14,13 +14,14 @@ import io
 import json
 import re
 import sys
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ragctl.errors import ParseError, UnsupportedFormat
+from ragctl.errors import ParseError
 from ragctl.parsing.model import Block, heading, text_block, title_block
+from ragctl.parsing.ocr import IMAGE_SUFFIXES, read_image
+from ragctl.parsing.pdf import read_pdf
 from ragctl.parsing.textutil import (
     bom_encoding,
     clean_controls,
@@ -34,8 +35,9 @@ from ragctl.parsing.textutil import (
 @dataclass(frozen=True)
 class Reader:
     parser: str  # the name reported in ParsedDocument.parser
-    func: Callable[[Any], list[Block]]
+    func: Callable[..., list[Block]]
     input: str  # "text": gets the decoded str; "bytes": gets the raw bytes
+    ocr: bool = False  # the reader also gets the OcrOptions (PDF pages, images)
 
 
 # --------------------------------------------------------------------------- plain text
@@ -434,52 +436,6 @@ def read_html(data: bytes) -> list[Block]:
 # --------------------------------------------------------------------------- PDF
 
 # PDFium is not thread-safe: one document at a time per process.
-_PDFIUM_LOCK = threading.Lock()
-_PDF_PARAS = re.compile(r"\n[ \t]*\n\s*")
-
-
-def read_pdf(data: bytes) -> list[Block]:
-    import pypdfium2 as pdfium
-
-    blocks: list[Block] = []
-    with _PDFIUM_LOCK:
-        try:
-            pdf = pdfium.PdfDocument(data)
-        except pdfium.PdfiumError as exc:
-            msg = str(exc)
-            if "password" in msg.lower():
-                raise ParseError("encrypted PDF (password required)") from exc
-            raise ParseError(f"not a readable PDF ({msg.rstrip('.')})") from exc
-        try:
-            try:
-                meta_title = str(pdf.get_metadata_dict().get("Title") or "").strip()
-            except (pdfium.PdfiumError, ValueError):
-                meta_title = ""
-            if meta_title:
-                blocks.append(title_block(meta_title))
-            for page_no in range(len(pdf)):
-                page = pdf[page_no]
-                try:
-                    textpage = page.get_textpage()
-                    try:
-                        raw = textpage.get_text_range()
-                    finally:
-                        textpage.close()
-                finally:
-                    page.close()
-                raw = raw.replace("\r\n", "\n").replace("\r", "\n")
-                raw = clean_controls(raw.replace("\ufffe", "").replace("\x02", "-"))
-                for para in _PDF_PARAS.split(raw):
-                    para = "\n".join(x.strip() for x in para.split("\n") if x.strip())
-                    if para:
-                        blocks.append(text_block(para))
-        finally:
-            pdf.close()
-    if all(b.kind == "title" for b in blocks):
-        raise UnsupportedFormat("no extractable text (scanned PDF?)")
-    return blocks
-
-
 # --------------------------------------------------------------------------- DOCX
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
@@ -897,7 +853,7 @@ READERS: dict[str, Reader] = {
     ".html": Reader("html", read_html, "bytes"),
     ".htm": Reader("html", read_html, "bytes"),
     ".xhtml": Reader("html", read_html, "bytes"),
-    ".pdf": Reader("pdf:pypdfium2", read_pdf, "bytes"),
+    ".pdf": Reader("pdf:pypdfium2", read_pdf, "bytes", ocr=True),
     ".docx": Reader("docx", read_docx, "bytes"),
     ".pptx": Reader("pptx", read_pptx, "bytes"),
     ".csv": Reader("csv", read_csv, "text"),
@@ -907,4 +863,6 @@ READERS: dict[str, Reader] = {
     ".ndjson": Reader("jsonl", read_jsonl, "text"),
     ".eml": Reader("email", read_eml, "bytes"),
     ".xml": Reader("xml", read_xml, "bytes"),
+    # images are documents read by OCR (parsing/ocr.py); multi-page TIFF/GIF/WebP: a page a frame
+    **{suffix: Reader("image:rapidocr", read_image, "bytes", ocr=True) for suffix in sorted(IMAGE_SUFFIXES)},
 }

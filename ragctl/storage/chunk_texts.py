@@ -1,12 +1,15 @@
 """One entity's chunk texts and their full-text index, in `chunks.sqlite`.
 
-    chunks(id INTEGER PRIMARY KEY = vector id, doc_id, ord, text, title, section)
+    chunks(id INTEGER PRIMARY KEY = vector id, doc_id, ord, text, title, section, page, ocr)
     chunks_fts: FTS5 over chunks.text, title, section (external content: stored once)
 
 `title` is the document's title and `section` the chunk's heading path in it (contextual
 chunks, `ragctl.chunking`); a database made before they existed has neither column. Readers
 answer from it as it is (empty title/section, full-text over the text alone); the first write
 adds both columns (empty) and rebuilds the full-text index with them, in one transaction.
+`page` (1-based, NULL where the format has no pages) and `ocr` (1: the text was recognised from
+a page image) say where a chunk comes from; a database made before them gains both columns
+(NULL / 0) on its first write, without touching the full-text index.
 
 Rows and their full-text entries are written and deleted in ONE transaction
 (`synchronous=FULL`), so a kill -9 at any instant leaves the two in agreement. Tokenizer:
@@ -43,9 +46,10 @@ FTS_TOKENIZER = "unicode61 remove_diacritics 2"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, doc_id TEXT NOT NULL,"
     " ord INTEGER NOT NULL, text TEXT NOT NULL, title TEXT NOT NULL DEFAULT '',"
-    " section TEXT NOT NULL DEFAULT '')"
+    " section TEXT NOT NULL DEFAULT '', page INTEGER, ocr INTEGER NOT NULL DEFAULT 0)"
 )
 _CONTEXT_COLUMNS = ("title", "section")
+_ORIGIN_COLUMNS = {"page": "INTEGER", "ocr": "INTEGER NOT NULL DEFAULT 0"}
 _FTS_SCHEMA = (
     "CREATE VIRTUAL TABLE chunks_fts USING fts5(text, title, section, content='chunks', content_rowid='id',"
     f" tokenize='{FTS_TOKENIZER}')"
@@ -56,8 +60,12 @@ _FTS_SCHEMA = (
 FTS_WEIGHTS = (1.0, 0.5, 1.0)
 _BATCH = 500
 
-# (id, doc_id, ord, text) or (id, doc_id, ord, text, title, section)
-Row = tuple[int, str, int, str] | tuple[int, str, int, str, str, str]
+# (id, doc_id, ord, text), (id, doc_id, ord, text, title, section) or
+# (id, doc_id, ord, text, title, section, page, ocr)
+Row = (tuple[int, str, int, str] | tuple[int, str, int, str, str, str]
+       | tuple[int, str, int, str, str, str, int | None, bool])
+# what a reader gets per id: (text, title, section, page, ocr)
+RowData = tuple[str, str, str, int | None, bool]
 
 
 class ChunkTexts:
@@ -96,6 +104,7 @@ class ChunkTexts:
             try:
                 conn.execute(_SCHEMA)
                 _add_context_columns(conn)
+                _add_origin_columns(conn)
                 _ensure_fts(conn)
                 yield conn
             except BaseException:
@@ -109,10 +118,13 @@ class ChunkTexts:
         one transaction."""
         if not rows:
             return
-        full = [(*r, "", "") if len(r) == 4 else r for r in rows]
+        pad = {4: ("", "", None, 0), 6: (None, 0), 8: ()}
+        full = [(*r, *pad[len(r)]) for r in rows]
         with self._write() as conn:
             _fts_forget(conn, [r[0] for r in full])  # an id being replaced (never expected)
-            conn.executemany("INSERT OR REPLACE INTO chunks VALUES (?,?,?,?,?,?)", full)
+            conn.executemany(
+                "INSERT OR REPLACE INTO chunks(id, doc_id, ord, text, title, section, page, ocr)"
+                " VALUES (?,?,?,?,?,?,?,?)", [(*r[:7], int(bool(r[7]))) for r in full])
             conn.executemany(
                 "INSERT INTO chunks_fts(rowid, text, title, section) VALUES (?,?,?,?)",
                 [(r[0], r[3], r[4], r[5]) for r in full],
@@ -148,22 +160,23 @@ class ChunkTexts:
         """id -> chunk text."""
         return {i: row[0] for i, row in self.fetch_rows(ids).items()}
 
-    def fetch_rows(self, ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
-        """id -> (text, title, section); title and section are "" in a database made before
-        contextual chunks."""
+    def fetch_rows(self, ids: Sequence[int]) -> dict[int, RowData]:
+        """id -> (text, title, section, page, ocr); title and section are "" in a database made
+        before contextual chunks, page None and ocr False in one made before page numbers."""
         if not len(ids) or not self.exists():
             return {}
         with self._db(reader=True) as conn:
             if not _has_table(conn, "chunks"):
                 return {}
             columns = "text, title, section" if self._has_context(conn) else "text, '', ''"
-            out: dict[int, tuple[str, str, str]] = {}
+            columns += ", page, ocr" if _has_origin(conn) else ", NULL, 0"
+            out: dict[int, RowData] = {}
             ids = [int(i) for i in ids]
             for start in range(0, len(ids), _BATCH):
                 part = ids[start : start + _BATCH]
                 marks = ",".join("?" * len(part))
                 sql = f"SELECT id, {columns} FROM chunks WHERE id IN ({marks})"
-                out.update((int(r[0]), (r[1], r[2], r[3])) for r in conn.execute(sql, part))
+                out.update((int(r[0]), (r[1], r[2], r[3], r[4], bool(r[5]))) for r in conn.execute(sql, part))
             return out
 
     def row_ids(self) -> np.ndarray:
@@ -264,6 +277,20 @@ def _has_context(conn: sqlite3.Connection) -> bool:
     """Whether the chunks table has the title and section columns."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
     return set(_CONTEXT_COLUMNS) <= columns
+
+
+def _has_origin(conn: sqlite3.Connection) -> bool:
+    """Whether the chunks table has the page and ocr columns."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
+    return set(_ORIGIN_COLUMNS) <= columns
+
+
+def _add_origin_columns(conn: sqlite3.Connection) -> None:
+    """Inside a write transaction: a database made before page numbers gains page and ocr."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
+    for column, kind in _ORIGIN_COLUMNS.items():
+        if column not in columns:
+            conn.execute(f"ALTER TABLE chunks ADD COLUMN {column} {kind}")
 
 
 def _fts_has_context(conn: sqlite3.Connection) -> bool:

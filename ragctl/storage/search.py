@@ -51,6 +51,8 @@ class Hit:
     text_rank: int | None = None  # 1-based rank in the full-text (bm25) results
     title: str = ""  # the document's title ("" for chunks stored before contextual chunking)
     section: str = ""  # the heading path of the chunk inside the document ("" at top level)
+    page: int | None = None  # the page its text starts on (PDF pages, image frames); None: no pages
+    ocr: bool = False  # its text was recognised from a page image
 
 
 def fuse(
@@ -118,9 +120,9 @@ class EntitySearch:
             record = owners.owner(vid)
             if record is None:
                 continue
-            text, title, section = rows.get(vid, ("", "", ""))
+            text, title, section, page, ocr = rows.get(vid, ("", "", "", None, False))
             out.append((vid, Hit(record["doc_id"], record["path"], score, text, vid - int(record["first_vector_id"]),
-                                 vrank, trank, title, section)))
+                                 vrank, trank, title, section, page, ocr)))
         return out
 
     def vector_hits(self, query_vectors: np.ndarray, k: int) -> list[list[Hit]]:
