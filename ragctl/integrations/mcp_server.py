@@ -70,6 +70,8 @@ class SearchHit(BaseModel):
     title: str = Field(description="The document's title; empty when not known.")
     section: str = Field(description="Heading path of the chunk inside the document; empty when not known.")
     chunk: int = Field(description="0-based position of this chunk in its document.")
+    page: int | None = Field(None, description="The page the chunk starts on (PDF pages, image frames); null when the format has no pages.")
+    ocr: bool = Field(False, description="True when the chunk's text was recognised from a scanned page or image (OCR): expect recognition errors.")
     score: float = Field(description="Rank-fusion score (hybrid), cosine (vector) or bm25 (text); higher is better.")
     text: str = Field(description="The chunk's text.")
 
@@ -160,7 +162,8 @@ class StoreTools:
             SearchHit(
                 rank=rank, path=hit.path, doc_id=hit.doc_id,
                 title=getattr(hit, "title", ""), section=getattr(hit, "section", ""),
-                chunk=hit.chunk, score=round(float(hit.score), 6), text=hit.text,
+                chunk=hit.chunk, page=getattr(hit, "page", None), ocr=bool(getattr(hit, "ocr", False)),
+                score=round(float(hit.score), 6), text=hit.text,
             )
             for rank, hit in enumerate(hits, 1)
         ])

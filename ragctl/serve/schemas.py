@@ -168,6 +168,9 @@ class SearchHit(_Body):
     text_rank: int | None
     title: str | None = Field(None, description="the document's title, when its format has one")
     section: str | None = Field(None, description="the heading the chunk is under")
+    page: int | None = Field(None, description="the page the chunk starts on (PDF pages, image frames); "
+                                               "null where the format has no pages")
+    ocr: bool = Field(False, description="the chunk's text was recognised from a page image (OCR)")
 
 
 class SearchResults(_Body):

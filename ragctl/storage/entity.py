@@ -73,6 +73,10 @@ class PreparedDoc:
     title: str = ""
     sections: Sequence[str] = ()
     chunker: int = 0
+    # each chunk's page (1-based; None: no pages) and whether its text was OCR'd ((): unknown)
+    pages: Sequence[int | None] = ()
+    ocr: Sequence[bool] = ()
+    ocr_pages: int = 0  # pages of the file read by OCR (recorded as "ocr_pages" when > 0)
     # the doc_id a new document gets ("" : a fresh one); a replaced one keeps its record's
     doc_id: str = ""
     # more fields for its record (integrations: e.g. a LangChain document's metadata)
@@ -284,14 +288,16 @@ class EntityStore:
                 self.texts.max_id() + 1,
                 int(meta.get("next_vector_id", 0)),
             )
-            new_rows: list[tuple[int, str, int, str, str, str]] = []
+            new_rows: list[tuple[int, str, int, str, str, str, int | None, bool]] = []
             new_vectors: list[np.ndarray] = []
             new_records: list[Record] = []
             for doc, doc_id, status in accepted:
                 first = next_id
                 next_id += len(doc.chunks)
                 sections = list(doc.sections) or [""] * len(doc.chunks)
-                new_rows.extend((first + i, doc_id, i, text, doc.title, sections[i])
+                pages = list(doc.pages) or [None] * len(doc.chunks)
+                ocr = list(doc.ocr) or [False] * len(doc.chunks)
+                new_rows.extend((first + i, doc_id, i, text, doc.title, sections[i], pages[i], ocr[i])
                                 for i, text in enumerate(doc.chunks))
                 new_vectors.append(np.ascontiguousarray(doc.vectors, dtype=np.float32))
                 new_records.append(self._record(doc, doc_id, first))
@@ -576,6 +582,7 @@ class EntityStore:
             "mtime_ns": doc.mtime_ns,
             "parser": doc.parser,
             "chunker": doc.chunker,
+            **({"ocr_pages": doc.ocr_pages} if doc.ocr_pages else {}),
             "indexed_at": now_iso(),
         }
 
