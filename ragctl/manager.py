@@ -59,9 +59,14 @@ class EntityRAGManager:
         documents: dict[str, list[str | os.PathLike[str]]],
         on_event: ev.EventSink = ev.ignore,
         ray: str | None = None,
+        ocr: str | None = None,
         **options: Any,
     ) -> IngestReport:
         """Index files (or directories) for several entities in one pipeline run.
+
+        `ocr`: "auto" (default: PDF pages without a text layer and images are OCR'd), "force"
+        (every PDF page) or "off" (the CLI's --ocr; `limits=Limits(ocr=OcrOptions(...))` also sets
+        the page limit).
 
         Only the given files are considered: documents of the entity that are not listed are
         left alone (use `ragctl ingest ROOT --prune` to mirror a whole tree). `ray` ("local",
@@ -69,6 +74,11 @@ class EntityRAGManager:
         and embeds on Ray actors (docs/distributed.md); a Ray already initialised is reused.
         """
         sources = [source_from_paths(entity_id, list(paths)) for entity_id, paths in documents.items()]
+        if ocr is not None:
+            from ragctl.ingest.options import Limits
+
+            limits = options.pop("limits", None) or Limits()
+            options["limits"] = replace(limits, ocr=replace(limits.ocr, mode=ocr))
         opts = IngestOptions(
             store=self.store,
             workers=self.workers,

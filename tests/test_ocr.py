@@ -232,3 +232,17 @@ def test_ingest_with_ocr_off_skips_images_with_the_reason(tmp_path: Path) -> Non
                                         "reason": "an image: its text is read only by OCR, which is off (--ocr off)"}]
     bad = cli("ingest", root, "--store", tmp_path / "store", "--ocr", "sometimes")
     assert bad.exit_code == 2 and "sometimes" in bad.output
+
+
+def test_the_library_reads_images_and_takes_ocr_off(tmp_path: Path) -> None:
+    from ragctl import get_entity_rag_manager
+
+    image = tmp_path / "receipt.png"
+    image.write_bytes(encode(text_image(["Receipt 88: two pallets of copier paper"]), "PNG"))
+    manager = get_entity_rag_manager(tmp_path / "store")
+    off = manager.add_documents_parallel({"acme": [image]}, ocr="off")
+    assert off.entities["acme"].skipped == 1 and off.entities["acme"].indexed == 0
+    auto = manager.add_documents_parallel({"acme": [image]})
+    assert auto.entities["acme"].indexed == 1 and auto.entities["acme"].ocr_pages == 1
+    hit = manager.query("acme", "copier paper", k=1)[0]
+    assert (hit.path, hit.page, hit.ocr) == ("receipt.png", 1, True)
