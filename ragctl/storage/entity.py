@@ -451,7 +451,10 @@ class EntityStore:
         vectors become one segment; entity.json naming it is the switch; then the old file goes."""
         manifest = meta.get("vectors")
         if manifest is None:
-            manifest = {"segments": [], "requested": self.index_kind or "auto"}
+            requested = self.index_kind or "auto"
+            # the effective kind recorded from the start: gc() does not rewrite entity.json
+            # just to add it (2 fsyncs of a new tenant's ~12)
+            manifest = {"segments": [], "requested": requested, "kind": effective_kind(requested, 0)}
             legacy = self.index.legacy_path
             if legacy.exists():
                 from ragctl.storage.vector_index import VectorIndex
