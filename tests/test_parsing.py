@@ -878,3 +878,89 @@ def test_docx_text_after_a_comment_inside_a_run_is_kept(tmp_path: Path) -> None:
     doc = parse_file(write(tmp_path, "c.docx", out.getvalue()))
     assert texts(doc) == ["first half SECONDHALF words"]
     assert "generator" not in doc.text
+
+
+def test_markdown_brackets_inside_code_spans_do_not_eat_words(tmp_path: Path) -> None:
+    # Node.js API docs: "[`socket.connect(port[, host][, connectListener])`][...]" lost
+    # "connectListener"; a tag written as code ("`<div>`") was deleted as if it were markup
+    md = (
+        "* [`socket.connect(port[, host][, connectListener])`][`socket.connect(port)`]\n"
+        "  for TCP connections.\n\n"
+        "Wrap it in a `<div>` element, not <b>bold</b>; see [the `<span>` docs](https://x.test/s).\n"
+    )
+    doc = parse_file(write(tmp_path, "net.md", md))
+    assert texts(doc) == [
+        "* `socket.connect(port[, host][, connectListener])`\n  for TCP connections.",
+        "Wrap it in a `<div>` element, not bold; see the `<span>` docs.",
+    ]
+
+
+def test_markdown_footnote_definitions_are_text(tmp_path: Path) -> None:
+    md = (
+        "Ed448 is supported.[^1]\n\n"
+        "[^1]: An experimental implementation of Ed448 and X448 algorithms.\n\n"
+        "[JSON Web Key]: https://tools.ietf.org/html/rfc7517\n"
+    )
+    doc = parse_file(write(tmp_path, "f.md", md))
+    assert texts(doc) == ["Ed448 is supported.[^1]", "[^1]: An experimental implementation of Ed448 and X448 algorithms."]
+    assert "rfc7517" not in doc.text  # a link definition is not text
+
+
+def _docx_bytes(build: object) -> bytes:
+    import docx
+
+    document = docx.Document()
+    build(document)  # type: ignore[operator]
+    buf = io.BytesIO()
+    document.save(buf)
+    return buf.getvalue()
+
+
+def test_docx_no_word_lost_to_hyphens_equal_cells_and_wrappers(tmp_path: Path) -> None:
+    from docx.oxml import OxmlElement
+
+    def build(document: object) -> None:
+        para = document.add_paragraph("an e")  # type: ignore[attr-defined]
+        run = para.add_run()
+        run._r.append(OxmlElement("w:noBreakHyphen"))  # Word's Ctrl+Shift+- between "e" and "mail"
+        para.add_run("mail address")
+        table = document.add_table(rows=2, cols=3)  # type: ignore[attr-defined]
+        for c, value in enumerate(("Feature", "Basic", "Pro")):
+            table.cell(0, c).text = value
+        for c, value in enumerate(("Backups", "Yes", "Yes")):
+            table.cell(1, c).text = value
+        for tag in ("w:customXml", "w:ins"):  # paragraphs wrapped at block level
+            inner = document.add_paragraph(f"wrapped in {tag[2:]}")._p  # type: ignore[attr-defined]
+            wrapper = OxmlElement(tag)
+            inner.addprevious(wrapper)
+            wrapper.append(inner)
+        deleted = document.add_paragraph("kept")._p  # type: ignore[attr-defined]
+        gone = OxmlElement("w:del")
+        deleted.addnext(gone)
+        gone.append(OxmlElement("w:p"))
+        gone[0].append(OxmlElement("w:r"))
+        gone[0][0].append(OxmlElement("w:delText"))
+        gone[0][0][0].text = "REMOVEDREVISION"
+
+    doc = parse_file(write(tmp_path, "w.docx", _docx_bytes(build)))
+    assert texts(doc) == [
+        "an e-mail address",
+        "Feature | Basic | Pro",
+        "Backups | Yes | Yes",
+        "wrapped in customXml",
+        "wrapped in ins",
+        "kept",
+    ]
+    assert "REMOVEDREVISION" not in doc.text
+
+
+def test_docx_nested_table_is_read_once(tmp_path: Path) -> None:
+    def build(document: object) -> None:
+        outer = document.add_table(rows=1, cols=2)  # type: ignore[attr-defined]
+        outer.cell(0, 0).text = "Outer"
+        inner = outer.cell(0, 1).add_table(rows=1, cols=2)
+        inner.cell(0, 0).text = "inner left"
+        inner.cell(0, 1).text = "inner right"
+
+    doc = parse_file(write(tmp_path, "n.docx", _docx_bytes(build)))
+    assert texts(doc) == ["Outer | inner left inner right"]

@@ -58,7 +58,7 @@ _MD_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _MD_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _MD_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _MD_HR = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
-_MD_LINKDEF = re.compile(r"^ {0,3}\[[^\]]+\]:\s+\S+")
+_MD_LINKDEF = re.compile(r"^ {0,3}\[(?!\^)[^\]]+\]:\s+\S+")  # not "[^1]: text": a footnote is prose
 _MD_COMMENT = re.compile(r"<!--.*?-->", re.S)
 _MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
 _MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
@@ -73,7 +73,21 @@ _MD_TAG = re.compile(
 )
 
 
+_MD_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
+_MD_HIDDEN = re.compile("\x00([0-9]+)\x00")  # clean_controls removed every real NUL
+
+
 def _md_inline(text: str) -> str:
+    # Code spans are literal: brackets in "[`f(a[, b])`][ref]" or a "`<div>`" inside them must
+    # not be read as link or tag syntax (that cut words out), so they are set aside first.
+    spans: list[str] = []
+    if "`" in text and ("[" in text or "<" in text):
+
+        def hide(m: re.Match[str]) -> str:
+            spans.append(m.group(0))
+            return f"\x00{len(spans) - 1}\x00"
+
+        text = _MD_CODE_SPAN.sub(hide, text)
     if "[" in text:
         text = _MD_IMAGE.sub(r"\1", text)
         text = _MD_LINK.sub(r"\1", text)
@@ -81,6 +95,8 @@ def _md_inline(text: str) -> str:
     if "<" in text:
         text = _MD_AUTOLINK.sub(r"\1", text)
         text = _MD_TAG.sub("", text)
+    if spans:
+        text = _MD_HIDDEN.sub(lambda m: spans[int(m.group(1))], text)
     return text.strip()
 
 
@@ -443,17 +459,18 @@ _MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fal
 _HEADING_STYLE = re.compile(r"^heading\s*([1-9])$", re.I)
 
 
+_DOCX_CHARS = {_W + "tab": "\t", _W + "ptab": "\t", _W + "br": "\n", _W + "cr": "\n", _W + "noBreakHyphen": "-"}
+
+
 def _docx_para_text(p: Any) -> str:
+    # w:delText (deleted revisions) and w:instrText (field codes) are not text on the page
     parts: list[str] = []
-    for el in p.iter(_W + "t", _W + "tab", _W + "br", _W + "cr"):
-        tag = el.tag
-        if tag == _W + "t":
+    for el in p.iter(_W + "t", *_DOCX_CHARS):
+        if el.tag == _W + "t":
             if el.text:
                 parts.append(el.text)
-        elif tag == _W + "tab":
-            parts.append("\t")
         else:
-            parts.append("\n")
+            parts.append(_DOCX_CHARS[el.tag])
     return "".join(parts)
 
 
@@ -510,6 +527,10 @@ def _docx_style_levels(document: Any) -> dict[str, int]:
     return levels
 
 
+# block-level containers whose paragraphs are document text (w:del / w:moveFrom are not)
+_DOCX_WRAPPERS = frozenset({_W + "customXml", _W + "ins", _W + "moveTo", _W + "smartTag"})
+
+
 def read_docx(data: bytes) -> list[Block]:
     import docx  # python-docx
 
@@ -554,11 +575,13 @@ def read_docx(data: bytes) -> list[Block]:
                     if txt:
                         blocks.append(text_block(txt))
             elif tag == _W + "tbl":
-                for tr in child.iter(_W + "tr"):
+                for tr in child.iterchildren(_W + "tr"):  # a nested table is in its cell's text
                     cells: list[str] = []
+                    # one w:tc per cell, merged ones too (their continuations are empty):
+                    # two neighbours with the same value are two values ("Yes | Yes")
                     for tc in tr.iterchildren(_W + "tc"):
                         cell = collapse_ws(" ".join(_docx_para_text(p) for p in tc.iter(_W + "p")))
-                        if cell and (not cells or cells[-1] != cell):
+                        if cell:
                             cells.append(cell)
                     if cells:
                         blocks.append(text_block(" | ".join(cells)))
@@ -566,6 +589,8 @@ def read_docx(data: bytes) -> list[Block]:
                 content = child.find(_W + "sdtContent")
                 if content is not None:
                     walk(content)
+            elif tag in _DOCX_WRAPPERS:  # paragraphs inside custom XML or a tracked insertion
+                walk(child)
 
     walk(body)
     return blocks
