@@ -90,6 +90,9 @@ def serve_command(
     shown_host = f"[{host}]" if ":" in host else host
     stderr.print(plain(f"ragctl serve: {config.store} on http://{shown_host}:{port}; Ctrl-C or SIGTERM stops it "
                        "(uploads not yet indexed stay staged and resume at the next start)"), soft_wrap=True)
+    browse_host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, shown_host)  # a wildcard bind: this machine
+    sign_in = "sign in with your token" if tokens else "no token needed"
+    stderr.print(plain(f"web console: http://{browse_host}:{port}/ui/ ({sign_in})"), soft_wrap=True)
     # Slow or hostile clients (docs/api.md "Hostile clients"): heads within 10 s (GuardedH11Protocol),
     # at most 16 KB of head, 1,000 connections at once, idle keep-alive closed after 5 s.
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in ("info", "debug"),

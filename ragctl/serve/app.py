@@ -1,7 +1,8 @@
 """The HTTP API (FastAPI): `create_app` builds the service's parts once (`deps.Services`),
-installs the error handlers (`errors`), the bearer-token middleware (`auth`) and the routers
-(`routes/`). Logic lives in the library (`ragctl.query`, `ragctl.stats`, `ragctl.manager`) and
-in `engine`/`jobs`/`upload`. The endpoints: docs/api.md.
+installs the error handlers (`errors`), the bearer-token middleware (`auth`), the routers
+(`routes/`) and the web console's static files at /ui/ (`console`). Logic lives in the library
+(`ragctl.query`, `ragctl.stats`, `ragctl.manager`) and in `engine`/`jobs`/`upload`. The
+endpoints: docs/api.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi import Depends, FastAPI
 from ragctl import __version__
 from ragctl.serve.auth import BearerAuth, bearer_scheme
 from ragctl.serve.config import ServeConfig
+from ragctl.serve.console import mount as mount_console
 from ragctl.serve.deps import Services
 from ragctl.serve.engine import Engine
 from ragctl.serve.errors import install_error_handlers
@@ -60,6 +62,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         if config.auth_required else {"responses": errors(503)}
     for module in (health, uploads, entities, search):
         app.include_router(module.router, **protected)  # type: ignore[arg-type]
+    mount_console(app)  # /ui/: the web console's static files (public; the page asks for the token)
     app.add_middleware(BearerAuth, config=config)
     app.add_middleware(SlowBodyGuard)  # outermost: every body, the upload's included
     return app

@@ -14,9 +14,10 @@ from fastapi import Request
 from fastapi.security import HTTPBearer
 
 from ragctl.serve.config import ServeConfig
+from ragctl.serve.console import is_public
 from ragctl.serve.errors import error_response
 
-PUBLIC_PATHS = frozenset({"/healthz"})
+PUBLIC_PATHS = frozenset({"/healthz"})  # and the console's static files (`console.is_public`)
 # Declares the scheme in /openapi.json; the middleware below does the checking.
 bearer_scheme = HTTPBearer(auto_error=False, description="a token from --token or the --tokens file")
 
@@ -30,7 +31,8 @@ class BearerAuth:
         self.config = config
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and self.config.auth_required and scope.get("path") not in PUBLIC_PATHS:
+        if scope["type"] == "http" and self.config.auth_required and scope.get("path") not in PUBLIC_PATHS \
+                and not is_public(scope.get("path", "")):
             header = ""
             for name, value in scope.get("headers", []):
                 if name == b"authorization":
