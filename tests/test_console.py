@@ -214,6 +214,8 @@ def test_serve_prints_the_console_which_is_public_with_a_strict_csp_while_the_ap
 
 def test_a_wrong_token_is_refused_with_a_clear_message_then_the_right_one_signs_in(page: Any,
                                                                                    console_server: Server) -> None:
+    wait_for(page, lambda: visible(page, "view-signin"), "the sign-in form")
+    assert not visible(page, "nav") and not visible(page, "view-entities")  # nothing else before signing in
     sign_in(page, "not-the-right-token")
     message = wait_for(page, lambda: text(page, "signin-error"), "the sign-in error")
     assert "not accepted" in message and "not-the-right-token" not in message
@@ -393,16 +395,51 @@ def test_keyboard_only_sign_in_and_every_control_is_labelled(page: Any) -> None:
                                "return document.activeElement === z && z.tabIndex === 0")
 
 
-def test_a_server_without_tokens_needs_no_sign_in(browser: Any, tmp_path: Path) -> None:
-    srv = Server(tmp_path / "store").start()
-    try:
-        browser.get(f"{srv.url}/ui/")
-        browser.execute_script("sessionStorage.clear()")
-        browser.get("about:blank")
-        browser.get(f"{srv.url}/ui/")
-        wait_for(browser, lambda: visible(browser, "view-entities"), "the entities view without a sign-in")
-        assert not visible(browser, "view-signin")
-        assert "No entities yet" in text(browser, "entities-summary")
-        assert "no token needed" in text(browser, "who")
-    finally:
-        srv.stop()
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """No tokens, 1 MB per request, one file staged at a time: 413 and 503 + Retry-After come easily."""
+    srv = Server(tmp_path_factory.mktemp("open") / "store", "--max-upload-mb", "1", "--staging-files", "1").start()
+    yield srv
+    srv.stop()
+
+
+def test_a_server_without_tokens_needs_no_sign_in(browser: Any, open_server: Server) -> None:
+    browser.get(f"{open_server.url}/ui/")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get("about:blank")
+    browser.get(f"{open_server.url}/ui/")
+    wait_for(browser, lambda: visible(browser, "view-entities"), "the entities view without a sign-in")
+    assert not visible(browser, "view-signin")
+    assert not visible(browser, "signout")
+    assert "no token needed" in text(browser, "who")
+    assert "web console: " in open_server.output() and "(no token needed)" in open_server.output()
+
+
+def test_413_and_503_are_shown_and_retried_as_the_api_says(browser: Any, open_server: Server,
+                                                            tmp_path: Path) -> None:
+    folder = write_tree(tmp_path, {f"batch/note-{i}.md": f"# Note {i}\n\nThe ferry leaves at {i + 6}:15.\n"
+                                   for i in range(3)}) / "batch"
+    (folder / "huge.txt").write_text("ferry timetable line\n" * 80_000)  # 1.7 MB: over --max-upload-mb 1
+    browser.get(f"{open_server.url}/ui/#/upload?entity=ferries")
+    wait_for(browser, lambda: visible(browser, "view-upload"), "the upload view")
+    # remember every status the rows show on the way (they change faster than a test polls)
+    browser.execute_script("""
+        window.seenStatus = new Set();
+        new MutationObserver(() => document.querySelectorAll('#upload-table tbody tr').forEach(r =>
+          window.seenStatus.add(r.cells[3].innerText + ' | ' + r.cells[4].innerText))
+        ).observe(document.getElementById('upload-table'), {subtree: true, childList: true, characterData: true});""")
+    by_id(browser, "pick-folder").send_keys(str(folder))
+    wait_for(browser, lambda: len(upload_statuses(browser)) == 4, "the four files listed")
+    by_id(browser, "upload-start").click()
+    wait_for(browser, lambda: "files settled" in text(browser, "upload-summary"), "every file settled", timeout=120)
+    statuses = upload_statuses(browser)
+    assert {p: s for p, (s, _) in statuses.items()} == {
+        "batch/huge.txt": "failed", "batch/note-0.md": "indexed", "batch/note-1.md": "indexed",
+        "batch/note-2.md": "indexed"}, statuses
+    assert "413" in statuses["batch/huge.txt"][1] and "too large" in statuses["batch/huge.txt"][1]
+    seen = browser.execute_script("return Array.from(window.seenStatus)")
+    retried = [line for line in seen if line.startswith("retrying") and "503" in line]
+    assert retried and "retrying in 5 s" in retried[0], seen  # the server's Retry-After: 5
+    with open_server.client() as c:
+        listed = [f["path"] for f in c.get("/api/entities/ferries/files").json()["files"]]
+    assert listed == ["batch/note-0.md", "batch/note-1.md", "batch/note-2.md"]

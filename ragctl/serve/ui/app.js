@@ -551,8 +551,17 @@
         signedOut("The server no longer accepts this token. Sign in again; the files not sent stay in the list.");
         return null;
       }
-      if ((r.status === 413 || r.status === 400) && batch.length > 1) {
-        const half = Math.ceil(batch.length / 2); // find the file the server refuses: send halves
+      // 413 / 400 on several files: find the file the server refuses by sending halves. 503 on several
+      // files: the staging area may be too small for them together; halves, each after Retry-After.
+      if ((r.status === 413 || r.status === 400 || r.status === 503) && batch.length > 1) {
+        if (r.status === 503) {
+          const wait = Math.min(60, Math.max(1, parseInt(r.retryAfter || "", 10) || 5));
+          for (const item of batch) { item.phase = "retrying"; item.bar.value = 0;
+            setStatus(item, "retrying", `503 ${error.code || ""}: ${message} — retrying in ${wait} s, fewer files at once`); }
+          summarize();
+          await sleep(wait * 1000);
+        }
+        const half = Math.ceil(batch.length / 2);
         for (const item of batch) { item.phase = "pending"; item.bar.value = 0; setStatus(item, "ready", ""); }
         return [batch.slice(0, half), batch.slice(half)];
       }
