@@ -8,12 +8,18 @@ loads it. Chunks are encoded in windows of `embed_window` gathered across docume
 document spans several windows, and each window reports its progress. An embedder may
 fail some rows of a window only (`EncodeFailure`: a remote service refused one request):
 the documents owning those rows settle as failed with its reason; the rest go on.
+
+A passage is embedded once per entity (`PassageVectors`): a chunk whose passage (its text,
+white space collapsed: `chunk_texts.passage_key`) was embedded earlier in this run for the same
+entity, or is held by a live row of the entity's store, takes that vector instead of a model
+input. The document still gets rows of its own (text and vector), so the store format and the
+commit protocol are unchanged (docs/storage.md, "Passages").
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any, cast
 
 from ragctl.errors import EncodeFailure
@@ -25,7 +31,79 @@ from ragctl.ingest.parse import FAILED, HASHED, OK, ParseOutcome
 from ragctl.ingest.plan import EntityPlan, Resolution, record_change
 from ragctl.ingest.report import Reporter
 from ragctl.model_config import OPENVINO_BATCH_SIZE, Embedder, embedded_by
-from ragctl.storage.entity import PreparedDoc
+from ragctl.storage.chunk_texts import passage_key
+from ragctl.storage.entity import EntityStore, PreparedDoc
+from ragctl.storage.json_storage import JSONStorage, Record
+
+# Vectors of passages embedded in this run, kept for reuse (all entities together, oldest
+# dropped first): 32 MB of float32 (~21,800 vectors of dimension 384).
+REMEMBERED_BYTES = 32 << 20
+OPEN_ENTITIES = 64  # entities whose store handles the reuse keeps open (a service sees many)
+
+
+class PassageVectors:
+    """Where a chunk's vector can come from without the model: the same passage embedded
+    earlier in this run for the same entity (a bounded map), or a live row of the entity's
+    store holding it (chunks.sqlite's passage key, then the vector of that row's id from the
+    live segments; ids are never reused, so a row that is still there has its own vector).
+
+    A stored row is used only while its document's record (as the plan read it) still owns
+    that id and was made by the same chunker (a chunk embedded without its context line, or
+    by LangChain, is not reused for one embedded with it). The shared vector is therefore the
+    one embedded first, with its first holder's context line (title > section)."""
+
+    def __init__(self, storage: JSONStorage) -> None:
+        self.storage = storage
+        self._recent: OrderedDict[tuple[str, bytes], Any] = OrderedDict()
+        self._capacity: int | None = None
+        self._stores: OrderedDict[str, EntityStore] = OrderedDict()
+        self._keyed: set[str] = set()  # entities whose chunk rows are known to have passage keys
+
+    def _store(self, entity_id: str) -> EntityStore:
+        store = self._stores.pop(entity_id, None) or EntityStore(self.storage, entity_id)
+        self._stores[entity_id] = store
+        while len(self._stores) > OPEN_ENTITIES:
+            self._stores.popitem(last=False)
+        return store
+
+    def recall(self, entity_id: str, key: bytes) -> Any:
+        vector = self._recent.get((entity_id, key))
+        if vector is not None:
+            self._recent.move_to_end((entity_id, key))
+        return vector
+
+    def remember(self, entity_id: str, key: bytes, vector: Any) -> None:
+        if self._capacity is None:
+            self._capacity = max(1, REMEMBERED_BYTES // max(1, int(vector.nbytes)))
+        self._recent[(entity_id, key)] = vector
+        self._recent.move_to_end((entity_id, key))
+        while len(self._recent) > self._capacity:
+            self._recent.popitem(last=False)
+
+    def stored(self, entity_id: str, keys: list[bytes], records: dict[str, Record], chunker: int) -> dict[bytes, Any]:
+        """key -> vector of a live stored row holding that passage (keys not found: absent)."""
+        if not keys:
+            return {}
+        store = self._store(entity_id)
+        if not store.texts.exists():
+            return {}
+        if entity_id not in self._keyed:  # a store made before passage keys: key its rows now
+            store.texts.ensure_passages()
+            self._keyed.add(entity_id)
+        chosen: dict[bytes, int] = {}
+        for key, rows in store.texts.holders(keys).items():
+            for vid, doc_id, _ord in rows:
+                record = records.get(doc_id)
+                if record is None or int(record.get("chunker") or 1) != chunker:
+                    continue
+                first = int(record.get("first_vector_id", -1))
+                if first <= vid < first + int(record.get("chunk_count", 0)):
+                    chosen[key] = vid
+                    break
+        if not chosen:
+            return {}
+        vectors = store.index.vectors_of(chosen.values())
+        return {key: vectors[vid] for key, vid in chosen.items() if vid in vectors}
 
 
 class _DocState:
@@ -118,6 +196,7 @@ class EmbedStage:
         self.reporter = reporter
         self._given = embedder
         self.embedder: Embedder | None = None
+        self.passages = PassageVectors(ctx.storage)
 
     def run(self, inbox: Channel[ParseOutcome], outbox: Channel[msg.Settled], stop: Any) -> None:
         window = self.ctx.options.embed_window
@@ -167,22 +246,72 @@ class EmbedStage:
         return embedder
 
     def _encode(self, batch: list[tuple[_DocState, int]], outbox: Channel[msg.Settled], stop: Any) -> None:
-        if self.embedder is None:
-            self.embedder = self._load(stop)
-        t0 = time.perf_counter()
+        # Which rows need the model: one per passage not embedded before (in this run or in
+        # the entity's store); the others take a vector that exists (or the first row's).
+        keys = [passage_key(s.outcome.chunks[i]) for s, i in batch]
+        found: dict[tuple[str, bytes], Any] = {}
+        asked: dict[str, list[bytes]] = {}
+        for (state, _), key in zip(batch, keys):
+            eid = state.outcome.entity_id
+            if (eid, key) in found:
+                continue
+            vector = self.passages.recall(eid, key)
+            if vector is not None:
+                found[(eid, key)] = vector
+            else:
+                asked.setdefault(eid, []).append(key)
+        for eid, wanted in asked.items():
+            state = next(s for s, _ in batch if s.outcome.entity_id == eid)
+            plan = self.plans.get(state.outcome.key)
+            records = plan.records if plan is not None else {}
+            try:
+                stored = self.passages.stored(eid, list(dict.fromkeys(wanted)), records, state.outcome.chunker)
+            except Exception:  # noqa: BLE001 - a store we cannot read for reuse: embed instead
+                stored = {}
+            found.update(((eid, k), v) for k, v in stored.items())
+        source: list[int] = []  # per row: -1 reused, else its row in `texts`
+        texts: list[str] = []
+        first_row: dict[tuple[str, bytes], int] = {}
+        reused: dict[str, int] = {}
+        for (state, i), key in zip(batch, keys):
+            eid = state.outcome.entity_id
+            if (eid, key) in found:
+                source.append(-1)
+                reused[eid] = reused.get(eid, 0) + 1
+            elif (eid, key) in first_row:
+                source.append(first_row[(eid, key)])
+                reused[eid] = reused.get(eid, 0) + 1
+            else:
+                first_row[(eid, key)] = len(texts)
+                source.append(len(texts))
+                texts.append(state.outcome.embed_text(i))
         failed: dict[int, str] = {}
-        try:
-            vectors = self.embedder.encode([s.outcome.embed_text(i) for s, i in batch])
-        except EncodeFailure as exc:  # some rows only (a remote service refused their request)
-            vectors, failed = cast(Any, exc.vectors), exc.failed  # every row; the failed ones are zeros
-        took = time.perf_counter() - t0
-        per_entity: dict[str, int] = {}
-        for state, _ in batch:
-            per_entity[state.outcome.entity_id] = per_entity.get(state.outcome.entity_id, 0) + 1
-        self.reporter.embedded(len(batch), took, per_entity)
-        runtime = embedded_by(self.embedder.describe())
-        for row, ((state, i), vector) in enumerate(zip(batch, vectors)):
-            if not state.put(i, vector, failed.get(row)):
+        encoded: Any = ()
+        if texts:
+            if self.embedder is None:
+                self.embedder = self._load(stop)
+            t0 = time.perf_counter()
+            try:
+                encoded = self.embedder.encode(texts)
+            except EncodeFailure as exc:  # some rows only (a remote service refused their request)
+                encoded, failed = cast(Any, exc.vectors), exc.failed  # every row; the failed ones are zeros
+            took = time.perf_counter() - t0
+            per_entity: dict[str, int] = {}
+            for (eid, _), _row in first_row.items():
+                per_entity[eid] = per_entity.get(eid, 0) + 1
+            self.reporter.embedded(len(texts), took, per_entity)
+            for (eid, key), row in first_row.items():
+                if row not in failed:
+                    self.passages.remember(eid, key, encoded[row])
+        if reused:
+            self.reporter.reused(reused)
+        runtime = embedded_by(self.embedder.describe()) if self.embedder is not None else {}
+        for (state, i), key, row in zip(batch, keys, source):
+            if row < 0:
+                done = state.put(i, found[(state.outcome.entity_id, key)])
+            else:
+                done = state.put(i, encoded[row], failed.get(row))
+            if not done:
                 continue
             out = state.outcome
             if state.failure is not None:  # the document fails alone; the run goes on

@@ -30,6 +30,9 @@ class EntityReport:
     pruned: int = 0
     stale: int = 0
     chunks: int = 0
+    # chunks that took the vector of a passage already embedded in the entity (in its store or
+    # earlier in this run) instead of a model input (docs/storage.md, "Passages")
+    chunks_reused: int = 0
     ocr_pages: int = 0  # pages read by OCR in this run (scanned PDF pages, image frames)
 
 
@@ -145,6 +148,12 @@ class Reporter:
         with self._lock:
             self.report.encode_seconds += seconds
         self.emit(ev.ChunksEmbedded(count, seconds, tuple(sorted(per_entity.items()))))
+
+    def reused(self, per_entity: dict[str, int]) -> None:
+        """Chunks whose vectors were reused, not embedded."""
+        with self._lock:
+            for entity_id, n in per_entity.items():
+                self._entity(entity_id).chunks_reused += n
 
     def entity_done(self, entity_id: str) -> None:
         self.emit(ev.EntityDone(entity_id))

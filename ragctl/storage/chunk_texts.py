@@ -11,6 +11,13 @@ adds both columns (empty) and rebuilds the full-text index with them, in one tra
 a page image) say where a chunk comes from; a database made before them gains both columns
 (NULL / 0) on its first write, without touching the full-text index.
 
+`passage` is `passage_key(text)`: the first 16 bytes of the sha256 of the chunk text with its
+white space collapsed (indexed: `chunks_passage`). The embed stage looks a new chunk's key up to
+reuse the vector of a row holding the same passage, and queries collapse hits with equal keys
+(docs/storage.md, "Passages"). A database made before it gains the column on its first write
+and every existing row its key, in that same transaction; until then readers find no holders
+and compute the keys of the hits themselves.
+
 Rows and their full-text entries are written and deleted in ONE transaction
 (`synchronous=FULL`), so a kill -9 at any instant leaves the two in agreement. Tokenizer:
 `unicode61 remove_diacritics 2` - identifiers split at `.`, `:`, `_` and other punctuation
@@ -46,8 +53,9 @@ FTS_TOKENIZER = "unicode61 remove_diacritics 2"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, doc_id TEXT NOT NULL,"
     " ord INTEGER NOT NULL, text TEXT NOT NULL, title TEXT NOT NULL DEFAULT '',"
-    " section TEXT NOT NULL DEFAULT '', page INTEGER, ocr INTEGER NOT NULL DEFAULT 0)"
+    " section TEXT NOT NULL DEFAULT '', page INTEGER, ocr INTEGER NOT NULL DEFAULT 0, passage BLOB)"
 )
+_PASSAGE_INDEX = "CREATE INDEX IF NOT EXISTS chunks_passage ON chunks(passage)"
 _CONTEXT_COLUMNS = ("title", "section")
 _ORIGIN_COLUMNS = {"page": "INTEGER", "ocr": "INTEGER NOT NULL DEFAULT 0"}
 _FTS_SCHEMA = (
@@ -105,6 +113,7 @@ class ChunkTexts:
                 conn.execute(_SCHEMA)
                 _add_context_columns(conn)
                 _add_origin_columns(conn)
+                _add_passage_column(conn)
                 _ensure_fts(conn)
                 yield conn
             except BaseException:
@@ -123,8 +132,8 @@ class ChunkTexts:
         with self._write() as conn:
             _fts_forget(conn, [r[0] for r in full])  # an id being replaced (never expected)
             conn.executemany(
-                "INSERT OR REPLACE INTO chunks(id, doc_id, ord, text, title, section, page, ocr)"
-                " VALUES (?,?,?,?,?,?,?,?)", [(*r[:7], int(bool(r[7]))) for r in full])
+                "INSERT OR REPLACE INTO chunks(id, doc_id, ord, text, title, section, page, ocr, passage)"
+                " VALUES (?,?,?,?,?,?,?,?,?)", [(*r[:7], int(bool(r[7])), passage_key(r[3])) for r in full])
             conn.executemany(
                 "INSERT INTO chunks_fts(rowid, text, title, section) VALUES (?,?,?,?)",
                 [(r[0], r[3], r[4], r[5]) for r in full],
@@ -146,6 +155,18 @@ class ChunkTexts:
             return False
         with self._db(reader=True) as conn:
             if not _has_table(conn, "chunks") or (_has_table(conn, "chunks_vocab") and _has_context(conn)):
+                return False
+        with self._write():
+            pass
+        return True
+
+    def ensure_passages(self) -> bool:
+        """Key the rows of a database made before passage keys (the upgrade its next write
+        would do; the embed stage calls it before looking passages up). True if it did."""
+        if not self.exists():
+            return False
+        with self._db(reader=True) as conn:
+            if not _has_table(conn, "chunks") or _has_passage(conn):
                 return False
         with self._write():
             pass
@@ -177,6 +198,41 @@ class ChunkTexts:
                 marks = ",".join("?" * len(part))
                 sql = f"SELECT id, {columns} FROM chunks WHERE id IN ({marks})"
                 out.update((int(r[0]), (r[1], r[2], r[3], r[4], bool(r[5]))) for r in conn.execute(sql, part))
+            return out
+
+    def passages(self, ids: Sequence[int]) -> dict[int, bytes]:
+        """id -> passage key, for rows that have one (none in a database not upgraded yet)."""
+        if not len(ids) or not self.exists():
+            return {}
+        with self._db(reader=True) as conn:
+            if not _has_table(conn, "chunks") or not _has_passage(conn):
+                return {}
+            out: dict[int, bytes] = {}
+            ids = [int(i) for i in ids]
+            for start in range(0, len(ids), _BATCH):
+                part = ids[start : start + _BATCH]
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT id, passage FROM chunks WHERE id IN ({marks}) AND passage IS NOT NULL"
+                out.update((int(r[0]), bytes(r[1])) for r in conn.execute(sql, part))
+            return out
+
+    def holders(self, keys: Sequence[bytes]) -> dict[bytes, list[tuple[int, str, int]]]:
+        """passage key -> the rows holding it: (id, doc_id, ord), oldest id first. Rows of
+        replaced or removed documents are included (the caller checks they are still mapped);
+        a database not upgraded yet has no holders."""
+        if not len(keys) or not self.exists():
+            return {}
+        with self._db(reader=True) as conn:
+            if not _has_table(conn, "chunks") or not _has_passage(conn):
+                return {}
+            out: dict[bytes, list[tuple[int, str, int]]] = {}
+            keys = list(dict.fromkeys(bytes(k) for k in keys))
+            for start in range(0, len(keys), _BATCH):
+                part = keys[start : start + _BATCH]
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT passage, id, doc_id, ord FROM chunks WHERE passage IN ({marks}) ORDER BY id"
+                for key, vid, doc_id, ord_ in conn.execute(sql, part):
+                    out.setdefault(bytes(key), []).append((int(vid), str(doc_id), int(ord_)))
             return out
 
     def row_ids(self) -> np.ndarray:
@@ -291,6 +347,33 @@ def _add_origin_columns(conn: sqlite3.Connection) -> None:
     for column, kind in _ORIGIN_COLUMNS.items():
         if column not in columns:
             conn.execute(f"ALTER TABLE chunks ADD COLUMN {column} {kind}")
+
+
+def _has_passage(conn: sqlite3.Connection) -> bool:
+    return "passage" in {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
+
+
+def _add_passage_column(conn: sqlite3.Connection) -> None:
+    """Inside a write transaction: a database made before passage keys gains the column, every
+    row its key (computed from its text), and the index; all or nothing with the write."""
+    if not _has_passage(conn):
+        conn.execute("ALTER TABLE chunks ADD COLUMN passage BLOB")
+        last = -(1 << 62)
+        while True:  # in id order, a page at a time (no cursor open over rows being updated)
+            part = conn.execute("SELECT id, text FROM chunks WHERE id > ? ORDER BY id LIMIT 5000", (last,)).fetchall()
+            if not part:
+                break
+            conn.executemany("UPDATE chunks SET passage = ? WHERE id = ?", [(passage_key(t), i) for i, t in part])
+            last = part[-1][0]
+    conn.execute(_PASSAGE_INDEX)
+
+
+def passage_key(text: str) -> bytes:
+    """A chunk's passage: 16 bytes of the sha256 of its text with white space collapsed (so a
+    copy that differs only in line breaks or indentation is the same passage)."""
+    import hashlib
+
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).digest()[:16]
 
 
 def _fts_has_context(conn: sqlite3.Connection) -> bool:

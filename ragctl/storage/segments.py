@@ -34,6 +34,7 @@ import os
 import struct
 import threading
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -412,6 +413,52 @@ class SegmentedIndex:
             union = UnionIndex(parts, d)
             self._union = (names, union)
             return union
+
+    def vectors_of(self, wanted: Any) -> dict[int, np.ndarray]:
+        """The stored vectors of these ids, read from the live segments that hold them (flat
+        segments: only those rows, memory-mapped; an approximate one: its index, loaded once
+        per process). Ids no live segment holds (orphans gone, an entity of format <= 2) are
+        left out; so is everything when a compaction replaced the segments meanwhile."""
+        import numpy as np
+
+        manifest = self.manifest()
+        want = np.unique(np.asarray(list(wanted), dtype=np.int64))
+        out: dict[int, np.ndarray] = {}
+        if manifest is None or not len(want):
+            return out
+        try:
+            for entry in manifest.get("segments", []):
+                lo, hi = int(entry.get("min_id", 0)), int(entry.get("max_id", -1))
+                inside = want[(want >= lo) & (want <= hi)]
+                if not len(inside):
+                    continue
+                path = self.dir / entry["name"]
+                if entry.get("kind", "flat") == "flat":
+                    with open(path, "rb") as fh:
+                        header, offset = _read_header(fh, path)
+                    count, dim = int(header["count"]), int(header["dim"])
+                    ids = np.memmap(path, dtype=np.int64, mode="r", offset=offset, shape=(count,))
+                    pos = np.searchsorted(ids, inside)
+                    ok = pos < count
+                    ok[ok] = ids[pos[ok]] == inside[ok]
+                    vecs = np.memmap(path, dtype=np.float32, mode="r", offset=offset + 8 * count, shape=(count, dim))
+                    for vid, p in zip(inside[ok], pos[ok]):
+                        out[int(vid)] = np.array(vecs[p], dtype=np.float32)
+                    del ids, vecs
+                else:
+                    with self._lock:
+                        part = self._parts.get(entry["name"])
+                    if part is None:
+                        part = _part(path)
+                        with self._lock:
+                            self._parts.setdefault(part.name, part)
+                    union = UnionIndex([part], int(manifest.get("dim") or 0))
+                    for vid in inside:
+                        with suppress(KeyError):
+                            out[int(vid)] = union.reconstruct(int(vid))
+        except (FileNotFoundError, StorageError, ValueError):
+            return {}
+        return out
 
     @staticmethod
     def ids(index: Any) -> np.ndarray:

@@ -1,0 +1,115 @@
+"""Passages (issue 26): a passage is embedded once per entity and returned once per query.
+
+Real files, the real model, the real store: the ingest's `chunks_reused` count says how many
+chunks took an existing vector instead of a model input.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from helpers import cli, make_tree
+
+TOPICS = ["borrow checker", "lifetimes", "cargo workspaces", "feature flags", "build scripts", "linker arguments",
+          "panic strategy", "allocator", "interrupt handlers", "memory-mapped registers", "semihosting", "probe-rs"]
+
+
+def section(i: int, topic: str) -> str:
+    """A section with its own words, a few sentences long (one chunk)."""
+    return (f"## Section {i}: {topic}\n\n"
+            + " ".join(f"Sentence {j} of section {i} explains how {topic} behaves in case {j} and why it matters "
+                       f"for item {i * 7 + j}." for j in range(6))
+            + "\n")
+
+
+def page(title: str, topics: list[str], start: int = 0) -> str:
+    return f"# {title}\n\n" + "\n".join(section(start + i, t) for i, t in enumerate(topics))
+
+
+def ingest(root: Path, store: Path, *extra: object) -> dict[str, Any]:
+    result = cli("ingest", root, "--store", store, "--json", "--quiet", *extra)
+    assert result.exit_code == 0, result.output
+    out: dict[str, Any] = json.loads(result.stdout)
+    return out
+
+
+def query(store: Path, entity: str, text: str, *extra: object) -> list[dict[str, Any]]:
+    result = cli("query", entity, text, "--store", store, "--json", *extra)
+    assert result.exit_code == 0, result.output
+    hits: list[dict[str, Any]] = json.loads(result.stdout)["results"]
+    return hits
+
+
+def verify_ok(store: Path) -> None:
+    result = cli("verify", "--store", store, "--json")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_shared_passage_is_embedded_once_and_survives_the_deletion_of_one_holder(tmp_path):
+    chapter = page("Ownership", TOPICS[:4])
+    # the print view: another page first, then the chapter's sections again
+    everything = page("The whole book", TOPICS[4:6], start=10) + "\n" + "\n".join(
+        section(i, t) for i, t in enumerate(TOPICS[:4]))
+    root = make_tree(tmp_path / "docs", {"book/ownership.md": chapter, "book/print.md": everything})
+    store = tmp_path / "store"
+    row = ingest(root, store)["entities"]["book"]
+    assert row["indexed"] == 2
+    # the four chapter sections are in both documents: embedded for one, reused for the other
+    # (the chapter's first chunk also holds its title line, so it is a passage of its own)
+    assert row["chunks_reused"] >= 3, row
+    assert row["chunks_reused"] <= 4
+    verify_ok(store)
+
+    (root / "book/ownership.md").unlink()
+    pruned = ingest(root, store, "--prune")["entities"]["book"]
+    assert pruned["pruned"] == 1 and pruned["chunks_reused"] == 0
+    verify_ok(store)
+    hits = query(store, "book", "Sentence 4 of section 2 explains how cargo workspaces behaves", "-k", "3")
+    assert hits[0]["path"] == "print.md"
+    assert "Sentence 4 of section 2 explains how cargo workspaces" in hits[0]["text"]
+
+
+def test_an_edit_in_one_section_re_embeds_only_that_section(tmp_path):
+    topics = [f"{t} {n}" for n in range(4) for t in TOPICS]  # 48 sections, one heading each
+    text = page("Reference", topics)
+    root = make_tree(tmp_path / "docs", {"ref/reference.md": text})
+    store = tmp_path / "store"
+    first = ingest(root, store)["entities"]["ref"]
+    assert first["chunks"] >= 48 and first["chunks_reused"] == 0
+    # one sentence changed in the middle of the page
+    old = "Sentence 3 of section 24 explains how"
+    assert old in text
+    (root / "ref/reference.md").write_text(text.replace(old, "Sentence three of section 24 now says how"))
+    second = ingest(root, store)["entities"]["ref"]
+    assert second["updated"] == 1 and second["chunks"] == first["chunks"]
+    embedded = second["chunks"] - second["chunks_reused"]
+    assert embedded == 1, second  # only the changed section's chunk went to the model
+    verify_ok(store)
+    hits = query(store, "ref", "Sentence three of section 24 now says how", "-k", "1", "--mode", "text")
+    assert "Sentence three of section 24 now says how" in hits[0]["text"]
+
+
+def test_a_store_without_passage_keys_keeps_answering_and_is_upgraded_on_its_next_write(tmp_path):
+    root = make_tree(tmp_path / "docs", {"e/a.md": page("A", TOPICS[:3])})
+    store = tmp_path / "store"
+    ingest(root, store)
+    db = store / "entities" / "e" / "chunks.sqlite"
+    with sqlite3.connect(db) as conn:  # what a store written before passage keys looks like
+        conn.execute("DROP INDEX chunks_passage")
+        conn.execute("ALTER TABLE chunks DROP COLUMN passage")
+    hits = query(store, "e", "Sentence 2 of section 1 explains how lifetimes behaves")
+    assert "Sentence 2 of section 1 explains how lifetimes" in hits[0]["text"]
+    verify_ok(store)
+
+    # the next ingest adds the column and keys every old row (one transaction), and reuses them at once
+    make_tree(root, {"e/b.md": page("B", TOPICS[:3])})
+    row = ingest(root, store)["entities"]["e"]
+    assert row["indexed"] == 1 and row["chunks_reused"] >= 2, row
+    with sqlite3.connect(db) as conn:
+        missing = conn.execute("SELECT count(*) FROM chunks WHERE passage IS NULL").fetchone()[0]
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert missing == 0 and "chunks_passage" in indexes
+    verify_ok(store)
