@@ -964,3 +964,34 @@ def test_docx_nested_table_is_read_once(tmp_path: Path) -> None:
 
     doc = parse_file(write(tmp_path, "n.docx", _docx_bytes(build)))
     assert texts(doc) == ["Outer | inner left inner right"]
+
+
+def test_html_layout_tables_keep_headings_and_code_apart(tmp_path: Path) -> None:
+    # libxslt's API pages (and most HTML e-mails) lay the page out in nested tables: the whole
+    # page was one "row" and "<h2>Table of Contents</h2><pre>xsltDocumentComp" read as
+    # "Table of ContentsxsltDocumentComp"
+    page = (
+        "<html><body><table><tr><td><b>API Menu</b><ul><li>Home</li></ul></td><td>"
+        "<table><tr><td><h2>Table of Contents</h2><pre>void\txsltDocumentComp(style)</pre>"
+        "<p>Pre process an element.</p>"
+        "<table><tr><td>style:</td><td>the stylesheet</td></tr></table>"
+        "</td></tr></table></td></tr></table></body></html>"
+    )
+    doc = parse_file(write(tmp_path, "api.html", page))
+    assert [(b.kind, b.text) for b in doc.blocks] == [
+        ("text", "API Menu"),
+        ("text", "Home"),
+        ("heading", "Table of Contents"),
+        ("text", "void\txsltDocumentComp(style)"),
+        ("text", "Pre process an element."),
+        ("text", "style: | the stylesheet"),
+    ]
+
+
+def test_html_code_and_headings_inside_a_data_row_are_separate_words(tmp_path: Path) -> None:
+    page = (
+        "<html><body><table><tr><th>Option</th><th>Example</th></tr>"
+        "<tr><td>jobs<small>since 1.2</small></td><td>Use<pre>-j 4</pre>to build</td></tr></table></body></html>"
+    )
+    doc = parse_file(write(tmp_path, "opts.html", page))
+    assert texts(doc) == ["Option | Example", "jobssince 1.2 | Use -j 4 to build"]

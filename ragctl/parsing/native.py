@@ -346,6 +346,7 @@ def html_blocks(text: str) -> list[Block]:
     heading_depth = 0
     row_depth = 0
     pre_depth = 0
+    layout_rows: list[bool] = []  # per open <tr>: a layout row (its cells read as blocks)
 
     def flush(kind: str = "text", level: int = 0) -> None:
         if not buf:
@@ -383,14 +384,22 @@ def html_blocks(text: str) -> list[Block]:
                 if heading_depth == 0 and row_depth == 0:
                     flush()
                     heading_level = _HTML_HEADINGS[tag]
+                else:
+                    buf.append(" ")
                 heading_depth += 1
             elif tag == "tr":
-                if row_depth == 0 and heading_depth == 0:
+                layout_rows.append(row_depth == 0 and heading_depth == 0 and _is_layout_row(el))
+                if layout_rows[-1]:
                     flush()
-                row_depth += 1
+                else:
+                    if row_depth == 0 and heading_depth == 0:
+                        flush()
+                    row_depth += 1
             elif tag in _HTML_PRE:
                 if pre_depth == 0 and not (heading_depth or row_depth):
                     flush()
+                elif pre_depth == 0:
+                    buf.append(" ")
                 pre_depth += 1
             elif tag in _HTML_BLOCK or (tag in _HTML_CELLS and row_depth == 0):
                 if heading_depth or row_depth or pre_depth:
@@ -408,16 +417,23 @@ def html_blocks(text: str) -> list[Block]:
                     if heading_depth == 0 and row_depth == 0:
                         flush("heading", heading_level)
                         heading_level = 0
+                    else:
+                        buf.append(" ")
                 elif tag == "tr":
-                    row_depth -= 1
-                    if row_depth == 0 and heading_depth == 0:
-                        flush("row")
+                    if layout_rows.pop():
+                        flush()
+                    else:
+                        row_depth -= 1
+                        if row_depth == 0 and heading_depth == 0:
+                            flush("row")
                 elif tag in _HTML_CELLS and row_depth:
                     buf.append(_CELL_SEP if row_depth == 1 else " ")
                 elif tag in _HTML_PRE:
                     pre_depth -= 1
                     if pre_depth == 0 and not (heading_depth or row_depth):
                         flush("pre")
+                    elif pre_depth == 0:
+                        buf.append(" ")
                 elif tag in _HTML_BLOCK or tag in _HTML_CELLS:
                     if heading_depth or row_depth or pre_depth:
                         buf.append(" " if not pre_depth else "\n")
@@ -429,6 +445,16 @@ def html_blocks(text: str) -> list[Block]:
                 buf.append(el.tail)
     flush()
     return blocks
+
+
+_LAYOUT_ROW = "boolean(.//table | .//h1 | .//h2 | .//h3 | .//h4 | .//h5 | .//h6)"
+
+
+def _is_layout_row(tr: Any) -> bool:
+    """A table row that lays out a page rather than holding data: one of its cells holds a
+    table or a heading (old documentation sites, nearly every HTML e-mail). Its cells are read
+    as blocks; joined into one "a | b" row, its headings and code blocks ran together."""
+    return bool(tr.xpath(_LAYOUT_ROW))
 
 
 def main_content(root: Any) -> Any:
