@@ -995,3 +995,23 @@ def test_html_code_and_headings_inside_a_data_row_are_separate_words(tmp_path: P
     )
     doc = parse_file(write(tmp_path, "opts.html", page))
     assert texts(doc) == ["Option | Example", "jobssince 1.2 | Use -j 4 to build"]
+
+
+def test_xml_internal_entities_are_text_exponential_ones_are_refused(tmp_path: Path) -> None:
+    # the W3C XML 1.0 spec writes its date through <!ENTITY iso6.doc.date "19980210">
+    spec = (
+        '<?xml version="1.0"?><!DOCTYPE spec [<!ENTITY iso6.doc.date "19980210">'
+        '<!ENTITY XML "Extensible Markup Language">]>'
+        "<spec><designation>REC-xml-&iso6.doc.date;</designation>"
+        "<p>The &XML; is a subset of SGML that is completely described in this document.</p></spec>"
+    )
+    doc = parse_file(write(tmp_path, "spec.xml", spec))
+    assert texts(doc) == [
+        "designation: REC-xml-19980210",
+        "The Extensible Markup Language is a subset of SGML that is completely described in this document.",
+    ]
+    lol = '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol0 "lol">'
+    lol += "".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10))
+    lol += "]><lolz><t>safe words</t><u>&lol9;</u></lolz>"
+    with pytest.raises(ParseError, match="amplification"):  # 10^9 "lol"s: libxml2 refuses them
+        parse_file(write(tmp_path, "lol.xml", lol))

@@ -21,7 +21,7 @@ Readers (``native.READERS``; ``ParsedDocument.parser`` in brackets):
   .json [json], .jsonl .ndjson [jsonl] – stdlib, on text decoded UTF-8 (BOM aware) →
   UTF-16/32 by BOM → cp1252 → latin-1;
 * .html .htm .xhtml [html] – lxml (``<meta charset>`` honoured); .xml [xml] – lxml, entities
-  not expanded, no network; .eml [email] – stdlib ``email`` (HTML bodies via the html reader);
+  declared in the document expanded (external ones never), no network; .eml [email] – stdlib ``email`` (HTML bodies via the html reader);
 * .pdf [pdf:pypdfium2; "+ocr:rapidocr" when pages were OCR'd] (pdf.py: page by page), images .png .jpg .jpeg .tif
   .tiff .bmp .webp .gif [image:rapidocr] (ocr.py), .docx [docx] – python-docx package + its XML, .pptx [pptx];
 * fallback [unstructured]: .msg .odt .rtf .epub .org .xlsx .xls .doc .ppt (see ``fallback``);

@@ -858,23 +858,39 @@ def read_xml(data: bytes) -> list[Block]:
 
     if looks_binary(data):
         raise ParseError("binary content, not text")
-    parser = etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        remove_comments=True,
-        remove_pis=True,
-        huge_tree=False,
-    )
-    try:
-        root = etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as first:
-        # maybe undeclared legacy encoding: decode ourselves and retry once
-        text = _XML_DECL.sub("", decode_text(data), count=1)
+
+    def parser(resolve: bool | str) -> Any:
+        return etree.XMLParser(
+            resolve_entities=resolve,
+            no_network=True,
+            load_dtd=False,
+            remove_comments=True,
+            remove_pis=True,
+            huge_tree=False,
+        )
+
+    root: Any = None
+    parsed = False
+    # Entities declared in the document itself (<!ENTITY date "10 February 1998">, as in the
+    # W3C XML spec: 509 uses) are text: expand them when lxml can do so without ever loading
+    # an external one (lxml >= 5). libxml2 stops an exponential expansion ("billion laughs");
+    # then, or when an external entity is referenced, entities stay unexpanded as before.
+    if etree.LXML_VERSION >= (5,):
         try:
-            root = etree.fromstring(text, parser)
+            root = etree.fromstring(data, parser("internal"))
+            parsed = True
         except etree.XMLSyntaxError:
-            raise ParseError(f"invalid XML: {collapse_ws(str(first))[:160]}") from first
+            pass
+    if not parsed:
+        try:
+            root = etree.fromstring(data, parser(False))
+        except etree.XMLSyntaxError as first:
+            # maybe undeclared legacy encoding: decode ourselves and retry once
+            text = _XML_DECL.sub("", decode_text(data), count=1)
+            try:
+                root = etree.fromstring(text, parser(False))
+            except etree.XMLSyntaxError:
+                raise ParseError(f"invalid XML: {collapse_ws(str(first))[:160]}") from first
     if root is None:
         return []
     blocks: list[Block] = []
