@@ -50,7 +50,7 @@ def main() -> int:
         srv = start_console_server(root / "server")
         driver = chrome()
         try:
-            driver.set_window_size(1200, 760)
+            driver.set_window_size(1200, 820)
             with srv.client(ADMIN) as c:
                 for entity, files in MORE.items():
                     upload(c, entity, files, wait=True)

@@ -247,6 +247,10 @@ def test_upload_a_folder_see_every_job_settle_then_search_with_highlighted_words
     page.get(f"{console_server.url}/ui/#/entity/acme")
     wait_for(page, lambda: len(file_rows(page)) == 3, "three documents listed")
     assert file_rows(page) == ["handbook/harbour.txt", "handbook/leave/parental-leave.md", "handbook/travel.html"]
+    # its recent upload jobs, with the reason of the file that failed
+    jobs = wait_for(page, lambda: text(page, "jobs-table") if "handbook/broken.pdf" in text(page, "jobs-table")
+                    else None, "the failed file's reason under Recent uploads")
+    assert "3 indexed, 1 failed" in jobs and "done" in jobs
 
     # search: hits show path and score; the query's words are marked in the snippet
     page.get(f"{console_server.url}/ui/#/search?entity=acme")

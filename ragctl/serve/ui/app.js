@@ -290,6 +290,7 @@
     const body = $("files-table").tBodies[0];
     clear(body);
     $("entity-summary").textContent = "Loading…";
+    showJobs(id).catch(report);
     let page = Math.max(0, parseInt(params.get("page") || "0", 10) || 0);
     const wanted = params.get("doc");
     let data;
@@ -327,6 +328,30 @@
       (data.total > PAGE ? ` · showing ${fmtInt(first)}–${fmtInt(data.offset + data.files.length)}` : "");
     pager("files", page, data.total, (p) => `#/entity/${enc(id)}?page=${p}`);
     if (found) { found.scrollIntoView({ block: "center" }); found.focus(); }
+  }
+
+  /** The entity's last 10 upload jobs, each with its files' counts and the reasons of those not indexed. */
+  async function showJobs(id) {
+    const body = $("jobs-table").tBodies[0];
+    clear(body);
+    $("jobs-summary").textContent = "";
+    const data = await api("GET", `/api/entities/${enc(id)}/jobs?limit=10`);
+    for (const job of data.jobs) {
+      const counts = {};
+      for (const f of job.files) counts[f.status || "waiting"] = (counts[f.status || "waiting"] || 0) + 1;
+      const problems = el("td", {});
+      for (const f of job.files) if (f.error) problems.append(el("div", { text: `${f.path}: ${f.error}` }));
+      if (job.error) problems.append(el("div", { text: job.error }));
+      body.append(el("tr", {},
+        el("th", { scope: "row", class: "id", title: job.job_id, text: job.job_id.slice(0, 8) }),
+        el("td", {}, el("span", { class: `status-${job.status}`, text: job.status })),
+        el("td", { text: fmtTime(job.created_at) }),
+        el("td", { text: [...SETTLED, "waiting"].filter((k) => counts[k]).map((k) => `${counts[k]} ${k}`).join(", ") }),
+        problems));
+    }
+    $("jobs-summary").textContent = data.jobs.length
+      ? `The ${data.jobs.length === 1 ? "last job" : `last ${data.jobs.length} jobs`} (finished jobs are kept 7 days).`
+      : "No upload jobs in the last 7 days.";
   }
 
   function confirmDialog(text, okLabel) {
