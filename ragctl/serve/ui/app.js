@@ -701,6 +701,8 @@
         el("a", { class: "path", href: link, title: "show this document in the entity's list", text: hit.path }),
         el("span", { class: "score", text: `score ${Number(hit.score).toFixed(3)}` })),
       el("div", { class: "hit-meta", text: meta.join(" · ") }),
+      Array.isArray(hit.also_in) && hit.also_in.length
+        ? el("div", { class: "hit-meta", text: `also in: ${hit.also_in.join(", ")}` }) : null,
       snippet(hit.text || "", words));
   }
 
