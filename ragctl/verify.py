@@ -165,7 +165,7 @@ def _repair(storage: JSONStorage, store: EntityStore, entity_id: str, check: Ent
             for problem in broken[key]:
                 repaired.append(f"{problem}: dropped the record (re-run ingest to re-index the file)")
     if check.orphans or broken or check.legacy_layout:
-        removed = store.gc()  # also moves a format-2 index.faiss into segments
+        removed = store.gc(force=True)  # also moves a format-2 index.faiss into segments
         if removed:
             repaired.append(f"removed {removed} orphan vectors")
         if check.legacy_layout:

@@ -54,10 +54,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
-    """Every file under root: (size, mtime_ns, sha256)."""
+    """Every file under root: (size, mtime_ns, sha256); not SQLite's shared-memory index of the
+    store catalog (`catalog.sqlite-shm`), which every reader of a WAL database updates."""
     out = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file():
+        if path.is_file() and not path.name.endswith("-shm"):
             st = path.stat()
             out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
     return out

@@ -54,6 +54,8 @@ _SCHEMA = (
     " updated_at TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS pending (entity_id TEXT PRIMARY KEY, since TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    # the entity's file signature after a gc() that left nothing to do (EntityStore.gc)
+    "CREATE TABLE IF NOT EXISTS gc_clean (entity_id TEXT PRIMARY KEY, signature TEXT NOT NULL) WITHOUT ROWID",
 )
 _BUSY_MS = 60_000
 _PARAMS = 500  # ids per IN (...) query
@@ -126,9 +128,12 @@ def _open(path: Path, root: Path) -> sqlite3.Connection:
         if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=NORMAL")
+        con.execute("PRAGMA journal_size_limit=1048576")  # the WAL truncated to 1 MB after a checkpoint
         if con.execute("SELECT 1 FROM sqlite_master WHERE name='info'").fetchone() is None or \
                 con.execute("SELECT 1 FROM info WHERE key='complete'").fetchone() is None:
             _enrol_all(con, root)
+        elif con.execute("SELECT 1 FROM sqlite_master WHERE name='gc_clean'").fetchone() is None:
+            con.execute(_SCHEMA[-1])  # a catalog made before that table
     except sqlite3.Error as exc:
         con.close()
         raise StorageError(f"{path}: store catalog unusable: {exc} (`ragctl verify --repair` rebuilds it)") from exc
@@ -222,9 +227,22 @@ def set_bytes(root: Path, entity_id: str, size: int) -> None:
             raise StorageError(f"{catalog_path(root)}: cannot write: {exc}") from exc
 
 
+def gc_signature(root: Path, entity_id: str) -> str | None:
+    with _connect(root) as con:
+        row = con.execute("SELECT signature FROM gc_clean WHERE entity_id = ?", (entity_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def set_gc_signature(root: Path, entity_id: str, signature: str) -> None:
+    """(entity lock held) gc() left nothing to do; no fsync: losing it only costs a gc."""
+    with _connect(root) as con:
+        con.execute("INSERT OR REPLACE INTO gc_clean VALUES (?, ?)", (entity_id, signature))
+
+
 def _write_row(con: sqlite3.Connection, entity_id: str, row: dict[str, Any] | None) -> None:
     if row is None:
         con.execute("DELETE FROM entities WHERE entity_id = ?", (entity_id,))
+        con.execute("DELETE FROM gc_clean WHERE entity_id = ?", (entity_id,))
         return
     con.execute(
         "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

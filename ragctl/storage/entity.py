@@ -24,6 +24,7 @@ fully searchable and never exposes a half document. A commit costs what it adds.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -417,6 +418,43 @@ class EntityStore:
         except (StorageError, OSError, sqlite3.Error):
             pass
 
+    def _gc_signature(self) -> str:
+        """(inode, size, mtime) of every file and directory gc() looks after: the mapping shard
+        and its log, entity.json, chunks.sqlite (and a journal), the entity and segments
+        directories (a file added, removed or renamed there: a segment, a merge, a temp file), a
+        format-2 index; and the index kind asked for."""
+        layout = StoreLayout(self.storage.root)
+        shard = self.storage.shard_path(MAPPING_COLLECTION, self.entity_id)
+        entity_dir = layout.entity_dir(self.entity_id)
+        parts = []
+        for path in (shard, shard.with_name(shard.name + ".log"), layout.entity_meta_path(self.entity_id),
+                     self.texts.path, Path(str(self.texts.path) + "-journal"), entity_dir, self.index.dir,
+                     self.index.legacy_path):
+            try:
+                st = os.stat(path)
+                parts.append(f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+            except OSError:
+                parts.append("-")
+        parts.append(self.index_kind or "")
+        return "|".join(parts)
+
+    def _gc_clean(self) -> bool:
+        """True when the catalog holds a clean-gc signature equal to the files' now (sharded
+        stores; no catalog, or any doubt: False, and gc runs)."""
+        if not self.storage.enable_sharding or not catalog.catalog_path(self.storage.root).exists():
+            return False
+        try:
+            return catalog.gc_signature(self.storage.root, self.entity_id) == self._gc_signature()
+        except (StorageError, OSError, sqlite3.Error):
+            return False
+
+    def _gc_done(self) -> None:
+        """Record that gc left nothing to do (lock held, no merge pending)."""
+        if not catalog.catalog_path(self.storage.root).exists():
+            return
+        with suppress(StorageError, OSError, sqlite3.Error):
+            catalog.set_gc_signature(self.storage.root, self.entity_id, self._gc_signature())
+
     def compact(self, merge: compaction.Merge | None) -> str:
         """Run a merge a commit planned; '' or a one-line reason it failed (the commit stands:
         the next commit or gc plans the merge again)."""
@@ -596,11 +634,17 @@ class EntityStore:
             if shard is not None and self._view is not None:
                 self._view.fold()
 
-    def gc(self) -> int:
-        """End of an entity's ingest (and `verify --repair`): fold the mapping log into the
-        shard, drop orphan vectors and stray chunk rows, merge full tiers and (re)build the
-        approximate index where the entity's kind asks. Returns how many vectors it dropped."""
+    def gc(self, force: bool = False) -> int:
+        """End of an entity's ingest (and `verify --repair`, with `force`): fold the mapping log
+        into the shard, drop orphan vectors and stray chunk rows, merge full tiers and (re)build
+        the approximate index where the entity's kind asks. Returns how many vectors it dropped.
+
+        A gc that left nothing to do records the entity's file signature in the store catalog;
+        while the files still match it (nothing committed, merged or interrupted since), gc
+        returns at once: a no-change re-run over many tenants costs a few stats per tenant."""
         if not self.index.exists() and not self.texts.exists():
+            return 0
+        if not force and self._gc_clean():
             return 0
         with self._locked_view() as (shard, _legacy):
             if shard is not None and self._view is not None:
@@ -618,6 +662,7 @@ class EntityStore:
             merge = self._plan(meta, full=True)
             if shard is not None and merge is None:
                 self._catalog_bytes()  # folded, garbage removed (a merge updates them at its switch)
+                self._gc_done()
         return self._compact(merge)  # merges written without the lock, switched in under it
 
     def forget_missing_segments(self) -> list[dict[str, Any]]:
