@@ -308,6 +308,40 @@ def test_a_dropped_folder_keeps_its_relative_paths(page: Any, console_server: Se
     assert listed == ["minutes/2026/april.md", "minutes/2026/march.md"]
 
 
+def test_a_dropped_directory_entry_is_walked_at_every_level(page: Any, console_server: Server) -> None:
+    """What Chromium hands the page for a real folder dropped from the desktop: one item whose
+    entry is a directory, read with createReader().readEntries() in batches until empty. A real OS
+    drag cannot be made headless, so the entries API is stood in for by objects with its shape."""
+    sign_in(page, ADMIN)
+    page.get(f"{console_server.url}/ui/#/upload?entity=walked")
+    wait_for(page, lambda: visible(page, "view-upload"), "the upload view")
+    page.execute_script("""
+        const fileEntry = (path, text) => ({isFile: true, isDirectory: false, fullPath: '/' + path,
+          file: (ok) => ok(new File([text], path.split('/').pop(), {type: 'text/markdown'}))});
+        const dirEntry = (path, children) => ({isFile: false, isDirectory: true, fullPath: '/' + path,
+          createReader: () => { const batches = [children.slice(0, 1), children.slice(1), []];
+                                return {readEntries: (ok) => setTimeout(() => ok(batches.shift() || []), 0)}; }});
+        const root = dirEntry('site', [
+          fileEntry('site/index.md', '# Site\\n\\nThe lighthouse opens at nine.\\n'),
+          dirEntry('site/guides', [fileEntry('site/guides/boats.md', '# Boats\\n\\nRowing boats can be hired.\\n'),
+                                   dirEntry('site/guides/deep', [
+                                     fileEntry('site/guides/deep/tides.md', '# Tides\\n\\nLow tide is at noon.\\n')])]),
+        ]);
+        DataTransferItem.prototype.webkitGetAsEntry = function () { return root; };
+        const dt = new DataTransfer();
+        dt.items.add(new File(['x'], 'site'));
+        document.getElementById('dropzone').dispatchEvent(
+          new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));
+    """)
+    wait_for(page, lambda: len(upload_statuses(page)) == 3, "the three files of the tree listed")
+    assert sorted(upload_statuses(page)) == ["site/guides/boats.md", "site/guides/deep/tides.md", "site/index.md"]
+    by_id(page, "upload-start").click()
+    wait_for(page, lambda: "files settled" in text(page, "upload-summary"), "the job settled", timeout=120)
+    with console_server.client(ADMIN) as c:
+        listed = [f["path"] for f in c.get("/api/entities/walked/files").json()["files"]]
+    assert listed == ["site/guides/boats.md", "site/guides/deep/tides.md", "site/index.md"]
+
+
 def test_a_file_named_like_html_is_shown_as_text_and_runs_nothing(page: Any, console_server: Server,
                                                                    tmp_path: Path) -> None:
     hostile = tmp_path / XSS_NAME
