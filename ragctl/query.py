@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 MODES = ("hybrid", "vector", "text")
 MIN_DEPTH = 20  # candidates taken from each list before fusing (at least 2k)
+# collapsing reads each list this many times deeper, so that MIN_DEPTH distinct passages remain
+# when copies (a print page, a README in three folders) take half the rows
+COLLAPSE_READ = 3
 # weights of the two lists in the fusion (docs/retrieval.md: tuned on question sets)
 VECTOR_WEIGHT = 1.0
 TEXT_WEIGHT = 1.0
@@ -87,9 +90,13 @@ class Searcher:
         """The runtime that embedded this searcher's queries (None: no query needed the model)."""
         return None if self._embedder is None else embedded_by(self._embedder.describe())
 
-    def search(self, queries: list[str], k: int = 5, mode: str = "hybrid", rerank: bool = False) -> list[list[Hit]]:
+    def search(self, queries: list[str], k: int = 5, mode: str = "hybrid", rerank: bool = False,
+               collapse: bool = True) -> list[list[Hit]]:
         """Top-k hits per query. `rerank`: the top RERANK_DEPTH candidates of the mode are
-        re-scored passage by passage (ragctl.rerank) and the best k kept."""
+        re-scored passage by passage (ragctl.rerank) and the best k kept. `collapse` (the
+        default): a passage held by several documents, or near-duplicated, is one hit,
+        attributed to its most specific holder, the others listed in `also_in`; no top k holds
+        the same passage twice (`collapse=False`: every chunk as stored, for comparisons)."""
         if k < 1:
             raise UsageError("k must be at least 1")
         if mode not in MODES:
@@ -99,29 +106,94 @@ class Searcher:
         searching = EntitySearch(self.entity)
         want = max(k, RERANK_DEPTH) if rerank else k
         vectors = self._encode(queries) if mode != "text" or rerank else None
-        ranked: list[list[Ranked]]
-        if mode == "vector":
+        depth = max(MIN_DEPTH, 2 * want) if mode == "hybrid" else want
+        # with collapsing, each list is read deeper so that `depth` distinct passages remain
+        read = depth * COLLAPSE_READ if collapse else depth
+        vlists: list[list[tuple[int, float]]] = [[] for _ in queries]
+        tlists: list[list[tuple[int, float]]] = [[] for _ in queries]
+        if mode != "text":
             assert vectors is not None
-            ranked = [[(i, s, rank, None) for rank, (i, s) in enumerate(row, 1)]
-                      for row in searching.vector_search(vectors, want)]
-        elif mode == "text":
-            ranked = [[(i, s, None, rank) for rank, (i, s) in enumerate(searching.text_search(q, want), 1)]
-                      for q in queries]
-        else:
-            assert vectors is not None
-            depth = max(MIN_DEPTH, 2 * want)
-            ranked = [
-                fuse(vrows, searching.text_search(q, depth), want, RRF_K, VECTOR_WEIGHT, TEXT_WEIGHT)
-                for q, vrows in zip(queries, searching.vector_search(vectors, depth))
-            ]
+            vlists = searching.vector_search(vectors, read)
+        if mode != "vector":
+            tlists = [searching.text_search(q, read) for q in queries]
+        ranked: list[list[Ranked]] = []
+        also: list[dict[int, tuple[str, ...]]] = []
+        for vrows, trows in zip(vlists, tlists):
+            chosen: dict[int, int] = {}
+            if collapse:
+                vrows, trows, chosen, also_in = self._collapsed(searching, vrows, trows, depth)
+            else:
+                also_in = {}
+            rows: list[Ranked]
+            if mode == "vector":
+                rows = [(i, s, rank, None) for rank, (i, s) in enumerate(vrows[:want], 1)]
+            elif mode == "text":
+                rows = [(i, s, None, rank) for rank, (i, s) in enumerate(trows[:want], 1)]
+            else:
+                rows = fuse(vrows, trows, want, RRF_K, VECTOR_WEIGHT, TEXT_WEIGHT)
+            ranked.append([(chosen.get(r[0], r[0]), r[1], r[2], r[3]) for r in rows])
+            also.append({chosen.get(g, g): paths for g, paths in also_in.items()})
         if not rerank:
-            return [searching.hits(rows) for rows in ranked]
+            return [[with_also_in(hit, extra.get(vid, ())) for vid, hit in searching.ranked_hits(rows)]
+                    for rows, extra in zip(ranked, also)]
         assert vectors is not None
         reranker = self._reranker()
-        return [
-            reranker.rerank(vector, [Candidate(vid, hit, context_line(hit)) for vid, hit in searching.ranked_hits(rows)], k)
-            for vector, rows in zip(vectors, ranked)
-        ]
+        out = []
+        for vector, fused, extra in zip(vectors, ranked, also):
+            candidates = [Candidate(vid, with_also_in(hit, extra.get(vid, ())), context_line(hit))
+                          for vid, hit in searching.ranked_hits(fused)]
+            out.append(reranker.rerank(vector, candidates, k))
+        return out
+
+    def _collapsed(
+        self, searching: EntitySearch, vrows: list[tuple[int, float]], trows: list[tuple[int, float]], depth: int,
+    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]], dict[int, int], dict[int, tuple[str, ...]]]:
+        """Both lists with one row per passage (its best-ranked copy stands for the group, cut
+        at `depth` distinct passages), and per group: the id of its most specific holder and
+        the paths of its other holders (candidates in the lists, plus every live row of the
+        entity holding the same passage key)."""
+        from ragctl.passages import PassageGroups, most_specific
+
+        owners = self.entity.owners()
+        texts = self.entity.texts
+        order = [vid for pair in zip_longest_ids(vrows, trows) for vid in pair]
+        rows = texts.fetch_rows(sorted(set(order)))
+        groups = PassageGroups()
+        for vid in order:
+            groups.add(vid, rows.get(vid, ("",))[0])
+
+        def distinct(ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
+            seen: set[int] = set()
+            out = []
+            for vid, score in ranked:
+                g = groups.group[vid]
+                if g not in seen:
+                    seen.add(g)
+                    out.append((groups.members[g][0], score))  # the group's first member stands for it
+            return out[:depth]
+
+        vkept, tkept = distinct(vrows), distinct(trows)
+        kept = {vid for vid, _ in vkept} | {vid for vid, _ in tkept}
+        shared = sorted({groups.group[v] for v in kept})
+        stored = texts.holders([groups.keys[m] for g in shared for m in groups.members[g]])
+        chosen: dict[int, int] = {}
+        also_in: dict[int, tuple[str, ...]] = {}
+        for g in shared:
+            holders: dict[int, dict[str, Any]] = {}
+            for member in groups.members[g]:
+                for vid in [member] + [row[0] for row in stored.get(groups.keys[member], [])]:
+                    record = owners.owner(vid)
+                    if record is not None:
+                        holders[vid] = record
+            if not holders:
+                continue
+            best, record = most_specific(holders.items())
+            first = groups.members[g][0]
+            chosen[first] = best
+            others = sorted({str(r["path"]) for v, r in holders.items() if r["doc_id"] != record["doc_id"]})
+            if others:
+                also_in[first] = tuple(others)
+        return vkept, tkept, chosen, also_in
 
     def _reranker(self) -> PassageReranker:
         """The passage cache is keyed by vector id; ids restart when an entity is deleted and
@@ -147,6 +219,19 @@ def context_line(hit: Hit) -> str:
     return CONTEXT_SEPARATOR.join(part for part in (hit.title, hit.section) if part)
 
 
+def zip_longest_ids(*lists: list[tuple[int, float]]) -> list[tuple[int, ...]]:
+    """The ids of ranked lists interleaved by rank (rank 1 of each, then rank 2, ...)."""
+    from itertools import zip_longest
+
+    return [tuple(row[0] for row in level if row is not None) for level in zip_longest(*lists)]
+
+
+def with_also_in(hit: Hit, paths: tuple[str, ...]) -> Hit:
+    from dataclasses import replace
+
+    return replace(hit, also_in=paths) if paths else hit
+
+
 def hit_json(hit: Hit) -> dict[str, Any]:
     return {
         "doc_id": hit.doc_id,
@@ -160,4 +245,5 @@ def hit_json(hit: Hit) -> dict[str, Any]:
         "section": hit.section,
         "page": hit.page,
         "ocr": hit.ocr,
+        "also_in": list(hit.also_in),
     }

@@ -113,3 +113,71 @@ def test_a_store_without_passage_keys_keeps_answering_and_is_upgraded_on_its_nex
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert missing == 0 and "chunks_passage" in indexes
     verify_ok(store)
+
+
+def test_a_passage_is_returned_once_by_its_most_specific_holder_with_the_others_in_also_in(tmp_path):
+    chapter = page("Ownership", TOPICS[:4])
+    everything = page("The whole book", TOPICS[4:10], start=10) + "\n" + "\n".join(
+        section(i, t) for i, t in enumerate(TOPICS[:4]))
+    root = make_tree(tmp_path / "docs", {"book/ownership.md": chapter, "book/print.md": everything,
+                                         # a mirror of the print page (another file: a note at its end)
+                                         "book/mirror/print-copy.md": everything + "\n## Mirror\n\nA mirror.\n"})
+    store = tmp_path / "store"
+    ingest(root, store)
+    for mode in ("hybrid", "vector", "text"):
+        hits = query(store, "book", "Sentence 4 of section 2 explains how cargo workspaces behaves", "-k", "5",
+                     "--mode", mode)
+        assert hits[0]["path"] == "ownership.md", (mode, hits[0])  # the chapter: fewest chunks
+        assert hits[0]["also_in"] == ["mirror/print-copy.md", "print.md"], (mode, hits[0])
+        passages = [" ".join(h["text"].split()) for h in hits]
+        assert len(set(passages)) == len(passages), mode  # no passage twice in the top k
+        # text mode: only the three copies hold the query's rarer words, so one passage is all
+        assert len(hits) == (1 if mode == "text" else 5), mode
+    # a section only the print page and its copy hold: the shorter path of the two
+    hits = query(store, "book", "Sentence 1 of section 12 explains how panic strategy behaves", "-k", "3")
+    assert (hits[0]["path"], hits[0]["also_in"]) == ("print.md", ["mirror/print-copy.md"])
+    # collapse=False (the library's comparison switch) returns every stored copy
+    from ragctl.query import Searcher
+
+    raw = Searcher(store, "book").search(["Sentence 4 of section 2 explains how cargo workspaces behaves"], 3,
+                                         "text", collapse=False)[0]
+    assert {h.path for h in raw} == {"ownership.md", "print.md", "mirror/print-copy.md"}
+    assert all(h.also_in == () for h in raw)
+
+
+NOTICE = ("Refunds are issued to the original payment method within ten business days after the returned item "
+          "reaches our warehouse and passes inspection. Items must be unused, in their original packaging, and "
+          "accompanied by the receipt or order number. Shipping costs are not refunded unless the item arrived "
+          "damaged or we sent the wrong product, in which case we also pay for the return label. Gift cards, "
+          "downloadable software and personalised items cannot be returned. Contact the support desk before "
+          "sending anything back so that we can give you a return authorisation code.")
+OTHER_HALF = ("Exchanges follow a different route: the replacement ships as soon as the courier scans the parcel "
+              "you send back, and a size exchange is free once per order. Store credit never expires and can be "
+              "combined with discount codes during seasonal sales, though not with staff discounts.")
+
+
+def test_a_near_duplicate_merges_and_a_near_miss_does_not(tmp_path):
+    half = NOTICE[: len(NOTICE) // 2].rsplit(" ", 1)[0]
+    root = make_tree(tmp_path / "docs", {
+        "shop/refunds.md": f"# Refunds\n\n{NOTICE}\n\nLast updated 2024-01-05.\n",
+        # the same notice with another date and a footer line: the same passage
+        "shop/archive/refunds-2023.md": f"# Refunds\n\n{NOTICE}\n\nLast updated 2023-11-30. Printed copy, "
+                                        "check the website for the current version.\n",
+        # shares its first half word for word, then says something else: another passage
+        "shop/exchanges.md": f"# Refunds\n\n{half} {OTHER_HALF}\n",
+    })
+    store = tmp_path / "store"
+    ingest(root, store)
+    hits = query(store, "shop", "how many business days until the refund reaches my payment method", "-k", "3")
+    by_path = {h["path"]: h for h in hits}
+    assert "archive/refunds-2023.md" not in by_path  # merged into the current page...
+    assert by_path["refunds.md"]["also_in"] == ["archive/refunds-2023.md"]  # ...and listed there
+    assert by_path["exchanges.md"]["also_in"] == []  # the near-miss stays a hit of its own
+    assert len(hits) == 2
+
+
+def test_the_passage_fields_reach_http_mcp_and_langchain_hits():
+    from ragctl.integrations.mcp_server import SearchHit as McpHit
+    from ragctl.serve.schemas import SearchHit as HttpHit
+
+    assert "also_in" in HttpHit.model_fields and "also_in" in McpHit.model_fields

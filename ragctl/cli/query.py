@@ -80,3 +80,5 @@ def query_command(
             origin = "/".join(f"{name}#{r}" for name, r in (("vec", hit.vector_rank), ("text", hit.text_rank)) if r)
             where = f"{hit.path} > {hit.section}" if hit.section else hit.path
             typer.echo(f"{rank}. {hit.score:.3f}  {where}  [{hit.doc_id[:8]}] {origin}\n   {snippet}")
+            if hit.also_in:  # the same passage in other documents (collapsed into this hit)
+                typer.echo(f"   also in: {', '.join(hit.also_in)}")

@@ -367,31 +367,47 @@ class RagctlVectorStore(VectorStore):
         fused = fuse(by_vector, self.entity.text_search(query or "", depth), depth, RRF_K, VECTOR_WEIGHT, TEXT_WEIGHT)
         return [(vid, score) for vid, score, _, _ in fused]
 
-    def _pick(self, ranked: list[tuple[int, float]], k: int) -> list[tuple[Record, int, float]]:
-        """(record, vector id, score) best first: one per LangChain document, one per chunk of
-        an ingested file."""
+    def _pick(self, ranked: list[tuple[int, float]], k: int) -> list[tuple[Record, int, float, tuple[str, ...]]]:
+        """(record, vector id, score, also_in) best first: one per LangChain document, one per
+        passage of the ingested files: their chunks holding the same passage (or a
+        near-duplicate, `ragctl.passages`) are one result, attributed to the most specific of
+        them (metadata `also_in`: the other holders' paths), as `ragctl query` does. Documents
+        written through this class are never merged: each is an object its caller added, with
+        metadata of its own."""
+        from ragctl.passages import PassageGroups, most_specific
+
         owners = self.entity.owners()
+        live = [(vid, score, record) for vid, score in ranked if (record := owners.owner(vid)) is not None]
+        files = [vid for vid, _, record in live if not is_langchain_record(record)]
+        rows = self.entity.texts.fetch_rows(files)
+        groups = PassageGroups()
+        for vid in files:
+            groups.add(vid, rows.get(vid, ("",))[0])
         seen: set[Any] = set()
-        picked = []
-        for vid, score in ranked:
-            record = owners.owner(vid)
-            if record is None:
-                continue
-            key: Any = record["doc_id"] if is_langchain_record(record) else (record["doc_id"], vid)
-            if key in seen:
-                continue
-            seen.add(key)
-            picked.append((record, vid, score))
+        picked: list[tuple[Record, int, float, tuple[str, ...]]] = []
+        for vid, score, record in live:
+            if is_langchain_record(record):
+                if record["doc_id"] not in seen:
+                    seen.add(record["doc_id"])
+                    picked.append((record, vid, score, ()))
+            elif ("passage", groups.group[vid]) not in seen:
+                g = groups.group[vid]
+                seen.add(("passage", g))
+                holders = [(m, r) for m in groups.members[g] if (r := owners.owner(m)) is not None]
+                best, chosen = most_specific(holders)
+                others = tuple(sorted({str(r["path"]) for _, r in holders if r["doc_id"] != chosen["doc_id"]}))
+                picked.append((chosen, best, score, others))
             if len(picked) == k:
                 break
         return picked
 
-    def _materialise(self, picked: list[tuple[Record, int, float]]) -> list[tuple[Document, float]]:
-        wanted = [v for record, vid, _ in picked for v in (_vector_ids(record) if is_langchain_record(record) else [vid])]
+    def _materialise(self, picked: list[tuple[Record, int, float, tuple[str, ...]]]) -> list[tuple[Document, float]]:
+        wanted = [v for record, vid, _, _ in picked
+                  for v in (_vector_ids(record) if is_langchain_record(record) else [vid])]
         rows = self.entity.texts.fetch_rows(wanted)
         texts = {vid: row[0] for vid, row in rows.items()}
         out = []
-        for record, vid, score in picked:
+        for record, vid, score, also_in in picked:
             if is_langchain_record(record):
                 doc = _langchain_document(record, texts)
             elif vid in texts:
@@ -406,6 +422,8 @@ class RagctlVectorStore(VectorStore):
             else:
                 doc = None
             if doc is not None:  # None: deleted (and collected) since the search
+                if also_in:  # the other documents holding this passage (collapsed into this one)
+                    doc.metadata["also_in"] = list(also_in)
                 out.append((doc, float(score)))
         return out
 

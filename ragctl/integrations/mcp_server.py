@@ -74,6 +74,8 @@ class SearchHit(BaseModel):
     ocr: bool = Field(False, description="True when the chunk's text was recognised from a scanned page or image (OCR): expect recognition errors.")
     score: float = Field(description="Rank-fusion score (hybrid), cosine (vector) or bm25 (text); higher is better.")
     text: str = Field(description="The chunk's text.")
+    also_in: list[str] = Field(default_factory=list, description="Paths of the other documents holding the same passage "
+                               "(or a near-duplicate); this hit is its most specific holder.")
 
 
 class SearchResult(BaseModel):
@@ -163,7 +165,7 @@ class StoreTools:
                 rank=rank, path=hit.path, doc_id=hit.doc_id,
                 title=getattr(hit, "title", ""), section=getattr(hit, "section", ""),
                 chunk=hit.chunk, page=getattr(hit, "page", None), ocr=bool(getattr(hit, "ocr", False)),
-                score=round(float(hit.score), 6), text=hit.text,
+                score=round(float(hit.score), 6), text=hit.text, also_in=list(getattr(hit, "also_in", ())),
             )
             for rank, hit in enumerate(hits, 1)
         ])

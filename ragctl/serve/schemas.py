@@ -171,6 +171,8 @@ class SearchHit(_Body):
     page: int | None = Field(None, description="the page the chunk starts on (PDF pages, image frames); "
                                                "null where the format has no pages")
     ocr: bool = Field(False, description="the chunk's text was recognised from a page image (OCR)")
+    also_in: list[str] = Field(default_factory=list, description="paths of the other documents holding the same "
+                               "passage (or a near-duplicate): collapsed into this hit, which is its most specific holder")
 
 
 class SearchResults(_Body):

@@ -53,6 +53,9 @@ class Hit:
     section: str = ""  # the heading path of the chunk inside the document ("" at top level)
     page: int | None = None  # the page its text starts on (PDF pages, image frames); None: no pages
     ocr: bool = False  # its text was recognised from a page image
+    # paths of the other documents holding the same passage (or a near-duplicate of it), when
+    # the query collapsed them into this hit (ragctl.passages); this hit is the most specific holder
+    also_in: tuple[str, ...] = ()
 
 
 def fuse(
