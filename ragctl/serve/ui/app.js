@@ -415,7 +415,7 @@
     const sorted = Array.from(list).sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
     for (const { file, path } of sorted) {
       const old = byPath.get(path);
-      if (old && old.phase !== "pending") continue; // already sent: keep its row
+      if (old && old.phase !== "pending" && !SETTLED.has(old.phase)) continue; // on its way: keep its row
       const item = { file, path, size: file.size, phase: "pending", jobId: null };
       item.bar = el("progress", { max: 1, value: 0, "aria-label": `upload progress of ${path}` });
       item.status = el("span", { text: "ready" });
@@ -618,6 +618,10 @@
             job = await api("GET", `/api/jobs/${enc(jobId)}`);
           } catch (err) {
             if (err instanceof ApiError && err.status === 401) return;
+            if (err instanceof ApiError && err.status === 404) { // pruned, or another server's store
+              for (const item of batch) { item.phase = "failed"; setStatus(item, "failed", `job ${jobId}: ${err.message}`); }
+              state.jobs.delete(jobId);
+            }
             continue; // a transient error: the next round asks again
           }
           const byPath = new Map((job.files || []).map((f) => [f.path, f]));
