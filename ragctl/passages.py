@@ -52,8 +52,8 @@ def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
 class PassageGroups:
     """Candidates (id, text) -> group number; equal passages and near-duplicates share one."""
 
-    def __init__(self, threshold: float = NEAR_DUPLICATE) -> None:
-        self.threshold = threshold
+    def __init__(self, threshold: float | None = None) -> None:
+        self.threshold = NEAR_DUPLICATE if threshold is None else threshold
         self.group: dict[int, int] = {}  # candidate id -> group
         self.members: list[list[int]] = []  # group -> candidate ids, in the order they came
         self.keys: dict[int, bytes] = {}  # candidate id -> passage key
