@@ -356,3 +356,19 @@ def test_sigkill_during_commits_of_many_tenants_keeps_the_catalog_right(tmp_path
     assert listed(stats_json(store)) == on_disk(store)
     with sqlite3.connect(store / "catalog.sqlite") as con:
         assert con.execute("SELECT count(*) FROM pending").fetchone() == (0,)
+
+
+def test_gc_after_a_clean_pass_still_drops_what_later_commits_leave_behind(tmp_path):
+    """gc() returns at once while nothing changed since its last clean pass (its signature is
+    kept in the catalog), but a replacement or a removal committed since is still collected."""
+    store = tmp_path / "store"
+    storage = commit_docs(store, {"acme": 3})
+    assert EntityStore(storage, "acme").gc() == 0
+    assert EntityStore(storage, "acme").gc() == 0  # the fast path: nothing to do
+    EntityStore(storage, "acme").commit(SEGMENT_MODEL, adds=[segment_doc("acme/doc0.md", version=1)])
+    assert EntityStore(storage, "acme").gc() == 3  # the replaced document's vectors
+    doomed = sorted(EntityStore(storage, "acme").records())[0]
+    EntityStore(storage, "acme").commit(SEGMENT_MODEL, removes=[doomed])  # a removal only: no new segment
+    assert EntityStore(storage, "acme").gc() == 3
+    code, report = verify_json(store)
+    assert code == 0 and report["entities"]["acme"]["orphans"] == 0 and report["entities"]["acme"]["documents"] == 2

@@ -422,14 +422,14 @@ class EntityStore:
         """(inode, size, mtime) of every file and directory gc() looks after: the mapping shard
         and its log, entity.json, chunks.sqlite (and a journal), the entity and segments
         directories (a file added, removed or renamed there: a segment, a merge, a temp file), a
-        format-2 index; and the index kind asked for."""
+        format-2 index, the legacy mapping file (records not migrated); and the index kind asked for."""
         layout = StoreLayout(self.storage.root)
         shard = self.storage.shard_path(MAPPING_COLLECTION, self.entity_id)
         entity_dir = layout.entity_dir(self.entity_id)
         parts = []
         for path in (shard, shard.with_name(shard.name + ".log"), layout.entity_meta_path(self.entity_id),
                      self.texts.path, Path(str(self.texts.path) + "-journal"), entity_dir, self.index.dir,
-                     self.index.legacy_path):
+                     self.index.legacy_path, self.storage.legacy_path(MAPPING_COLLECTION)):
             try:
                 st = os.stat(path)
                 parts.append(f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
