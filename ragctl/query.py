@@ -27,6 +27,7 @@ MIN_DEPTH = 20  # candidates taken from each list before fusing (at least 2k)
 # collapsing reads each list this many times deeper, so that MIN_DEPTH distinct passages remain
 # when copies (a print page, a README in three folders) take half the rows
 COLLAPSE_READ = 3
+ALSO_IN_MAX = 50  # paths listed in a hit's also_in (a boilerplate passage may be in thousands of files)
 # weights of the two lists in the fusion (docs/retrieval.md: tuned on question sets)
 VECTOR_WEIGHT = 1.0
 TEXT_WEIGHT = 1.0
@@ -179,20 +180,24 @@ class Searcher:
         chosen: dict[int, int] = {}
         also_in: dict[int, tuple[str, ...]] = {}
         for g in shared:
+            first = groups.members[g][0]
             holders: dict[int, dict[str, Any]] = {}
+            exact: dict[int, dict[str, Any]] = {}  # holders of the best-ranked copy's very text
             for member in groups.members[g]:
                 for vid in [member] + [row[0] for row in stored.get(groups.keys[member], [])]:
                     record = owners.owner(vid)
                     if record is not None:
                         holders[vid] = record
-            if not holders:
+                        if groups.keys[member] == groups.keys[first]:
+                            exact[vid] = record
+            if not exact:
                 continue
-            best, record = most_specific(holders.items())
-            first = groups.members[g][0]
+            # the hit keeps the text that ranked best; near-duplicates are only listed
+            best, record = most_specific(exact.items())
             chosen[first] = best
             others = sorted({str(r["path"]) for v, r in holders.items() if r["doc_id"] != record["doc_id"]})
             if others:
-                also_in[first] = tuple(others)
+                also_in[first] = tuple(others[:ALSO_IN_MAX])
         return vkept, tkept, chosen, also_in
 
     def _reranker(self) -> PassageReranker:

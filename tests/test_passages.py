@@ -180,6 +180,26 @@ def test_a_near_duplicate_merges_and_a_near_miss_does_not(tmp_path):
     assert len(hits) == 2
 
 
+HEADERS = ("`{obj}.getHeaders()` returns a shallow copy of the current outgoing headers. Since a shallow copy is "
+           "used, array values may be mutated without additional calls to various header-related http module "
+           "methods. The keys of the returned object are the header names and the values are the respective "
+           "header values. All header names are lowercase, and the object does not inherit from Object.")
+
+
+def test_the_same_wording_about_another_api_is_not_merged(tmp_path):
+    """Reference pages say the same thing about different APIs: one identifier in the middle
+    differs. Those are different passages (word-shingle Jaccard alone, 0.88 here, merged them)."""
+    root = make_tree(tmp_path / "docs", {
+        "api/request.md": "# Request\n\n" + HEADERS.format(obj="request") + "\n",
+        "api/response.md": "# Response\n\n" + HEADERS.format(obj="response") + "\n",
+    })
+    store = tmp_path / "store"
+    ingest(root, store)
+    hits = query(store, "api", "shallow copy of the outgoing headers", "-k", "2")
+    assert sorted(h["path"] for h in hits) == ["request.md", "response.md"]
+    assert all(h["also_in"] == [] for h in hits)
+
+
 def test_the_passage_fields_reach_http_mcp_and_langchain_hits():
     from ragctl.integrations.mcp_server import SearchHit as McpHit
     from ragctl.serve.schemas import SearchHit as HttpHit

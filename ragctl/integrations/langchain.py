@@ -394,7 +394,8 @@ class RagctlVectorStore(VectorStore):
                 g = groups.group[vid]
                 seen.add(("passage", g))
                 holders = [(m, r) for m in groups.members[g] if (r := owners.owner(m)) is not None]
-                best, chosen = most_specific(holders)
+                first_key = groups.keys[groups.members[g][0]]  # the text that ranked best is kept
+                best, chosen = most_specific([(m, r) for m, r in holders if groups.keys[m] == first_key])
                 others = tuple(sorted({str(r["path"]) for _, r in holders if r["doc_id"] != chosen["doc_id"]}))
                 picked.append((chosen, best, score, others))
             if len(picked) == k:
