@@ -45,11 +45,25 @@ PAGE_W, PAGE_H = 1275, 1650  # letter at 150 dpi
 MARGIN = 110
 
 
+# (regular, bold) font files tried in turn by seed: seed 0 is always DejaVu Sans
+_FAMILIES = (
+    ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf"),
+    ("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf"),
+    ("LiberationSerif-Regular.ttf", "LiberationSerif-Bold.ttf"),
+    ("LiberationSans-Regular.ttf", "LiberationSans-Bold.ttf"),
+    ("DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf"),
+    ("DejaVuSerifCondensed.ttf", "DejaVuSerifCondensed-Bold.ttf"),
+)
+_FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/share/fonts/truetype/liberation")
+_family = _FAMILIES[0]
+
+
 def _font(size: int, bold: bool = False) -> Any:
+    """The current family's font at that pixel size (PIL's own scalable font if none is here)."""
     from PIL import ImageFont
 
-    for name in (("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"), "DejaVuSans.ttf"):
-        for folder in ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu"):
+    for name in (_family[1] if bold else _family[0], _FAMILIES[0][1] if bold else _FAMILIES[0][0]):
+        for folder in _FONT_DIRS:
             path = Path(folder) / name
             if path.exists():
                 return ImageFont.truetype(str(path), size)
@@ -98,42 +112,43 @@ def _column(draw: Any, paras: list[str], font: Any, x: int, y: int, width: int, 
     return kept, y
 
 
-def _base_page(rng: random.Random) -> tuple[Any, list[str]]:
+def _base_page(rng: random.Random, size: int) -> tuple[Any, list[str]]:
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", (PAGE_W, PAGE_H), "white")
     draw = ImageDraw.Draw(image)
     title = f"{rng.choice(_NAMES)} {rng.randint(100, 999)}: {_sentence(rng, 4)[:-1]}"
-    draw.text((MARGIN, MARGIN), title, fill="black", font=_font(40, bold=True))
+    draw.text((MARGIN, MARGIN), title, fill="black", font=_font(int(size * 1.65), bold=True))
     paras = [_paragraph(rng) for _ in range(8)]
-    kept, _ = _column(draw, paras, _font(24), MARGIN, MARGIN + 90, PAGE_W - 2 * MARGIN, 34, PAGE_H - MARGIN)
+    kept, _ = _column(draw, paras, _font(size), MARGIN, MARGIN + 90, PAGE_W - 2 * MARGIN, int(size * 1.4),
+                      PAGE_H - MARGIN)
     return image, [title, *kept]
 
 
-def _two_columns(rng: random.Random) -> tuple[Any, list[str]]:
+def _two_columns(rng: random.Random, size: int, gutter: int) -> tuple[Any, list[str]]:
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", (PAGE_W, PAGE_H), "white")
     draw = ImageDraw.Draw(image)
     title = f"{rng.choice(_NAMES)} {rng.randint(100, 999)}: {_sentence(rng, 5)[:-1]}"
-    draw.text((MARGIN, MARGIN), title, fill="black", font=_font(40, bold=True))
-    gutter = 60
+    draw.text((MARGIN, MARGIN), title, fill="black", font=_font(int(size * 1.8), bold=True))
     width = (PAGE_W - 2 * MARGIN - gutter) // 2
-    font = _font(22)
-    left, _ = _column(draw, [_paragraph(rng) for _ in range(6)], font, MARGIN, MARGIN + 90, width, 31, PAGE_H - MARGIN)
+    font, line_h = _font(size), int(size * 1.4)
+    left, _ = _column(draw, [_paragraph(rng) for _ in range(6)], font, MARGIN, MARGIN + 90, width, line_h,
+                      PAGE_H - MARGIN)
     right, _ = _column(draw, [_paragraph(rng) for _ in range(6)], font, MARGIN + width + gutter, MARGIN + 90, width,
-                       31, PAGE_H - MARGIN)
+                       line_h, PAGE_H - MARGIN)
     return image, [title, *left, *right]
 
 
-def _table(rng: random.Random) -> tuple[Any, list[str]]:
+def _table(rng: random.Random, size: int) -> tuple[Any, list[str]]:
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", (PAGE_W, PAGE_H), "white")
     draw = ImageDraw.Draw(image)
     title = f"{rng.choice(_NAMES)} {rng.randint(100, 999)} price schedule"
-    draw.text((MARGIN, MARGIN), title, fill="black", font=_font(40, bold=True))
-    font = _font(24)
+    draw.text((MARGIN, MARGIN), title, fill="black", font=_font(int(size * 1.65), bold=True))
+    font = _font(size)
     header = ["Item", "Quantity", "Unit price", "Delivery"]
     rows = [header] + [[rng.choice(_WORDS).capitalize() + f" {rng.randint(10, 99)}", str(rng.randint(1, 500)),
                         f"{rng.randint(1, 999)}.{rng.randint(0, 99):02d}", f"{rng.randint(1, 28)} days"]
@@ -185,15 +200,26 @@ def _degrade(image: Any, kind: str, rng: random.Random) -> Any:
 
 
 def render_page(kind: str, seed: int = 0) -> tuple[Any, list[str]]:
-    """(PIL RGB image, truth blocks in reading order) of one generated page of that kind."""
+    """(PIL RGB image, truth blocks in reading order) of one generated page of that kind.
+    Seed 0 is DejaVu Sans at 24 px (22 in two columns, 60 px gutter); other seeds vary the font
+    family (serif, mono, condensed), the body size (18-28 px at 150 dpi: 9-13 pt) and the gutter
+    (36-90 px, at least 1.5 em); the 67-dpi fax keeps its body at 25 px or more (12 pt: a letter)."""
+    global _family
     if kind not in KINDS:
         raise ValueError(f"unknown page kind {kind!r} (one of {', '.join(KINDS)})")
     rng = random.Random(f"{kind}:{seed}")
+    style = random.Random(f"style:{seed}")
+    _family = _FAMILIES[style.randrange(len(_FAMILIES))] if seed else _FAMILIES[0]
+    size = style.randint(18, 28) if seed else 24
     if kind == "two_columns":
-        return _two_columns(rng)
+        # gutters under ~1.4 em are merged into one line by the text detector (measured: a 37 px
+        # gutter between 28 px letters); real two-column layouts leave 2 em or more
+        return _two_columns(rng, size - 2 if not seed else size, style.randint(max(36, int(1.5 * size)), 90) if seed else 60)
     if kind == "table":
-        return _table(rng)
-    image, truth = _base_page(rng)
+        return _table(rng, size)
+    if kind == "dpi67":  # a fax of a letter: 12-13 pt (9 pt serif at 67 dpi is 4-pixel letters nobody reads)
+        size = max(size, 25)
+    image, truth = _base_page(rng, size)
     return _degrade(image, kind, rng), truth
 
 
