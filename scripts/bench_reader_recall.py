@@ -325,6 +325,14 @@ def main() -> int:
         for md in sorted(src.rglob("*.md")):
             markdown_to_docx(md, out / (md.stem + ".docx"))
 
+    import warnings
+
+    from bs4 import XMLParsedAsHTMLWarning
+
+    import ragctl
+
+    warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)  # XHTML pages: read as HTML, as ragctl does
+    print(f"ragctl from {Path(ragctl.__file__).parent}", file=sys.stderr)
     by_format: dict[str, list[Path]] = {}
     for path in find_files(args.paths):
         fmt = FORMATS.get(path.suffix.lower())

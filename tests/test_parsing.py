@@ -1015,3 +1015,23 @@ def test_xml_internal_entities_are_text_exponential_ones_are_refused(tmp_path: P
     lol += "]><lolz><t>safe words</t><u>&lol9;</u></lolz>"
     with pytest.raises(ParseError, match="amplification"):  # 10^9 "lol"s: libxml2 refuses them
         parse_file(write(tmp_path, "lol.xml", lol))
+
+
+def test_markdown_comments_inside_code_are_code(tmp_path: Path) -> None:
+    # Node.js's release guide shows the YAML comment to write inside a ```diff block: it was
+    # deleted with the comments of the page itself
+    md = (
+        "# Step 4\n\n"
+        "<!-- YAML\nadded: v1.0.0\n-->\n\n"
+        "Mark the version with `<!-- YAML -->` metadata:\n\n"
+        "```diff\n  <!-- YAML\n+ napiVersion: 10\n  -->\n```\n\n"
+        "<!--\n```js\ncommentedOut()\n```\n-->\n"
+        "A <!-- never closed comment stays text\n"
+    )
+    doc = parse_file(write(tmp_path, "release.md", md))
+    assert texts(doc) == [
+        "Mark the version with `<!-- YAML -->` metadata:",
+        "  <!-- YAML\n+ napiVersion: 10\n  -->",
+        "A <!-- never closed comment stays text",
+    ]
+    assert "added" not in doc.text and "commentedOut" not in doc.text

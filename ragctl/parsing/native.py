@@ -59,7 +59,14 @@ _MD_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _MD_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _MD_HR = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _MD_LINKDEF = re.compile(r"^ {0,3}\[(?!\^)[^\]]+\]:\s+\S+")  # not "[^1]: text": a footnote is prose
-_MD_COMMENT = re.compile(r"<!--.*?-->", re.S)
+# An HTML comment is dropped, but not inside a fenced code block or a code span (there it is
+# code: "```diff ... <!-- YAML -->"); whichever of the three starts first takes its text.
+_MD_COMMENT = re.compile(
+    r"(?P<keep>^ {0,3}(?P<fence>`{3,}|~{3,})[^\n]*\n.*?(?:^ {0,3}(?P=fence)[`~]*[ \t]*$|\Z)"
+    r"|(?<!`)(?P<tick>`+)[^`\n]+(?P=tick)(?!`))"  # a code span on one line (linear time)
+    r"|<!--.*?-->",
+    re.M | re.S,
+)
 _MD_IMAGE = re.compile(r"!\[([^\]]*)\]\([^)]*\)")
 _MD_LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
 _MD_REFLINK = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
@@ -105,8 +112,9 @@ _MD_FRONT_TITLE = re.compile(r"^title:[ \t]*(.+?)[ \t]*$", re.M)
 
 def read_markdown(text: str) -> list[Block]:
     text = clean_controls(text)
-    if "<!--" in text:
-        text = _MD_COMMENT.sub("", text)
+    end = text.rfind("-->") + 3  # no comment closes after it: an unclosed "<!--" stays text
+    if end > 3 and "<!--" in text[:end]:
+        text = _MD_COMMENT.sub(lambda m: m.group("keep") or "", text[:end]) + text[end:]
     lines = text.split("\n")
     blocks: list[Block] = []
     para: list[str] = []
