@@ -251,6 +251,33 @@ def test_bad_files_fail_with_reasons_never_500(server: Server) -> None:
         assert by_path["empty.md"]["status"] in ("skipped", "failed") and by_path["empty.md"]["doc_id"] is None
 
 
+def test_scans_and_images_are_uploaded_and_found_with_their_page(server: Server) -> None:
+    import io
+
+    from PIL import Image, ImageDraw
+
+    from ragctl.bench.scans import _font
+
+    def page(text: str) -> Image.Image:
+        image = Image.new("L", (900, 120), 255)
+        ImageDraw.Draw(image).text((30, 40), text, fill=0, font=_font(30))
+        return image
+
+    png, pdf = io.BytesIO(), io.BytesIO()
+    page("Forklift licence renewed on 12 June").save(png, "PNG")
+    page("Cover page of the inspection").save(pdf, "PDF", save_all=True,
+                                              append_images=[page("Boiler pressure tested at 4 bar")])
+    with server.client() as c:
+        r = upload(c, "scans", [("licence.png", png.getvalue()), ("inspection.pdf", pdf.getvalue())], wait=True)
+        assert r.status_code == 200, r.text
+        assert {f["path"]: f["status"] for f in r.json()["files"]} == {"licence.png": "indexed",
+                                                                       "inspection.pdf": "indexed"}
+        hits = c.post("/api/entities/scans/search", json={"query": "boiler pressure test", "k": 1}).json()["results"]
+        assert (hits[0]["path"], hits[0]["ocr"]) == ("inspection.pdf", True) and "4 bar" in hits[0]["text"]
+        hits = c.post("/api/entities/scans/search", json={"query": "forklift licence", "k": 1}).json()["results"]
+        assert (hits[0]["path"], hits[0]["page"], hits[0]["ocr"]) == ("licence.png", 1, True)
+
+
 def test_requests_that_are_wrong_get_4xx_and_touch_nothing(server: Server) -> None:
     with server.client() as c:
         for path in ("../escape.md", "/etc/passwd", "a/../../b.md", "a\x00b.md", "a//b.md", ""):
