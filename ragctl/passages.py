@@ -12,12 +12,11 @@ so what may differ is dates anywhere (`2024-01-05`, `5/1/2024`, `January 5, 2024
 words *added* before or after (a footer, a title line), never a word replaced by another: the
 same sentence about `request.getHeaders()` and about `response.getHeaders()`, or about
 `buf.swap16()` and `buf.swap32()`, are two passages. (Masking every number was tried: it merged
-`isUint16Array` with `isUint32Array`.) Candidates are found first by the Jaccard similarity
-of their word 5-shingles (at least PREFILTER), through an inverted index of each group's first
-member, so a query's ~100 candidates cost a few milliseconds. Word-shingle Jaccard alone was
-measured first and rejected: at 0.8 it merged `request.getHeaders()` with
-`response.getHeaders()` and `context.after()` with `context.afterEach()` in the Node.js API
-docs (120 pairs of 6,607 chunks; docs/retrieval.md, "Passages").
+`isUint16Array` with `isUint32Array`.) Word-shingle Jaccard alone was measured first and
+rejected: at 0.8 it merged `request.getHeaders()` with `response.getHeaders()` and
+`context.after()` with `context.afterEach()` in the Node.js API docs (119 pairs of 6,607 chunks;
+docs/retrieval.md, "Passages"). Candidate pairs are found through an index of first words and
+early word windows (`PassageGroups`), so a query's ~120 candidates cost a few milliseconds.
 
 `PassageGroups` assigns candidates to groups greedily, in the order given (the ranked lists,
 best first): a candidate joins the group whose first member has its key, else the group whose
@@ -38,7 +37,6 @@ from typing import Any
 from ragctl.storage.chunk_texts import passage_key
 
 SHINGLE_WORDS = 5
-PREFILTER = 0.5  # word 5-shingle Jaccard a pair needs before the near-duplicate rule is checked
 NEAR_DUPLICATE = 0.85  # share of the longer text's words one common run must cover
 
 _WORD = re.compile(r"\w+")
@@ -52,6 +50,12 @@ _DATE = re.compile(
 def words(text: str) -> list[str]:
     """Lower-cased words, every date or time of day read as the one word `date`."""
     return _WORD.findall(_DATE.sub(" date ", text.lower()))
+
+
+def plain_words(text: str) -> list[str]:
+    """Lower-cased words without the ones made of digits only: what candidates are looked up
+    by (cheap; a date changes none of them), before `words` compares the few found."""
+    return [w for w in _WORD.findall(text.lower()) if not w.isdigit()]
 
 
 def shingles(text: str, n: int = SHINGLE_WORDS) -> frozenset[int]:
@@ -87,7 +91,15 @@ def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
 
 
 class PassageGroups:
-    """Candidates (id, text) -> group number; equal passages and near-duplicates share one."""
+    """Candidates (id, text) -> group number; equal passages and near-duplicates share one.
+
+    Finding near-duplicates cheaply: if the shorter text S (m words) lies whole inside the longer
+    L (n words, m >= t*n), S starts at a word offset <= n - m <= (1-t)*n of L. So each group's
+    first member is indexed by its first SHINGLE_WORDS words (its head) and by the word windows
+    starting in its first (1-t) share (its early windows); a new candidate looks its head up among
+    the early windows (it may lie inside a member) and its early windows among the heads (a
+    member may lie inside it), and only those few are compared word by word. Texts shorter than
+    SHINGLE_WORDS words are grouped by exact key only."""
 
     def __init__(self, threshold: float | None = None) -> None:
         self.threshold = NEAR_DUPLICATE if threshold is None else threshold
@@ -95,8 +107,10 @@ class PassageGroups:
         self.members: list[list[int]] = []  # group -> candidate ids, in the order they came
         self.keys: dict[int, bytes] = {}  # candidate id -> passage key
         self._by_key: dict[bytes, int] = {}
-        self._first: list[tuple[list[str], frozenset[int]]] = []  # group -> its first member's words, shingles
-        self._postings: dict[int, list[int]] = {}  # shingle -> groups whose first member has it
+        self._words: list[list[str]] = []  # group -> its first member's plain words
+        self._texts: list[str] = []  # group -> its first member's text
+        self._heads: dict[tuple[str, ...], list[int]] = {}  # first words -> groups
+        self._early: dict[tuple[str, ...], list[int]] = {}  # early word windows -> groups
 
     def add(self, vid: int, text: str) -> int:
         if vid in self.group:
@@ -104,37 +118,38 @@ class PassageGroups:
         key = passage_key(text)
         self.keys[vid] = key
         g = self._by_key.get(key)
-        if g is None and self.threshold <= 1.0:
-            mine = words(text)
-            own = _shingles(mine)
-            g = self._nearest(mine, own)
+        if g is None:
+            mine = plain_words(text) if self.threshold <= 1.0 else []
+            g = self._nearest(mine, text) if len(mine) >= SHINGLE_WORDS else None
             if g is None:
                 g = len(self.members)
                 self.members.append([])
-                self._first.append((mine, own))
-                for s in own:
-                    self._postings.setdefault(s, []).append(g)
-            self._by_key.setdefault(key, g)
-        elif g is None:
-            g = len(self.members)
-            self.members.append([])
+                self._words.append(mine)
+                self._texts.append(text)
+                if len(mine) >= SHINGLE_WORDS:
+                    self._heads.setdefault(tuple(mine[:SHINGLE_WORDS]), []).append(g)
+                    for window in self._early_windows(mine):
+                        self._early.setdefault(window, []).append(g)
             self._by_key[key] = g
         self.group[vid] = g
         self.members[g].append(vid)
         return g
 
-    def _nearest(self, mine: list[str], own: frozenset[int]) -> int | None:
-        shared: dict[int, int] = {}
-        for s in own:
-            for g in self._postings.get(s, ()):
-                shared[g] = shared.get(g, 0) + 1
+    def _early_windows(self, w: list[str]) -> set[tuple[str, ...]]:
+        last = min(len(w) - SHINGLE_WORDS, int(len(w) * (1.0 - self.threshold)))
+        return {tuple(w[i:i + SHINGLE_WORDS]) for i in range(last + 1)}
+
+    def _nearest(self, mine: list[str], text: str) -> int | None:
+        found = set(self._early.get(tuple(mine[:SHINGLE_WORDS]), ()))  # inside one of them
+        for window in self._early_windows(mine):  # one of them inside this one
+            found.update(self._heads.get(window, ()))
         best, best_run = None, 0.0
-        for g in sorted(shared):
-            inter = shared[g]
-            theirs, their_shingles = self._first[g]
-            if inter / (len(own) + len(their_shingles) - inter) < PREFILTER:
+        compared = words(text) if found else []
+        for g in sorted(found):
+            theirs = self._words[g]
+            if min(len(mine), len(theirs)) < self.threshold * max(len(mine), len(theirs)) - 2:
                 continue
-            run = common_run(mine, theirs)
+            run = common_run(compared, words(self._texts[g]))
             if run > best_run:
                 best, best_run = g, run
         return best if best is not None and best_run >= self.threshold else None

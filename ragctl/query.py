@@ -157,25 +157,27 @@ class Searcher:
 
         owners = self.entity.owners()
         texts = self.entity.texts
-        order = [vid for pair in zip_longest_ids(vrows, trows) for vid in pair]
-        rows = texts.fetch_rows(sorted(set(order)))
+        rows = texts.fetch_rows(sorted({vid for vid, _ in vrows} | {vid for vid, _ in trows}))
         groups = PassageGroups()
-        for vid in order:
-            groups.add(vid, rows.get(vid, ("",))[0])
-
-        def distinct(ranked: list[tuple[int, float]]) -> list[tuple[int, float]]:
-            seen: set[int] = set()
-            out = []
-            for vid, score in ranked:
-                g = groups.group[vid]
+        vkept: list[tuple[int, float]] = []
+        tkept: list[tuple[int, float]] = []
+        vseen: set[int] = set()
+        tseen: set[int] = set()
+        # rank 1 of each list, then rank 2, ...: a passage's first member (the copy that stands
+        # for it, whose text the hit shows) is its best-ranked copy; stop once both lists hold
+        # `depth` distinct passages (the rest of the deeper read is not grouped at all)
+        for level in range(max(len(vrows), len(trows))):
+            for ranked, keep, seen in ((vrows, vkept, vseen), (trows, tkept, tseen)):
+                if level >= len(ranked) or len(keep) >= depth:
+                    continue
+                vid, score = ranked[level]
+                g = groups.add(vid, rows.get(vid, ("",))[0])
                 if g not in seen:
                     seen.add(g)
-                    out.append((groups.members[g][0], score))  # the group's first member stands for it
-            return out[:depth]
-
-        vkept, tkept = distinct(vrows), distinct(trows)
-        kept = {vid for vid, _ in vkept} | {vid for vid, _ in tkept}
-        shared = sorted({groups.group[v] for v in kept})
+                    keep.append((groups.members[g][0], score))
+            if len(vkept) >= depth and len(tkept) >= depth:
+                break
+        shared = sorted({groups.group[v] for v, _ in vkept} | {groups.group[v] for v, _ in tkept})
         stored = texts.holders([groups.keys[m] for g in shared for m in groups.members[g]])
         chosen: dict[int, int] = {}
         also_in: dict[int, tuple[str, ...]] = {}
@@ -222,13 +224,6 @@ def context_line(hit: Hit) -> str:
     from ragctl.chunking import CONTEXT_SEPARATOR
 
     return CONTEXT_SEPARATOR.join(part for part in (hit.title, hit.section) if part)
-
-
-def zip_longest_ids(*lists: list[tuple[int, float]]) -> list[tuple[int, ...]]:
-    """The ids of ranked lists interleaved by rank (rank 1 of each, then rank 2, ...)."""
-    from itertools import zip_longest
-
-    return [tuple(row[0] for row in level if row is not None) for level in zip_longest(*lists)]
 
 
 def with_also_in(hit: Hit, paths: tuple[str, ...]) -> Hit:

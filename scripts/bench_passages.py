@@ -3,6 +3,7 @@
     python scripts/bench_passages.py --work /tmp/bp                 # every part
     python scripts/bench_passages.py --work /tmp/bp --parts inputs edit
     python scripts/bench_passages.py --work /tmp/bp --reuse --parts questions pairs
+    python scripts/bench_passages.py --work /tmp/bp --parts latency     # 100k synthetic chunks
 
 Parts:
 * inputs    - each Rust book (cargo, embedded-book, nomicon, edition-guide: the rust-docs of the
@@ -20,6 +21,8 @@ Parts:
 * pairs     - the near-duplicate rule over every pair of chunks of an entity (books and the
               Node.js API docs): pairs it would merge whose texts differ, per threshold, with
               examples of the merged pairs' differing words (to judge false merges by eye).
+* latency   - query p50/p95 with and without collapsing on scripts/bench_query.py's synthetic
+              100,000-chunk entity (the query vectors given, not embedded).
 """
 
 from __future__ import annotations
@@ -213,12 +216,16 @@ def part_questions(work: Path, thresholds: list[float]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- pairs
+PREFILTER = 0.5  # pairs enumerated: word 5-shingle Jaccard at least this (every pair the rule
+# can merge has more: the shorter's shingles are a subset of the longer's, >= ~0.8 of them)
+
+
 def part_pairs(work: Path, runs: list[float]) -> dict[str, Any]:
     """Every pair of chunks of an entity whose texts differ, with word 5-shingle Jaccard >= the
     prefilter: how many the rule merges at each common-run share (and Jaccard alone at 0.8,
     the rule tried first), with the differing words of the merged pairs."""
-    from ragctl.passages import PREFILTER, common_run, words
     from ragctl.passages import _shingles as shingles_of
+    from ragctl.passages import common_run, words
     from ragctl.storage.chunk_texts import ChunkTexts, passage_key
 
     stores: dict[str, Path] = {}
@@ -280,6 +287,50 @@ def part_pairs(work: Path, runs: list[float]) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- latency
+def part_latency(work: Path, chunks: int, queries: int = 200) -> dict[str, Any]:
+    """Query p50/p95 on scripts/bench_query.py's synthetic entity, with and without collapsing
+    (alternating per query, the same store, the same query vectors)."""
+    import statistics
+
+    import numpy as np
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    import bench_query as bq
+
+    from ragctl.query import Searcher
+    from ragctl.storage import open_store
+    from ragctl.storage.entity import EntityStore
+
+    rng = np.random.default_rng(0)
+    gen = bq.TextGen(rng)
+    store = work / f"latency-{chunks}"
+    if not (store / "store.json").exists():
+        shutil.rmtree(store, ignore_errors=True)
+        print(f"latency: building {chunks} chunks ...", file=sys.stderr)
+        bq.build(store, chunks, 50, rng, gen, "auto")
+    searcher = Searcher.__new__(Searcher)
+    searcher.entity = EntityStore(open_store(store, create=False), "big")
+    searcher._rerank = None
+    texts = [gen.text(int(rng.integers(8, 16)), query=True) for _ in range(queries)]
+    vectors = bq.unit(rng, queries)
+    for text in texts[:20]:
+        searcher.search([text], 5, "text")
+    out: dict[str, Any] = {"chunks": chunks}
+    for mode in ("vector", "text", "hybrid"):
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for i, text in enumerate(texts):
+            searcher._encode = lambda qs, v=vectors[i : i + 1]: v  # type: ignore[method-assign]
+            for collapse in ((False, True) if i % 2 else (True, False)):
+                t0 = time.perf_counter()
+                searcher.search([text], 5, mode, collapse=collapse)
+                times[collapse].append(1000 * (time.perf_counter() - t0))
+        for collapse, t in times.items():
+            out[f"{mode}/{'collapse' if collapse else 'plain'}"] = {
+                "p50_ms": round(statistics.median(t), 2), "p95_ms": round(bq.pct(t, 95), 2)}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
@@ -287,6 +338,7 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="keep the work dir's store (inputs measured before)")
     ap.add_argument("--thresholds", type=float, nargs="*", default=[0.7, 0.8, 0.85, 0.9, 0.95, 1.01],
                     help="near-duplicate thresholds (common-run share) to sweep")
+    ap.add_argument("--latency-chunks", type=int, default=100_000)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -301,6 +353,9 @@ def main() -> None:
         result["questions"] = part_questions(args.work, args.thresholds)
         for name, row in result["questions"].items():
             print(name, {k: v for k, v in row.items() if k != "per_question"}, file=sys.stderr)
+    if "latency" in args.parts:
+        result["latency"] = part_latency(args.work, args.latency_chunks)
+        print(json.dumps(result["latency"], indent=1), file=sys.stderr)
     if "pairs" in args.parts:
         result["pairs"] = part_pairs(args.work, args.thresholds)
         print(json.dumps(result["pairs"], indent=1), file=sys.stderr)
