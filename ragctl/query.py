@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 MODES = ("hybrid", "vector", "text")
 MIN_DEPTH = 20  # candidates taken from each list before fusing (at least 2k)
 # collapsing reads each list this many times deeper, so that MIN_DEPTH distinct passages remain
-# when copies (a print page, a README in three folders) take half the rows
-COLLAPSE_READ = 3
+# when copies (a print page, a README in three folders) take half the rows; a query whose deeper
+# read is still short of distinct passages (more copies) reads again, COLLAPSE_READ_MORE deeper
+COLLAPSE_READ = 2
+COLLAPSE_READ_MORE = 4
 ALSO_IN_MAX = 50  # paths listed in a hit's also_in (a boilerplate passage may be in thousands of files)
 # weights of the two lists in the fusion (docs/retrieval.md: tuned on question sets)
 VECTOR_WEIGHT = 1.0
@@ -119,12 +121,21 @@ class Searcher:
             tlists = [searching.text_search(q, read) for q in queries]
         ranked: list[list[Ranked]] = []
         also: list[dict[int, tuple[str, ...]]] = []
-        for vrows, trows in zip(vlists, tlists):
+        for n, (vrows, trows) in enumerate(zip(vlists, tlists)):
             chosen: dict[int, int] = {}
+            also_in: dict[int, tuple[str, ...]] = {}
             if collapse:
-                vrows, trows, chosen, also_in = self._collapsed(searching, vrows, trows, depth)
-            else:
-                also_in = {}
+                vkept, tkept, chosen, also_in = self._collapsed(searching, vrows, trows, depth)
+                if (len(vkept) < depth and len(vrows) == read) or (len(tkept) < depth and len(trows) == read):
+                    # copies filled the deeper read too: read this query's lists once more, deeper
+                    deeper = read * COLLAPSE_READ_MORE
+                    if mode != "text":
+                        assert vectors is not None
+                        vrows = searching.vector_search(vectors[n : n + 1], deeper)[0]
+                    if mode != "vector":
+                        trows = searching.text_search(queries[n], deeper)
+                    vkept, tkept, chosen, also_in = self._collapsed(searching, vrows, trows, depth)
+                vrows, trows = vkept, tkept
             rows: list[Ranked]
             if mode == "vector":
                 rows = [(i, s, rank, None) for rank, (i, s) in enumerate(vrows[:want], 1)]
