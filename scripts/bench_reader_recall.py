@@ -87,13 +87,13 @@ def plain_html(path: Path) -> str:
 def seen_html(path: Path) -> str:
     from bs4 import BeautifulSoup
 
-    from ragctl.parsing.native import _HTML_DROP  # the design: what ragctl leaves out on purpose
+    from ragctl.parsing.html import _HTML_DROP  # the design: what ragctl leaves out on purpose
 
     soup = BeautifulSoup(path.read_bytes(), "lxml")
     title = soup.title.get_text() if soup.title else ""
     found = soup.select("main, [role=main]")
     whole = soup.body or soup
-    if len(found) == 1:  # as native.main_content decides
+    if len(found) == 1:  # as html.main_content decides
         n_all = len(whole.get_text(" ").split())
         n_main = len(found[0].get_text(" ").split())
         if n_all and n_main * 5 >= n_all:

@@ -21,6 +21,7 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
 _CONTROL_RE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 _WS_RE = re.compile(r"\s+")
 _BLANK_LINES_RE = re.compile(r"\n[ \t\f\v]*\n\s*")
+XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>")  # "<?xml version=... encoding=...?>" before a re-parse of str
 
 
 def bom_encoding(data: bytes) -> tuple[str, int] | None:
