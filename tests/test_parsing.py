@@ -1035,3 +1035,22 @@ def test_markdown_comments_inside_code_are_code(tmp_path: Path) -> None:
         "A <!-- never closed comment stays text",
     ]
     assert "added" not in doc.text and "commentedOut" not in doc.text
+
+
+def test_rst_substitutions_and_footnotes_are_text(tmp_path: Path) -> None:
+    rst = (
+        "Install\n=======\n\n"
+        "Install |product| today; a table cell | like this | is left alone, |unknown| too.\n\n"
+        ".. |product| replace:: Foo Pro 2\n"
+        ".. _product: https://example.test/foo\n"
+        ".. [1] The footnote text.\n"
+        "   Its second line.\n"
+        ".. [#cite] A cited book.\n"
+    )
+    doc = parse_file(write(tmp_path, "install.rst", rst))
+    assert texts(doc) == [
+        "Install Foo Pro 2 today; a table cell | like this | is left alone, |unknown| too.",
+        "The footnote text.\nIts second line.",
+        "A cited book.",
+    ]
+    assert "example.test" not in doc.text

@@ -195,13 +195,18 @@ _RST_TEXT_DIRECTIVES = frozenset(
     "note warning tip hint important attention caution danger error admonition topic sidebar "
     "rubric seealso versionadded versionchanged deprecated".split()
 )
-_RST_TARGET = re.compile(r"^\s*\.\.\s+(?:_[^:]*:|\[[^\]]*\]|\|[^|]*\|)")
+_RST_TARGET = re.compile(r"^\s*\.\.\s+(?:_[^:]*:|\|[^|]*\|)")  # link targets, substitution definitions
+_RST_NOTE = re.compile(r"^\s*\.\.\s+\[[^\]]*\]\s*")  # ".. [1] text": a footnote / citation is prose
+_RST_REPLACE = re.compile(r"^\s*\.\.\s+\|([^|]+)\|\s+replace::\s*(.*?)\s*$", re.M)
+_RST_SUBST = re.compile(r"\|([^|\s](?:[^|]*[^|\s])?)\|(?:__?)?")
 _RST_LINK = re.compile(r"`([^`<]+?)\s*<[^>]+>`_{1,2}")
 _RST_ROLE = re.compile(r":[\w.+-]+:`([^`]+)`")
 _RST_LITERAL = re.compile(r"``(.+?)``")
 
 
-def _rst_inline(text: str) -> str:
+def _rst_inline(text: str, subs: dict[str, str] | None = None) -> str:
+    if subs and "|" in text:  # |name| -> the text of ".. |name| replace:: text"
+        text = _RST_SUBST.sub(lambda m: subs.get(m.group(1), m.group(0)), text)
     if "`" in text:
         text = _RST_LINK.sub(r"\1", text)
         text = _RST_ROLE.sub(r"\1", text)
@@ -210,7 +215,13 @@ def _rst_inline(text: str) -> str:
 
 
 def read_rst(text: str) -> list[Block]:
-    lines = clean_controls(text).split("\n")
+    text = clean_controls(text)
+    subs = {m.group(1): m.group(2) for m in _RST_REPLACE.finditer(text)} if "replace::" in text else {}
+
+    def inline(part: str) -> str:
+        return _rst_inline(part, subs)
+
+    lines = text.split("\n")
     blocks: list[Block] = []
     para: list[str] = []
     styles: list[tuple[str, bool]] = []  # adornment styles in order of first use = levels
@@ -222,7 +233,7 @@ def read_rst(text: str) -> list[Block]:
 
     def flush() -> None:
         if para:
-            body = _rst_inline("\n".join(para))
+            body = inline("\n".join(para))
             if body:
                 blocks.append(text_block(body))
             para.clear()
@@ -246,7 +257,7 @@ def read_rst(text: str) -> list[Block]:
             and not _RST_ADORN.match(lines[i + 1].rstrip())
             and lines[i + 2].rstrip() == line
         ):
-            title = _rst_inline(lines[i + 1])
+            title = inline(lines[i + 1])
             if title:
                 blocks.append(heading(title, level_of((adorn.group(1), True))))
             i += 3
@@ -255,7 +266,7 @@ def read_rst(text: str) -> list[Block]:
         if not para and not adorn and i + 1 < n and not line[0].isspace():
             under = _RST_ADORN.match(lines[i + 1].rstrip())
             if under and len(lines[i + 1].rstrip()) >= min(len(line), 3):
-                title = _rst_inline(line)
+                title = inline(line)
                 if title:
                     blocks.append(heading(title, level_of((under.group(1), False))))
                 i += 2
@@ -274,6 +285,13 @@ def read_rst(text: str) -> list[Block]:
         if _RST_TARGET.match(line) or stripped == "..":
             i += 1
             continue
+        note = _RST_NOTE.match(line)
+        if note:
+            flush()
+            line = stripped = line[note.end() :]
+            if not stripped:
+                i += 1
+                continue
         para.append(stripped if line.startswith("   ") else line)
         i += 1
     flush()
