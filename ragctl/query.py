@@ -94,12 +94,17 @@ class Searcher:
         return None if self._embedder is None else embedded_by(self._embedder.describe())
 
     def search(self, queries: list[str], k: int = 5, mode: str = "hybrid", rerank: bool = False,
-               collapse: bool = True) -> list[list[Hit]]:
+               collapse: bool = True, context_words: int = 0) -> list[list[Hit]]:
         """Top-k hits per query. `rerank`: the top RERANK_DEPTH candidates of the mode are
         re-scored passage by passage (ragctl.rerank) and the best k kept. `collapse` (the
         default): a passage held by several documents, or near-duplicated, is one hit,
         attributed to its most specific holder, the others listed in `also_in`; no top k holds
-        the same passage twice (`collapse=False`: every chunk as stored, for comparisons)."""
+        the same passage twice (`collapse=False`: every chunk as stored, for comparisons).
+        `context_words` > 0: each hit's text is its chunk plus the neighbouring chunks of its
+        document up to that many words (see `with_context`)."""
+        if context_words:
+            results = self.search(queries, k, mode, rerank, collapse)
+            return [self.with_context(hits, context_words) for hits in results]
         if k < 1:
             raise UsageError("k must be at least 1")
         if mode not in MODES:
@@ -155,6 +160,75 @@ class Searcher:
             candidates = [Candidate(vid, with_also_in(hit, extra.get(vid, ())), context_line(hit))
                           for vid, hit in searching.ranked_hits(fused)]
             out.append(reranker.rerank(vector, candidates, k))
+        return out
+
+    def with_context(self, hits: list[Hit], budget: int) -> list[Hit]:
+        """Each hit's text grown to its chunk plus neighbouring chunks of the same document, the
+        next one first, then the previous one, alternating, up to `budget` words (a chunk longer
+        than that is kept whole; a neighbour that does not fit is cut to the words left: the
+        start of the next chunk, the end of the previous one). The words two consecutive chunks
+        share (their overlap) are taken once, and no words are repeated across hits: a chunk
+        that is a hit, or already context of a better hit, is never context again."""
+        if budget < 1 or not hits:
+            return hits
+        from dataclasses import replace
+
+        by_doc = {str(r["doc_id"]): r for r in self.entity.owners().records}
+        spans: dict[int, tuple[int, int]] = {}  # hit index -> the live id range of its document
+        ids: list[int] = []
+        for n, hit in enumerate(hits):
+            record = by_doc.get(hit.doc_id)
+            if record is None:
+                continue
+            first = int(record["first_vector_id"])
+            spans[n] = (first, first + int(record["chunk_count"]))
+            ids.append(first + hit.chunk)
+        used = set(ids)
+        reach = max(2, budget // 40)  # neighbours fetched on each side (chunks are >= ~40 words)
+        wanted = {i + d for i in ids for d in range(-reach, reach + 1) if d}
+        texts = self.entity.texts.fetch(sorted(wanted - used))
+        out = []
+        for n, hit in enumerate(hits):
+            own = hit.text.split()
+            if n not in spans or len(own) >= budget:
+                out.append(hit)
+                continue
+            lo, hi = spans[n]
+            vid = lo + hit.chunk
+            left = budget - len(own)
+            before: list[list[str]] = []
+            after: list[list[str]] = []
+            head, tail = own, own  # the words nearest to the next neighbour on each side
+            nxt: int | None = vid + 1
+            prv: int | None = vid - 1
+            while left > 0 and (nxt is not None or prv is not None):
+                if nxt is not None:
+                    if nxt < hi and nxt not in used and nxt in texts:
+                        words = _after_overlap(tail, texts[nxt].split())
+                        take = words[:left]
+                        after.append(take)
+                        used.add(nxt)
+                        left -= len(take)
+                        tail = take
+                        nxt = nxt + 1 if len(take) == len(words) else None
+                    else:
+                        nxt = None
+                if prv is not None and left > 0:
+                    if prv >= lo and prv not in used and prv in texts:
+                        words = _before_overlap(texts[prv].split(), head)
+                        take = words[len(words) - left:] if len(words) > left else words
+                        before.insert(0, take)
+                        used.add(prv)
+                        left -= len(take)
+                        head = take
+                        prv = prv - 1 if len(take) == len(words) else None
+                    else:
+                        prv = None
+            if not before and not after:
+                out.append(hit)
+                continue
+            parts = [" ".join(w) for w in before if w] + [hit.text] + [" ".join(w) for w in after if w]
+            out.append(replace(hit, text="\n\n".join(parts)))
         return out
 
     def _collapsed(
@@ -235,6 +309,22 @@ def context_line(hit: Hit) -> str:
     from ragctl.chunking import CONTEXT_SEPARATOR
 
     return CONTEXT_SEPARATOR.join(part for part in (hit.title, hit.section) if part)
+
+
+def _after_overlap(prev: list[str], nxt: list[str], most: int = 80) -> list[str]:
+    """`nxt` without the words it repeats from the end of `prev` (consecutive chunks overlap)."""
+    for size in range(min(most, len(prev), len(nxt)), 0, -1):
+        if prev[-size:] == nxt[:size]:
+            return nxt[size:]
+    return nxt
+
+
+def _before_overlap(prev: list[str], nxt: list[str], most: int = 80) -> list[str]:
+    """`prev` without the words that `nxt` repeats at its start."""
+    for size in range(min(most, len(prev), len(nxt)), 0, -1):
+        if prev[-size:] == nxt[:size]:
+            return prev[:-size]
+    return prev
 
 
 def with_also_in(hit: Hit, paths: tuple[str, ...]) -> Hit:

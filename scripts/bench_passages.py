@@ -287,6 +287,30 @@ def part_pairs(work: Path, runs: list[float]) -> dict[str, Any]:
     return out
 
 
+# --------------------------------------------------------------------------- context
+def part_context(work: Path) -> dict[str, Any]:
+    """Evidence hit within the top 5 at about the same number of words: chunks alone (k = 5 and
+    k = 7), and k = 5 grown with neighbouring chunks (--context-words) to ~730 words in all."""
+    from ragctl.evaluate import normalize_text
+    from ragctl.query import Searcher
+    from ragctl.question_sets import load_questions
+
+    out: dict[str, Any] = {}
+    for book, qfile in QUESTION_SETS.items():
+        questions = load_questions(REPO / qfile)
+        for entity in (book, f"{book}-noprint"):
+            searcher = Searcher(work / "store", entity)
+            for label, k, budget in (("k5", 5, 0), ("k7", 7, 0), ("k5+context146", 5, 146), ("k5+context200", 5, 200)):
+                results = searcher.search([q.text for q in questions], k, "hybrid", context_words=budget)
+                ev = [(q, hits) for q, hits in zip(questions, results) if q.evidence]
+                hit = sum(any(normalize_text(q.evidence or "") in normalize_text(h.text) for h in hits) for q, hits in ev)
+                words = sum(len(h.text.split()) for hits in results for h in hits) / len(results)
+                doc = sum(any(h.path in q.relevance for h in hits) for q, hits in zip(questions, results)) / len(questions)
+                out[f"{entity}/{label}"] = {"evidence": round(hit / max(1, len(ev)), 3), "doc_recall": round(doc, 3),
+                                            "words": round(words)}
+    return out
+
+
 # --------------------------------------------------------------------------- latency
 def part_latency(work: Path, chunks: int, queries: int = 200) -> dict[str, Any]:
     """Query p50/p95 on scripts/bench_query.py's synthetic entity, with and without collapsing
@@ -353,6 +377,9 @@ def main() -> None:
         result["questions"] = part_questions(args.work, args.thresholds)
         for name, row in result["questions"].items():
             print(name, {k: v for k, v in row.items() if k != "per_question"}, file=sys.stderr)
+    if "context" in args.parts:
+        result["context"] = part_context(args.work)
+        print(json.dumps(result["context"], indent=1), file=sys.stderr)
     if "latency" in args.parts:
         result["latency"] = part_latency(args.work, args.latency_chunks)
         print(json.dumps(result["latency"], indent=1), file=sys.stderr)

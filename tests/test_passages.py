@@ -263,3 +263,21 @@ def test_kill_9_during_commits_that_reuse_passages_leaves_a_store_that_verifies(
     needle = "Sentence 2 of section 30 explains how"
     hits = query(store, "beta", needle, "--mode", "text", "-k", "1")
     assert hits[0]["path"] == "print.md" and needle in hits[0]["text"]
+
+
+def test_context_words_grow_a_hit_with_its_neighbours_and_repeat_no_words(tmp_path):
+    sentences = [f"Fact number {i} says the {TOPICS[i % len(TOPICS)]} value is {i * 13} units in that case." for i in range(120)]
+    root = make_tree(tmp_path / "docs", {"ref/long.md": "# Long\n\n## One section\n\n" + " ".join(sentences) + "\n"})
+    store = tmp_path / "store"
+    assert ingest(root, store)["entities"]["ref"]["chunks"] >= 4
+    plain = query(store, "ref", "Fact number 60 says", "-k", "2", "--mode", "text")
+    grown = query(store, "ref", "Fact number 60 says", "-k", "2", "--mode", "text", "--context-words", "400")
+    assert [h["chunk"] for h in grown] == [h["chunk"] for h in plain]  # the same hits, more text
+    for before, after in zip(plain, grown):
+        assert before["text"] in after["text"] and len(after["text"].split()) <= 400
+        assert len(after["text"].split()) > len(before["text"].split())
+    found = [s for h in grown for s in sentences for _ in range(h["text"].count(s))]
+    assert len(found) == len(set(found))  # no sentence twice, within a hit or across hits
+    # a neighbour's overlap with the chunk is taken once: the sentences are consecutive
+    first = [int(s.split()[2]) for s in sentences if s in grown[0]["text"]]
+    assert first == list(range(first[0], first[0] + len(first)))

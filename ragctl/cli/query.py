@@ -32,6 +32,11 @@ def query_command(
         help="Experimental: re-score the top 12 candidates passage by passage with the entity's model "
              "(slower; not better on our question sets yet, docs/retrieval.md).",
     ),
+    context_words: int = typer.Option(
+        0, "--context-words", min=0,
+        help="Grow each hit to its chunk plus neighbouring chunks of its document, up to N words "
+             "(no words repeated across hits); 0: the chunk alone.",
+    ),
     json_out: bool = JsonOption,
     model_config: ModelConfig = None,  # type: ignore[assignment]  # filled in by @model_options
 ) -> None:
@@ -55,7 +60,7 @@ def query_command(
             fail("the query text is empty", EXIT_USAGE)
         batch = [text]
     searcher = Searcher(store_path(store), entity, model_config)
-    results = searcher.search(batch, k, mode, rerank=rerank)
+    results = searcher.search(batch, k, mode, rerank=rerank, context_words=context_words)
     stale = searcher.stale_documents()
     if stale:
         typer.echo(f"note: {stale} document(s) of {entity!r} were indexed before contextual chunks (no title or "
