@@ -200,13 +200,25 @@ def test_the_same_wording_about_another_api_is_not_merged(tmp_path):
     assert all(h["also_in"] == [] for h in hits)
 
 
-def test_the_passage_fields_reach_http_mcp_and_langchain_hits():
+def test_also_in_reaches_mcp_and_langchain_hits_and_the_http_schema(tmp_path):
+    from ragctl.integrations.langchain import RagctlVectorStore
     from ragctl.integrations.mcp_server import SearchHit as McpHit
+    from ragctl.integrations.mcp_server import StoreTools
     from ragctl.serve.schemas import SearchHit as HttpHit
 
-    assert "also_in" in HttpHit.model_fields and "also_in" in McpHit.model_fields
-
-
+    assert "also_in" in HttpHit.model_fields and "also_in" in McpHit.model_fields  # HTTP hits are hit_json's
+    chapter = page("Ownership", TOPICS[:4])
+    everything = page("The whole book", TOPICS[4:8], start=10) + "\n" + "\n".join(
+        section(i, t) for i, t in enumerate(TOPICS[:4]))
+    root = make_tree(tmp_path / "docs", {"book/ownership.md": chapter, "book/print.md": everything})
+    store = tmp_path / "store"
+    ingest(root, store)
+    question = "Sentence 4 of section 2 explains how cargo workspaces behaves"
+    hits = StoreTools(store).search("book", question, k=3, mode="text").hits
+    assert (hits[0].path, hits[0].also_in) == ("ownership.md", ["print.md"])
+    docs = RagctlVectorStore(store, "book").similarity_search(question, k=3)
+    assert docs[0].metadata["source"] == "ownership.md" and docs[0].metadata["also_in"] == ["print.md"]
+    assert len({d.page_content for d in docs}) == len(docs)
 
 def _store_mtimes(store: Path) -> dict[str, int]:
     out = {}
