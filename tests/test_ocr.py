@@ -246,3 +246,13 @@ def test_the_library_reads_images_and_takes_ocr_off(tmp_path: Path) -> None:
     assert auto.entities["acme"].indexed == 1 and auto.entities["acme"].ocr_pages == 1
     hit = manager.query("acme", "copier paper", k=1)[0]
     assert (hit.path, hit.page, hit.ocr) == ("receipt.png", 1, True)
+
+
+def test_a_photo_stored_sideways_is_read_upright() -> None:
+    from PIL import Image
+
+    sideways = text_image(["Whiteboard: retro actions for sprint 12"]).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation 6: turn 90 degrees clockwise to view
+    doc = parse_bytes(encode(sideways, "PNG", exif=exif.tobytes()), ".png")
+    assert cer(["Whiteboard: retro actions for sprint 12"], [b.text for b in doc.blocks]) < 0.05, doc.text

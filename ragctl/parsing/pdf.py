@@ -18,8 +18,10 @@ one at a time (memory stays flat on a 300-page scan) and a file with more than
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ragctl.errors import ParseError, UnsupportedFormat
@@ -63,9 +65,10 @@ def _image_cover(page: Any, pdfium_c: Any) -> float:
     return min(1.0, area / (width * height))
 
 
-def needs_ocr(text: str, image_cover: float) -> bool:
+def needs_ocr(text: str, image_cover: Callable[[], float]) -> bool:
+    """--ocr auto's rule for one page (`image_cover` is only computed for a sparse text layer)."""
     chars = sum(1 for ch in text if not ch.isspace())
-    return chars == 0 or (chars < TEXT_LAYER_SPARSE_CHARS and image_cover >= IMAGE_COVER_FOR_SCAN)
+    return chars == 0 or (chars < TEXT_LAYER_SPARSE_CHARS and image_cover() >= IMAGE_COVER_FOR_SCAN)
 
 
 def _text_blocks(text: str, page: int) -> list[Block]:
@@ -110,7 +113,7 @@ def read_pdf(data: bytes, options: OcrOptions | None = None) -> list[Block]:
                 try:
                     text = "" if options.mode == "force" else _page_text(page)
                     ocr = options.mode == "force" or (
-                        options.mode == "auto" and needs_ocr(text, _image_cover(page, pdfium_c)))
+                        options.mode == "auto" and needs_ocr(text, functools.partial(_image_cover, page, pdfium_c)))
                 finally:
                     page.close()
                 pages.append((text, ocr))
