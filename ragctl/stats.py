@@ -40,3 +40,10 @@ def store_stats(store: Path, *, offset: int = 0, limit: int | None = None, q: st
     result["offset"] = offset
     result["limit"] = limit
     return result
+
+
+def unreadable_entities(store: Path, q: str = "") -> dict[str, str]:
+    """Every entity (whose id contains `q`) whose records cannot be read, paged or not:
+    {id: error} (`ragctl verify` says more)."""
+    require_store(store)
+    return catalog.errors(open_store(store, create=False), q)

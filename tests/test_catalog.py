@@ -372,3 +372,19 @@ def test_gc_after_a_clean_pass_still_drops_what_later_commits_leave_behind(tmp_p
     assert EntityStore(storage, "acme").gc() == 3
     code, report = verify_json(store)
     assert code == 0 and report["entities"]["acme"]["orphans"] == 0 and report["entities"]["acme"]["documents"] == 2
+
+
+def test_stats_table_pages_filters_and_names_an_unreadable_entity_off_the_page(tmp_path):
+    store = tmp_path / "store"
+    commit_docs(store, {"acme": 1, "beta": 2, "gamma": 1, "globex": 1, "zeta": 1})
+    (store / "doc_id_name_mapping" / "zeta.json").write_text("{broken", encoding="utf-8")
+    assert cli("verify", "--store", store).exit_code == 1  # reading it marks the entity for the catalog
+    result = cli("stats", "--store", store, "--limit", "2")
+    assert result.exit_code == 1
+    assert "acme" in result.output and "beta" in result.output and "gamma" not in result.output
+    assert "entities 1-2 of 5 shown" in result.output
+    assert "entity 'zeta' cannot be read" in result.output and "not valid JSON" in result.output
+    result = cli("stats", "--store", store, "--json", "--filter", "G", "--offset", "1")
+    assert result.exit_code == 0, result.output  # zeta is not among the matches
+    page = json.loads(result.stdout)
+    assert list(page["entities"]) == ["globex"] and page["total"] == 2 and page["totals"]["documents"] == 2

@@ -415,6 +415,16 @@ def page(storage: JSONStorage, *, offset: int = 0, limit: int | None = None, q: 
             "total": total}
 
 
+def errors(storage: JSONStorage, q: str = "") -> dict[str, str]:
+    """Entities (whose id contains `q`) whose records cannot be read: {id: error}, sorted."""
+    settle(storage)
+    where, args = "WHERE error IS NOT NULL", []
+    if q:
+        where, args = where + " AND entity_id LIKE ? ESCAPE '\\'", [_like(q)]
+    with _connect(storage.root) as con:
+        return {r[0]: r[1] for r in con.execute(f"SELECT entity_id, error FROM entities {where} ORDER BY entity_id", args)}
+
+
 def rows(storage: JSONStorage) -> dict[str, dict[str, Any]]:
     """Every entity's row, sorted by id."""
     return page(storage)["entities"]  # type: ignore[no-any-return]
