@@ -212,7 +212,8 @@ def test_bad_files_are_reported_and_the_rest_is_indexed(tmp_path):
     failures = {f["path"]: f["error"] for f in summary["failures"]}
     skipped = {s["path"]: s["reason"] for s in summary["skipped_files"]}
     assert "binary.txt" in failures and "corrupt.pdf" in failures
-    assert "empty.txt" in skipped and "image.png" in skipped
+    assert failures["image.png"] == "not a readable image (corrupt, truncated, or another format renamed)"
+    assert "empty.txt" in skipped
     assert all(msg and "\n" not in msg for msg in list(failures.values()) + list(skipped.values()))
     if unreadable_really:
         assert "secret.md" in failures and "denied" in failures["secret.md"].lower()
