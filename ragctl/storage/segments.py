@@ -54,6 +54,9 @@ ORPHAN_MIN = 10_000  # ...once there are this many
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 AUTO_APPROX_MIN = 100_000  # auto: an approximate index once the entity holds this many vectors
 APPROX_SEGMENT_MIN = 20_000  # segments smaller than this stay flat (exact) whatever the kind
+# vectors_of (passage reuse) loads an approximate segment it needs only up to this size (~150 MB
+# at dim 384); the vectors of bigger ones are embedded again instead
+REUSE_LOAD_MAX = 100_000
 
 
 def tier_for(count: int) -> int:
@@ -416,9 +419,11 @@ class SegmentedIndex:
 
     def vectors_of(self, wanted: Any) -> dict[int, np.ndarray]:
         """The stored vectors of these ids, read from the live segments that hold them (flat
-        segments: only those rows, memory-mapped; an approximate one: its index, loaded once
-        per process). Ids no live segment holds (orphans gone, an entity of format <= 2) are
-        left out; so is everything when a compaction replaced the segments meanwhile."""
+        segments: only those rows, memory-mapped; an approximate one: its index if a search of
+        this process has it loaded, else loaded for this call when it holds at most
+        REUSE_LOAD_MAX vectors). Ids no live segment holds (orphans gone, an entity of format
+        <= 2), or only a bigger approximate one, are left out; so is everything when a
+        compaction replaced the segments meanwhile."""
         import numpy as np
 
         manifest = self.manifest()
@@ -447,11 +452,11 @@ class SegmentedIndex:
                     del ids, vecs
                 else:
                     with self._lock:
-                        part = self._parts.get(entry["name"])
+                        part = self._parts.get(entry["name"])  # loaded by a search of this process
                     if part is None:
-                        part = _part(path)
-                        with self._lock:
-                            self._parts.setdefault(part.name, part)
+                        if int(entry.get("count", 0)) > REUSE_LOAD_MAX:
+                            continue  # too big to load for a few vectors: they are embedded again
+                        part = _part(path)  # used for this call only (not kept)
                     union = UnionIndex([part], int(manifest.get("dim") or 0))
                     for vid in inside:
                         with suppress(KeyError):
