@@ -509,6 +509,7 @@ class Chunker:
                     lo, best = mid, Chunk(t, c)
                 else:
                     hi = mid - 1
+            skip = n_overlap  # the leaves the first piece repeats from the previous chunk
             if n_overlap:
                 if lo <= n_overlap:  # only repeated text would fit: drop the overlap instead
                     rest = rest[n_overlap:]
@@ -520,7 +521,7 @@ class Chunker:
                 rest = rest[1:]
             else:
                 assert best is not None
-                out.append(self._origin(best, blks, rest[:lo]))
+                out.append(self._origin(best, blks, rest[:lo], skip))
                 rest = rest[lo:]
         return out
 

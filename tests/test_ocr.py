@@ -18,7 +18,7 @@ from helpers import cli, make_tree
 
 from ragctl.bench.samples import make_pdf
 from ragctl.bench.scans import _font, cer, order_errors, render_page
-from ragctl.errors import ParseError, UnsupportedFormat
+from ragctl.errors import ParseError, UnsupportedFormat, UsageError
 from ragctl.parsing import OcrOptions, parse_bytes, parse_file
 from ragctl.parsing.reading_order import Line, reading_order
 
@@ -114,12 +114,17 @@ def test_each_image_type_is_read_by_ocr(fmt: str, suffix: str, mode: str) -> Non
     assert all(b.ocr and b.page == 1 for b in doc.blocks)
 
 
-def test_a_multi_page_tiff_is_a_page_per_frame() -> None:
+def test_a_multi_page_tiff_is_a_page_per_frame_and_an_animation_is_its_first_frame() -> None:
     first, second = text_image(["First page: delivery note 77"]), text_image(["Second page: signed by the driver"])
-    doc = parse_bytes(encode(first, "TIFF", save_all=True, append_images=[second]), ".tiff")
+    tiff = encode(first, "TIFF", save_all=True, append_images=[second])
+    doc = parse_bytes(tiff, ".tiff")
     assert doc.ocr_pages == 2
     pages = {b.page: b.text for b in doc.blocks}
     assert "delivery note 77" in pages[1] and "signed by the driver" in pages[2]
+    gif = parse_bytes(encode(first.convert("P"), "GIF", save_all=True, append_images=[second.convert("P")] * 5), ".gif")
+    assert gif.ocr_pages == 1 and "delivery note 77" in gif.text and "driver" not in gif.text
+    with pytest.raises(ParseError, match=r"^2 pages need OCR, over the limit of 1 per file"):
+        parse_bytes(tiff, ".tiff", ocr=OcrOptions(max_pages=1))  # refused before any page is read
 
 
 def test_a_two_column_scan_is_read_in_order_with_few_errors() -> None:
@@ -149,6 +154,8 @@ def test_hostile_images_fail_or_skip_with_one_line() -> None:
         parse_bytes(encode(text_image(), "PNG")[:400], ".png")
     with pytest.raises(UnsupportedFormat, match=r"1 x 1 pixels is too small"):
         parse_bytes(encode(text_image().resize((1, 1)), "PNG"), ".png")
+    with pytest.raises(UnsupportedFormat, match=r"32 x 32 pixels is too small to hold text \(an icon\?\)"):
+        parse_bytes(encode(text_image().resize((32, 32)), "PNG"), ".png")  # a favicon: the engine is not loaded
     for info in (bomb, big, junk, cut):
         assert "\n" not in str(info.value) and len(str(info.value)) < 200
 
@@ -161,6 +168,18 @@ def test_a_blank_image_is_skipped_as_no_text() -> None:
 
 
 # ----------------------------------------------------------------------------- PDF pages
+
+
+def test_which_pdf_pages_auto_ocrs() -> None:
+    from ragctl.parsing.pdf import needs_ocr
+
+    def covered(share: float) -> Any:
+        return lambda: share
+
+    assert needs_ocr("", covered(0.0))  # no text layer at all: a scan, or text drawn as outlines
+    assert needs_ocr("Page 3", covered(0.9))  # a scan with a stamped page number
+    assert not needs_ocr("Chapter 2", covered(0.0))  # a short text page keeps its text
+    assert not needs_ocr("word " * 60, covered(1.0))  # an OCR'd PDF's own text layer is kept
 
 
 def test_a_mixed_pdf_is_read_page_by_page(tmp_path: Path) -> None:
@@ -240,6 +259,8 @@ def test_the_library_reads_images_and_takes_ocr_off(tmp_path: Path) -> None:
     image = tmp_path / "receipt.png"
     image.write_bytes(encode(text_image(["Receipt 88: two pallets of copier paper"]), "PNG"))
     manager = get_entity_rag_manager(tmp_path / "store")
+    with pytest.raises(UsageError, match="OCR mode must be one of auto, off, force, not 'sometimes'"):
+        manager.add_documents_parallel({"acme": [image]}, ocr="sometimes")
     off = manager.add_documents_parallel({"acme": [image]}, ocr="off")
     assert off.entities["acme"].skipped == 1 and off.entities["acme"].indexed == 0
     auto = manager.add_documents_parallel({"acme": [image]})

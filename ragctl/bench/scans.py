@@ -207,9 +207,16 @@ def render_page(kind: str, seed: int = 0) -> tuple[Any, list[str]]:
     global _family
     if kind not in KINDS:
         raise ValueError(f"unknown page kind {kind!r} (one of {', '.join(KINDS)})")
-    rng = random.Random(f"{kind}:{seed}")
     style = random.Random(f"style:{seed}")
     _family = _FAMILIES[style.randrange(len(_FAMILIES))] if seed else _FAMILIES[0]
+    try:
+        return _render(kind, seed, style)
+    finally:
+        _family = _FAMILIES[0]  # _font() outside render_page: always the default family
+
+
+def _render(kind: str, seed: int, style: random.Random) -> tuple[Any, list[str]]:
+    rng = random.Random(f"{kind}:{seed}")
     size = style.randint(18, 28) if seed else 24
     if kind == "two_columns":
         # gutters under ~1.4 em are merged into one line by the text detector (measured: a 37 px

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragctl.model_config import ModelConfig
-from ragctl.parsing.ocr import OcrOptions
 
 if TYPE_CHECKING:
     from ragctl.model_spec import ModelSpec
+    from ragctl.parsing.ocr import OcrOptions
     from ragctl.storage.json_storage import JSONStorage
 
 MB = 1 << 20
@@ -32,7 +32,7 @@ class Limits:
     max_file_bytes: int = int(DEFAULT_MAX_FILE_MB * MB)
     max_text_bytes: int = int(DEFAULT_MAX_TEXT_MB * MB)
     parse_timeout_s: float = DEFAULT_PARSE_TIMEOUT_S
-    ocr: OcrOptions = field(default_factory=OcrOptions)
+    ocr: OcrOptions = field(default_factory=lambda: _default_ocr())
 
     @classmethod
     def from_mb(cls, max_file_mb: float | None = None, max_text_mb: float | None = None,
@@ -41,8 +41,14 @@ class Limits:
             max_file_bytes=int((max_file_mb if max_file_mb is not None else DEFAULT_MAX_FILE_MB) * MB),
             max_text_bytes=int((max_text_mb if max_text_mb is not None else DEFAULT_MAX_TEXT_MB) * MB),
             parse_timeout_s=float(parse_timeout_s if parse_timeout_s is not None else DEFAULT_PARSE_TIMEOUT_S),
-            ocr=ocr or OcrOptions(),
+            ocr=ocr or _default_ocr(),
         )
+
+
+def _default_ocr() -> OcrOptions:
+    from ragctl.parsing.ocr import OcrOptions  # imported when used: `ragctl --help` stays light
+
+    return OcrOptions()
 
 
 @dataclass

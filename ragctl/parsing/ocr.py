@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, Protocol
 
-from ragctl.errors import ParseError, UnsupportedFormat
+from ragctl.errors import ParseError, UnsupportedFormat, UsageError
 from ragctl.parsing.model import Block
 from ragctl.parsing.reading_order import Line, reading_order
+from ragctl.parsing.textutil import one_line
 
 OCR_MODES = ("auto", "off", "force")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"})
@@ -38,7 +39,10 @@ DEFAULT_MAX_PAGES = 1000
 # A page image is decoded only under this many pixels (a 30,000 x 30,000 PNG is 900 M pixels and
 # ~2.7 GB decoded): 64 M is an A0 poster at 200 dpi, or 10 x an A4 page at 300 dpi.
 MAX_IMAGE_PIXELS = 64_000_000
-MIN_SIDE_PX = 8  # an image this small cannot hold a line of text
+# An image smaller than this holds no readable line (favicons, icons, bullets, spacer GIFs in a
+# documentation tree): skipped without loading the OCR engine.
+MIN_SIDE_PX, MIN_PIXELS = 24, 10_000
+MULTI_PAGE_FORMATS = frozenset({"TIFF", "MPO"})  # a frame is a page (GIF/WebP/APNG frames are animation)
 # The long side a PDF page is rendered at (the recogniser works at <= 2000 px; more is slower,
 # not better), and the resolution it never exceeds (a small page is not blown up past 300 dpi).
 RENDER_LONG_SIDE_PX = 2000
@@ -61,9 +65,9 @@ class OcrOptions:
 
     def __post_init__(self) -> None:
         if self.mode not in OCR_MODES:
-            raise ValueError(f"--ocr must be one of {', '.join(OCR_MODES)}, not {self.mode!r}")
+            raise UsageError(f"OCR mode must be one of {', '.join(OCR_MODES)}, not {self.mode!r}")
         if self.max_pages < 1:
-            raise ValueError("--ocr-max-pages must be at least 1")
+            raise UsageError(f"OCR page limit must be at least 1, not {self.max_pages}")
 
 
 class OcrEngine(Protocol):
@@ -180,10 +184,11 @@ def to_rgb(image: Any) -> Any:
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         import numpy as np
 
-        arr = np.asarray(image, dtype=np.float64)
+        arr = np.asarray(image, dtype=np.float32)
         lo, hi = float(arr.min()), float(arr.max())
-        scaled = ((arr - lo) * (255.0 / (hi - lo))) if hi > lo else np.zeros_like(arr)
-        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+        arr -= lo
+        arr *= 255.0 / (hi - lo) if hi > lo else 0.0
+        return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -201,44 +206,56 @@ def _upright(frame: Any) -> Any:
         return frame
 
 
-def _frames(data: bytes) -> Iterator[Any]:
-    """Each frame of an image file, decoded one at a time, checked before decoding."""
-    from PIL import Image, ImageSequence, UnidentifiedImageError
+def _open(data: bytes) -> Any:
+    """The image, opened (header only), PIL's decompression-bomb warning taken as an error."""
+    from PIL import Image, UnidentifiedImageError
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(BytesIO(data))
+            return Image.open(BytesIO(data))
         except UnidentifiedImageError as exc:
             raise ParseError("not a readable image (corrupt, truncated, or another format renamed)") from exc
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ParseError(f"image not decoded: {str(exc).rstrip('.')}") from exc
-        with image:
-            for frame in ImageSequence.Iterator(image):
-                w, h = frame.size
-                if w * h > MAX_IMAGE_PIXELS:
-                    raise ParseError(
-                        f"image of {w:,} x {h:,} pixels, over the {MAX_IMAGE_PIXELS // 1_000_000} megapixel "
-                        "limit (a decompression bomb, or a scan at a needlessly high resolution)")
-                if min(w, h) < MIN_SIDE_PX:
-                    raise UnsupportedFormat(f"image of {w} x {h} pixels is too small to hold text")
-                try:
-                    frame.load()
-                except (OSError, ValueError, SyntaxError) as exc:
-                    raise ParseError(f"not a readable image ({str(exc).strip() or type(exc).__name__})") from exc
-                yield to_rgb(_upright(frame))
+
+
+def _frames(image: Any, pages: int) -> Iterator[Any]:
+    """The first `pages` frames, decoded one at a time, each checked before decoding."""
+    from PIL import ImageSequence
+
+    for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+        if number > pages:
+            return
+        where = f"frame {number}: " if pages > 1 else ""
+        w, h = frame.size
+        if w * h > MAX_IMAGE_PIXELS:
+            raise ParseError(
+                f"{where}image of {w:,} x {h:,} pixels, over the {MAX_IMAGE_PIXELS // 1_000_000} megapixel "
+                "limit (a decompression bomb, or a scan at a needlessly high resolution)")
+        if min(w, h) < MIN_SIDE_PX or w * h < MIN_PIXELS:
+            raise UnsupportedFormat(f"{where}image of {w} x {h} pixels is too small to hold text (an icon?)")
+        try:
+            frame.load()
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise ParseError(f"{where}not a readable image ({one_line(exc, 160)})") from exc
+        yield to_rgb(_upright(frame))
 
 
 def read_image(data: bytes, options: OcrOptions) -> list[Block]:
-    """An image file (a page per frame) read by OCR."""
+    """An image file read by OCR: every frame of a TIFF is a page; a GIF, WebP or PNG animation is
+    read from its first frame (its other frames are animation, not pages)."""
     if options.mode == "off":
         raise UnsupportedFormat("an image: its text is read only by OCR, which is off (--ocr off)")
-    blocks: list[Block] = []
-    for page, frame in enumerate(_frames(data), start=1):
-        if page > options.max_pages:
-            raise ParseError(f"more than {options.max_pages} pages to OCR (raise the limit with --ocr-max-pages)")
-        blocks.extend(image_blocks(frame, page))
-        del frame
+    with _open(data) as image:
+        frames = int(getattr(image, "n_frames", 1) or 1) if image.format in MULTI_PAGE_FORMATS else 1
+        if frames > options.max_pages:
+            raise ParseError(f"{frames} pages need OCR, over the limit of {options.max_pages} per file "
+                             "(raise it with --ocr-max-pages)")
+        blocks: list[Block] = []
+        for page, frame in enumerate(_frames(image, frames), start=1):
+            blocks.extend(image_blocks(frame, page))
+            del frame
     if not blocks:
         raise UnsupportedFormat("no text found by OCR")
     return blocks

@@ -6,7 +6,7 @@ first pages have text and whose appendix is scanned is read whole:
 * ``--ocr auto`` (default): a page is OCR'd when it has no text layer at all (a scan, or text
   drawn as outlines), or fewer than ``TEXT_LAYER_SPARSE_CHARS`` non-space characters on a page
   that images cover at least half of (a scan with a stamped page number). A short text page
-  ("Chapter 2") keeps its text. Other pages keep
+  ("Chapter 2") keeps its text; a page with no objects at all (a blank separator) is not OCR'd. Other pages keep
   their text layer (an OCR'd PDF's invisible text layer included: it is not OCR'd again).
 * ``--ocr force``: every page is rendered and OCR'd, the text layer ignored.
 * ``--ocr off``: the text layer only (a scanned PDF is skipped, as before).
@@ -28,13 +28,14 @@ from ragctl.errors import ParseError, UnsupportedFormat
 from ragctl.parsing.model import Block, title_block
 from ragctl.parsing.ocr import (
     IMAGE_COVER_FOR_SCAN,
+    MIN_SIDE_PX,
     RENDER_LONG_SIDE_PX,
     RENDER_MAX_DPI,
     TEXT_LAYER_SPARSE_CHARS,
     OcrOptions,
     image_blocks,
 )
-from ragctl.parsing.textutil import clean_controls
+from ragctl.parsing.textutil import clean_controls, one_line
 
 # pdfium is not thread-safe: every call into it holds this lock (OCR itself runs outside it)
 PDFIUM_LOCK = threading.Lock()
@@ -52,7 +53,7 @@ def _page_text(page: Any) -> str:
 
 
 def _image_cover(page: Any, pdfium_c: Any) -> float:
-    """The share of the page's area that image objects cover (overlaps counted once each)."""
+    """The share of the page's area that image objects cover (their areas summed, capped at 1)."""
     width, height = page.get_size()
     if width <= 0 or height <= 0:
         return 0.0
@@ -114,6 +115,8 @@ def read_pdf(data: bytes, options: OcrOptions | None = None) -> list[Block]:
                     text = "" if options.mode == "force" else _page_text(page)
                     ocr = options.mode == "force" or (
                         options.mode == "auto" and needs_ocr(text, functools.partial(_image_cover, page, pdfium_c)))
+                    # a page with nothing on it (a blank separator page) has nothing to recognise
+                    ocr = ocr and next(iter(page.get_objects(max_depth=1)), None) is not None
                 finally:
                     page.close()
                 pages.append((text, ocr))
@@ -127,14 +130,19 @@ def read_pdf(data: bytes, options: OcrOptions | None = None) -> list[Block]:
             if not ocr:
                 blocks.extend(_text_blocks(text, page_no))
                 continue
-            with PDFIUM_LOCK:
-                page = pdf[page_no - 1]
-                try:
-                    image = _render(page)
-                finally:
-                    page.close()
-            found = image_blocks(image, page_no)
-            del image
+            try:
+                with PDFIUM_LOCK:
+                    page = pdf[page_no - 1]
+                    try:
+                        image = _render(page)
+                    finally:
+                        page.close()
+                found = image_blocks(image, page_no) if min(image.size) >= MIN_SIDE_PX else []
+                del image
+            except (ParseError, UnsupportedFormat):
+                raise
+            except Exception as exc:  # noqa: BLE001 - say which page, not just what the engine said
+                raise ParseError(f"OCR of page {page_no} failed: {one_line(exc, 160)}") from exc
             # OCR found nothing (a blank or photo page): keep whatever the text layer had
             blocks.extend(found or _text_blocks(text, page_no))
     finally:
