@@ -388,3 +388,19 @@ def test_stats_table_pages_filters_and_names_an_unreadable_entity_off_the_page(t
     assert result.exit_code == 0, result.output  # zeta is not among the matches
     page = json.loads(result.stdout)
     assert list(page["entities"]) == ["globex"] and page["total"] == 2 and page["totals"]["documents"] == 2
+
+
+def test_mcp_list_entities_pages_filters_and_keeps_invisible_entities_out(tmp_path):
+    from ragctl.errors import UsageError
+    from ragctl.integrations.mcp_server import StoreTools
+
+    store = tmp_path / "store"
+    commit_docs(store, {"acme": 1, "beta": 2, "gamma": 1, "globex": 3, "initech": 1})
+    tools = StoreTools(store, entities=["acme", "gamma", "globex", "initech", "unknown"])
+    listed_all = tools.list_entities()
+    assert [e.entity for e in listed_all.entities] == ["acme", "gamma", "globex", "initech"]  # beta is invisible
+    assert listed_all.total == 4
+    page = tools.list_entities(filter="G", offset=1, limit=1)
+    assert [(e.entity, e.documents, e.chunks) for e in page.entities] == [("globex", 3, 9)] and page.total == 2
+    with pytest.raises(UsageError, match="limit must be an integer from 1 to 1000"):
+        tools.list_entities(limit=0)

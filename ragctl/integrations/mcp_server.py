@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 K_MAX = 50
 DEFAULT_K = 5
+LIST_LIMIT = 100  # list_entities: entities per answer by default
+LIST_LIMIT_MAX = 1000
 
 INSTRUCTIONS = (
     "Search document collections indexed by ragctl. Each entity (a customer, project or tenant) "
@@ -61,6 +63,7 @@ class EntitySummary(BaseModel):
 
 class EntityList(BaseModel):
     entities: list[EntitySummary]
+    total: int = Field(0, description="How many entities match (this list is one page of them, sorted by id).")
 
 
 class SearchHit(BaseModel):
@@ -137,14 +140,22 @@ class StoreTools:
         shown = ", ".join(known[:20]) + (f", ... ({len(known)} in all)" if len(known) > 20 else "")
         return UsageError(f"unknown entity {entity_id!r} (entities: {shown or 'none'})")
 
-    def list_entities(self) -> EntityList:
-        """From the store catalog (storage/catalog.py): no entity is opened."""
+    def list_entities(self, filter: str = "", offset: int = 0, limit: int = LIST_LIMIT) -> EntityList:  # noqa: A002
+        """From the store catalog (storage/catalog.py): no entity is opened. The visible
+        entities whose id contains `filter` (case-insensitive), sorted by id, `limit` from
+        `offset` (a store of 100,000 tenants is not one answer for a model to read)."""
         from ragctl.storage import catalog
 
-        rows = catalog.page(self._storage, allowed=self.visible)["entities"]
-        return EntityList(entities=[
+        if not isinstance(filter, str) or len(filter) > 128:
+            raise UsageError("filter must be text of at most 128 characters")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise UsageError(f"offset must be an integer >= 0, not {offset!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_LIMIT_MAX:
+            raise UsageError(f"limit must be an integer from 1 to {LIST_LIMIT_MAX}, not {limit!r}")
+        page = catalog.page(self._storage, offset=offset, limit=limit, q=filter, allowed=self.visible)
+        return EntityList(total=page["total"], entities=[
             EntitySummary(entity=entity_id, documents=row["documents"], chunks=row["chunks"], model=row["model"])
-            for entity_id, row in rows.items()
+            for entity_id, row in page["entities"].items()
         ])
 
     # ------------------------------------------------------------------ search
@@ -264,9 +275,16 @@ def build_server(tools: StoreTools, log_level: str = "WARNING") -> MCPServer[Any
             raise ToolError(" ".join(str(exc).split())) from None
 
     @server.tool(annotations=read_only)
-    def list_entities() -> EntityList:
-        """List the entities (separate document collections) you can search, with their document and chunk counts."""
-        return answer(tools.list_entities)
+    def list_entities(
+        filter: Annotated[str, Field(description="Only entities whose id contains this (case-insensitive); empty: all.",
+                                     json_schema_extra={"maxLength": 128})] = "",  # noqa: A002
+        offset: Annotated[int, Field(description="Skip this many entities (sorted by id).",
+                                     json_schema_extra={"minimum": 0})] = 0,
+        limit: Annotated[int, Field(description="At most this many entities.",
+                                    json_schema_extra={"minimum": 1, "maximum": LIST_LIMIT_MAX})] = LIST_LIMIT,
+    ) -> EntityList:
+        """List the entities (separate document collections) you can search, with their document and chunk counts; `total` says how many match."""
+        return answer(tools.list_entities, filter, offset, limit)
 
     @server.tool(annotations=read_only)
     def search(
