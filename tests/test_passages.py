@@ -300,3 +300,27 @@ def test_context_words_grow_a_hit_with_its_neighbours_and_repeat_no_words(tmp_pa
     # a neighbour's overlap with the chunk is taken once: the sentences are consecutive
     first = [int(s.split()[2]) for s in sentences if s in grown[0]["text"]]
     assert first == list(range(first[0], first[0] + len(first)))
+
+
+def test_the_langchain_store_embeds_a_repeated_passage_once(tmp_path):
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from ragctl.integrations.langchain import RagctlVectorStore
+
+    class Counting(DeterministicFakeEmbedding):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            calls.append(list(texts))
+            return super().embed_documents(texts)
+
+    calls: list[list[str]] = []
+    store = RagctlVectorStore(tmp_path / "store", "lc", Counting(size=8))
+    store.add_texts(["the policy text that every contract repeats", "a contract of its own"], ids=["c1", "c2"])
+    assert sorted(t for call in calls for t in call) == ["a contract of its own",
+                                                          "the policy text that every contract repeats"]
+    calls.clear()
+    store.add_texts(["the policy text that every contract repeats", "another contract"], ids=["c3", "c4"])
+    assert [t for call in calls for t in call] == ["another contract"] and store.reused == 1
+    store.delete(["c1"])  # the first holder goes; the copy keeps its own vector and text
+    found = store.similarity_search_by_vector(store.embeddings.embed_query("the policy text that every contract repeats"), k=1)
+    assert found[0].id == "c3"
+    assert cli("verify", "--store", tmp_path / "store").exit_code == 0

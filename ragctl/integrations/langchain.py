@@ -192,6 +192,7 @@ class RagctlVectorStore(VectorStore):
         self.store_dir = Path(store_dir)
         self.entity = EntityStore(open_store(self.store_dir, create=True), entity)
         self._model: _Model = _bind_model(self.entity, embedding, config)
+        self.reused = 0  # pieces of the last add_texts batch that took a stored vector (passages)
 
     @property
     def entity_id(self) -> str:
@@ -245,7 +246,7 @@ class RagctlVectorStore(VectorStore):
         if not todo:
             return
         pieces = [self._model.pieces(text) for _, text, _, _ in todo]
-        vectors = self._model.embed_documents([piece for doc in pieces for piece in doc])
+        vectors = self._vectors([piece for doc in pieces for piece in doc])
         now = time.time_ns()
         docs, row = [], 0
         for (doc_id, text, metadata, content_hash), doc_pieces in zip(todo, pieces):
@@ -257,6 +258,40 @@ class RagctlVectorStore(VectorStore):
             row += len(doc_pieces)
         self.entity.commit(self._model.identity(), adds=docs, precision=self._model.precision,
                            embedded_by=self._model.embedded_by())
+
+    def _vectors(self, pieces: list[str]) -> np.ndarray:
+        """One vector per piece; a passage (`chunk_texts.passage_key`) already held by a live
+        document this class wrote, or repeated in this batch, takes that vector instead of an
+        embedding call (ingested files' chunks carry a context line, so they are not used)."""
+        import numpy as np
+
+        from ragctl.storage.chunk_texts import passage_key
+
+        if not pieces:
+            return self._model.embed_documents([])
+        keys = [passage_key(p) for p in pieces]
+        found: dict[bytes, Any] = {}
+        if self.entity.texts.exists():
+            owners = self.entity.owners()
+            chosen: dict[bytes, int] = {}
+            for key, rows in self.entity.texts.holders(list(dict.fromkeys(keys))).items():
+                for vid, _doc_id, _ord in rows:
+                    record = owners.owner(vid)
+                    if record is not None and is_langchain_record(record):
+                        chosen[key] = vid
+                        break
+            stored = self.entity.index.vectors_of(chosen.values()) if chosen else {}
+            found = {key: stored[vid] for key, vid in chosen.items() if vid in stored}
+        first: dict[bytes, int] = {}
+        texts: list[str] = []
+        for piece, key in zip(pieces, keys):
+            if key not in found and key not in first:
+                first[key] = len(texts)
+                texts.append(piece)
+        self.reused = len(pieces) - len(texts)  # the last batch's pieces that took a stored vector
+        encoded = self._model.embed_documents(texts) if texts else None
+        rows = [found[key] if key in found else encoded[first[key]] for key in keys]  # type: ignore[index]
+        return np.vstack(rows).astype(np.float32)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         """Delete documents by id (ids not in the entity are ignored); `ids=None` deletes every
