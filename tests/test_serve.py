@@ -278,6 +278,19 @@ def test_scans_and_images_are_uploaded_and_found_with_their_page(server: Server)
         assert (hits[0]["path"], hits[0]["page"], hits[0]["ocr"]) == ("licence.png", 1, True)
 
 
+def test_search_grows_hits_to_their_neighbours_within_a_word_budget(server: Server) -> None:
+    sections = "\n\n".join(f"## Step {i}\n\n" + " ".join(f"word{i}x{j}" for j in range(120)) for i in range(6))
+    with server.client() as c:
+        assert upload(c, "ctx", [("guide.md", ("# Guide\n\n" + sections).encode())], wait=True).status_code == 200
+        plain = c.post("/api/entities/ctx/search", json={"query": "word3x5", "k": 1, "mode": "text"}).json()["results"]
+        grown = c.post("/api/entities/ctx/search", json={"query": "word3x5", "k": 1, "mode": "text",
+                                                         "context_words": 400}).json()["results"]
+        assert "word3x5" in plain[0]["text"] and "word3x5" in grown[0]["text"]
+        assert len(plain[0]["text"].split()) < len(grown[0]["text"].split()) <= 400
+        bad = c.post("/api/entities/ctx/search", json={"query": "word3x5", "context_words": "400"})
+        assert bad.status_code == 422
+
+
 def test_requests_that_are_wrong_get_4xx_and_touch_nothing(server: Server) -> None:
     with server.client() as c:
         for path in ("../escape.md", "/etc/passwd", "a/../../b.md", "a\x00b.md", "a//b.md", ""):

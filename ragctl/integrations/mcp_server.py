@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 K_MAX = 50
 DEFAULT_K = 5
+CONTEXT_WORDS_MAX = 5000  # a hit grown to its neighbours: at most this many words
 LIST_LIMIT = 100  # list_entities: entities per answer by default
 LIST_LIMIT_MAX = 1000
 
@@ -159,7 +160,8 @@ class StoreTools:
         ])
 
     # ------------------------------------------------------------------ search
-    def search(self, entity: str, query: str, k: int = DEFAULT_K, mode: str = "hybrid") -> SearchResult:
+    def search(self, entity: str, query: str, k: int = DEFAULT_K, mode: str = "hybrid",
+               context_words: int = 0) -> SearchResult:
         self._entity(entity)
         if not isinstance(query, str) or not query.strip():
             raise UsageError("query must be non-empty text")
@@ -170,7 +172,9 @@ class StoreTools:
         searcher = self._searcher(entity)
         if mode != "vector":
             self._require_full_text(searcher.entity)
-        hits = searcher.search([query], k, mode)[0]
+        if not 0 <= context_words <= CONTEXT_WORDS_MAX:
+            raise UsageError(f"context_words must be between 0 and {CONTEXT_WORDS_MAX}, not {context_words}")
+        hits = searcher.search([query], k, mode, context_words=context_words)[0]
         return SearchResult(entity=entity, query=query, mode=mode, hits=[
             SearchHit(
                 rank=rank, path=hit.path, doc_id=hit.doc_id,
@@ -294,9 +298,13 @@ def build_server(tools: StoreTools, log_level: str = "WARNING") -> MCPServer[Any
                                 json_schema_extra={"minimum": 1, "maximum": K_MAX})] = DEFAULT_K,
         mode: Annotated[str, Field(description="hybrid (both rankings fused), vector (meaning) or text (keywords, bm25).",
                                    json_schema_extra={"enum": list(MODES)})] = "hybrid",
+        context_words: Annotated[int, Field(description="Grow each hit to its chunk plus the neighbouring chunks of its "
+                                                        "document, up to this many words (no words repeated across hits); "
+                                                        "0: the chunk alone.",
+                                            json_schema_extra={"minimum": 0, "maximum": CONTEXT_WORDS_MAX})] = 0,
     ) -> SearchResult:
         """Search one entity's documents: the top-k chunks for a query, each with its document's path, section, score and text."""
-        return answer(tools.search, entity, query, k, mode)
+        return answer(tools.search, entity, query, k, mode, context_words)
 
     @server.tool(annotations=read_only)
     def get_document(

@@ -156,6 +156,9 @@ class SearchRequest(_Request):
     mode: Literal["hybrid", "vector", "text"] = "hybrid"
     rerank: bool = Field(False, description="experimental: re-score the top candidates passage by passage "
                                             "(docs/retrieval.md; slower, no measured gain yet)")
+    context_words: int = Field(0, ge=0, le=5000, description="grow each hit to its chunk plus the neighbouring "
+                                                            "chunks of its document, up to this many words (no words "
+                                                            "repeated across hits); 0: the chunk alone")
 
 
 class SearchHit(_Body):

@@ -20,5 +20,5 @@ def search(entity_id: KnownEntityDep, body: SearchRequest, svc: ServicesDep) -> 
     from ragctl.query import hit_json
 
     searcher = svc.searchers.get(entity_id)  # an entity not readable (yet): 404 by `known_entity`
-    hits = searcher.search([body.query], body.k, body.mode, rerank=body.rerank)[0]
+    hits = searcher.search([body.query], body.k, body.mode, rerank=body.rerank, context_words=body.context_words)[0]
     return {"entity": entity_id, "results": [hit_json(h) for h in hits]}
