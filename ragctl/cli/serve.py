@@ -49,6 +49,7 @@ def serve_command(
     insecure: bool = typer.Option(False, "--insecure", help="Allow a non-loopback --host without any token."),
     max_upload_mb: float = typer.Option(100.0, "--max-upload-mb", min=0.001, help="Largest request body (413 beyond, counted while streaming)."),
     staging_mb: float = typer.Option(2048.0, "--staging-mb", min=0.001, help="Upload bytes held until indexed (503 + Retry-After beyond)."),
+    search_cache_mb: float = typer.Option(1024.0, "--search-cache-mb", min=1, help="Memory for entities kept warm for search, weighed by their vectors (least recently searched dropped first)."),
     staging_files: int = typer.Option(10_000, "--staging-files", min=1, help="Uploaded files held until indexed (503 beyond)."),
     workers: int = typer.Option(0, "--workers", "-w", min=0, help="Parse workers [default: number of cores]."),
     max_file_mb: float = typer.Option(DEFAULT_MAX_FILE_MB, "--max-file-mb", min=0.001, help="Skip files larger than this (as ingest)."),
@@ -79,6 +80,7 @@ def serve_command(
     config = ServeConfig(
         store=store_path(store).resolve(), host=host, port=port, tokens=tokens,
         max_upload_bytes=int(max_upload_mb * MB), staging_bytes=int(staging_mb * MB), staging_files=staging_files,
+        search_cache_bytes=int(search_cache_mb * MB),
         workers=workers, limits=Limits.from_mb(max_file_mb, max_text_mb, parse_timeout, ocr_options(ocr, ocr_max_pages)),
         model=model_config,
     )

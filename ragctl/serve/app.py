@@ -35,7 +35,8 @@ def build_services(config: ServeConfig) -> Services:
     open_store(config.store, create=True)  # the store exists from the first request on
     jobs = JobStore(config.store)
     staging = Staging(config.staging_bytes, config.staging_files)
-    return Services(config, jobs, staging, Engine(config, jobs, staging), SearcherCache(config.store, config.model))
+    return Services(config, jobs, staging, Engine(config, jobs, staging), SearcherCache(config.store, config.model,
+                                                                                       config.search_cache_bytes))
 
 
 def create_app(config: ServeConfig) -> FastAPI:

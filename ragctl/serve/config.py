@@ -41,6 +41,7 @@ class ServeConfig:
     wait_timeout_s: float = 600.0  # ?wait=true gives up (202 + job status) after this
     job_retention_days: float = 7.0  # finished job records are deleted after this (at start-up)
     delete_timeout_s: float = 300.0  # DELETE of an entity waits this long for its running jobs to settle
+    search_cache_bytes: int = 1024 * MB  # searchers kept warm, weighed by their entities' vectors (searchers.py)
 
     @property
     def auth_required(self) -> bool:

@@ -205,6 +205,8 @@ class StagingStatus(_Body):
 
 class SearchStatus(_Body):
     cached_entities: int
+    cached_bytes: int = Field(0, description="what the cached searchers hold: their entities' vectors + a fixed overhead each")
+    max_bytes: int = Field(0, description="the bound of cached_bytes (least recently used entities are dropped past it)")
     model: dict[str, Any] | None = Field(description="the embedder queries use (null before the first vector query)")
     shares_engine_model: bool | None = Field(description="true: queries and uploads use one model instance")
 
