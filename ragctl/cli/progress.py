@@ -334,18 +334,18 @@ def summary_table(report_json: dict) -> IngestSummary:
     ]
     rows = report_json["entities"]
     always = {"files", "indexed", "chunks"}
-    shown = [(k, h) for k, h in columns if k in always or any(r[k] for r in rows.values())]
+    shown = [(k, h) for k, h in columns if k in always or any(r.get(k, 0) for r in rows.values())]
     title = "Dry run: what ingest would do" if report_json.get("dry_run") else "Ingest summary"
     table = Table(title=title)
     table.add_column("entity", overflow="fold", min_width=8)
     for _, header in shown:
         table.add_column(header, justify="right", no_wrap=True)
-    totals = {k: sum(row[k] for row in rows.values()) for k, _ in shown}
+    totals = {k: sum(row.get(k, 0) for row in rows.values()) for k, _ in shown}
     named = [(eid, row) for eid, row in rows.items()] + ([("total", totals)] if len(rows) > 1 else [])
     lines = []
     for eid, row in named:
-        counts = ", ".join(f"{header} {row[k]}" for k, header in shown)
-        table.add_row(Text(eid), *(str(row[k]) for k, _ in shown), style="bold" if row is totals else None)
+        counts = ", ".join(f"{header} {row.get(k, 0)}" for k, header in shown)
+        table.add_row(Text(eid), *(str(row.get(k, 0)) for k, _ in shown), style="bold" if row is totals else None)
         lines.append(Text(f"{eid}: {counts}", style="bold" if row is totals else ""))
     return IngestSummary(title, table, lines)
 
