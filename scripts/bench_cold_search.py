@@ -1,0 +1,93 @@
+"""Search latency on tenants not touched yet (cold), the way `ragctl serve` answers them.
+
+    python scripts/bench_cold_search.py --tenants 2000            # builds the tenants (real model)
+    python scripts/bench_cold_search.py --store DIR --queries 500   # an existing store
+
+One one-paragraph document per tenant. The model is loaded and warmed first (the issue's "after
+the model is loaded"); then each query goes to a tenant this process has not searched yet,
+through serve's `SearcherCache` (open the entity, load its vectors, embed the query, hybrid
+search): p50 / p95 / max in ms, then the same tenants again (warm), and the cache's bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+WORDS = ("invoice refund warranty shipping pallet contract renewal notice supplier insurance audit "
+         "quarterly forklift licence boiler inspection payroll holiday onboarding laptop badge").split()
+
+
+def build(store: Path, tenants: int) -> None:
+    from ragctl import get_entity_rag_manager
+
+    rng = random.Random(7)
+    root = store.parent / "tree"
+    for i in range(tenants):
+        folder = root / f"tenant-{i:06d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        text = " ".join(rng.choice(WORDS) for _ in range(60))
+        (folder / "note.md").write_text(f"# Note {i}\n\n{text}.\n")
+    manager = get_entity_rag_manager(store)
+    t0 = time.perf_counter()
+    manager.add_documents_parallel({f"tenant-{i:06d}": [root / f"tenant-{i:06d}"] for i in range(tenants)})
+    print(f"built {tenants} tenants in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tenants", type=int, default=2000)
+    ap.add_argument("--store", type=Path, default=None, help="an existing store (else one is built)")
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--mode", default="hybrid")
+    args = ap.parse_args()
+
+    from ragctl.embedding import load_embedder
+    from ragctl.model_config import ModelConfig
+    from ragctl.serve.searchers import SearcherCache
+    from ragctl.storage.catalog import page as catalog_page
+    from ragctl.storage.json_storage import open_store
+
+    work = Path(tempfile.mkdtemp(prefix="cold-search-"))
+    store = args.store or work / "store"
+    if args.store is None:
+        build(store, args.tenants)
+    entities = sorted(catalog_page(open_store(store, create=False), limit=10**7)["entities"])
+    rng = random.Random(1)
+    picked = rng.sample(entities, min(args.queries, len(entities)))
+    config = ModelConfig()
+    load_embedder(config).encode(["warm up the model"])
+    cache = SearcherCache(store, config)
+
+    def timed() -> list[float]:
+        out = []
+        for entity in picked:
+            t0 = time.perf_counter()
+            cache.get(entity).search([f"{rng.choice(WORDS)} {rng.choice(WORDS)}"], 5, args.mode)
+            out.append((time.perf_counter() - t0) * 1000)
+        return out
+
+    cold, warm = timed(), timed()
+
+    def summary(ms: list[float]) -> dict[str, float]:
+        ms = sorted(ms)
+        return {"p50": round(statistics.median(ms), 2), "p95": round(ms[int(0.95 * (len(ms) - 1))], 2),
+                "max": round(ms[-1], 2)}
+
+    status = cache.status(None)
+    print(json.dumps({"tenants": len(entities), "queries": len(picked), "mode": args.mode,
+                      "cold_ms": summary(cold), "warm_ms": summary(warm),
+                      "cached_entities": status["cached_entities"], "cached_mb": round(status["cached_bytes"] / 2**20, 1)},
+                     indent=1))
+
+
+if __name__ == "__main__":
+    main()
