@@ -277,3 +277,20 @@ def test_a_photo_stored_sideways_is_read_upright() -> None:
     exif[0x0112] = 6  # EXIF orientation 6: turn 90 degrees clockwise to view
     doc = parse_bytes(encode(sideways, "PNG", exif=exif.tobytes()), ".png")
     assert cer(["Whiteboard: retro actions for sprint 12"], [b.text for b in doc.blocks]) < 0.05, doc.text
+
+
+def test_reindex_reads_again_the_pdfs_read_without_ocr(tmp_path: Path) -> None:
+    scan = text_image(["Appendix: spare parts ship from the Leeds depot"])
+    root = make_tree(tmp_path / "root", {"acme/contract.pdf": mixed_pdf("The contract starts on the first of May.", scan),
+                                         "acme/notes.md": "# Notes\n\nplain text\n"})
+    store = tmp_path / "store"
+    first = json.loads(cli("ingest", root, "--store", store, "--json", "--quiet", "--ocr", "off").stdout)
+    assert first["entities"]["acme"]["ocr_pages"] == 0  # as a store made before OCR: the scan dropped
+    again = json.loads(cli("ingest", root, "--store", store, "--json", "--quiet").stdout)
+    assert again["entities"]["acme"]["unchanged"] == 2  # same bytes: not read again by a plain run
+    redo = json.loads(cli("ingest", root, "--store", store, "--json", "--quiet", "--reindex").stdout)
+    assert redo["entities"]["acme"]["updated"] == 1 and redo["entities"]["acme"]["ocr_pages"] == 1
+    hits = json.loads(cli("query", "acme", "Leeds depot spare parts", "--store", store, "--json", "--mode", "text").stdout)
+    assert hits["results"][0]["path"] == "contract.pdf" and hits["results"][0]["ocr"] is True
+    assert json.loads(cli("ingest", root, "--store", store, "--json", "--quiet", "--reindex").stdout)[
+        "entities"]["acme"]["unchanged"] == 2  # read with this mode now: nothing more to do

@@ -55,7 +55,7 @@ def ingest_command(
     prune: bool = typer.Option(False, "--prune", help="Remove documents whose file left the tree (default: report them as stale)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; touch nothing."),
     rehash: bool = typer.Option(False, "--rehash", help="Hash every file even when size and mtime are unchanged."),
-    reindex: bool = typer.Option(False, "--reindex", help="Re-chunk and re-embed documents indexed by an older chunker (adds titles and sections to their chunks); resumable."),
+    reindex: bool = typer.Option(False, "--reindex", help="Re-chunk and re-embed documents indexed by an older chunker (adds titles and sections to their chunks), and PDFs and images read with another --ocr mode or before OCR existed; resumable."),
     no_sharding: bool = typer.Option(False, "--no-sharding", help="Create a new store with one monolithic mapping file (legacy layout)."),
     ray: str = typer.Option(None, "--ray", help="Parse, chunk and embed on Ray: local (a cluster on this machine), auto (the running cluster) or HOST:PORT. Needs pip install -e '.[ray]'."),
     ray_actors: int = typer.Option(0, "--ray-actors", min=0, help="Ray actors [default: cluster CPUs minus one, or cluster GPUs / --ray-gpus-per-actor]."),

@@ -134,7 +134,7 @@ def prepared_doc(out: ParseOutcome, vectors: Any, not_a_copy_of: frozenset[str])
     """What the committer stores for a parsed and embedded file."""
     return PreparedDoc(out.rel_path, out.content_hash, out.size, out.mtime_ns, out.chunks, vectors, out.parser,
                        not_a_copy_of, out.title, out.sections, out.chunker, pages=out.pages, ocr=out.ocr,
-                       ocr_pages=out.ocr_pages)
+                       ocr_pages=out.ocr_pages, ocr_mode=out.ocr_mode)
 
 
 def route(outcome: ParseOutcome, plan: EntityPlan, dry_run: bool) -> msg.Settled | frozenset[str]:

@@ -60,7 +60,7 @@ class IngestOptions:
     prune: bool = False
     dry_run: bool = False
     rehash: bool = False  # hash every file even when size and mtime are unchanged
-    reindex: bool = False  # re-chunk/re-embed documents made by an older chunker (CHUNKER_VERSION)
+    reindex: bool = False  # re-chunk/re-embed documents of an older chunker (CHUNKER_VERSION) or another --ocr mode
     limits: Limits = field(default_factory=Limits)
     commit_docs: int = 64
     commit_seconds: float = 2.0

@@ -52,6 +52,7 @@ class ParseOutcome:
     pages: list[int | None] = field(default_factory=list)
     ocr: list[bool] = field(default_factory=list)
     ocr_pages: int = 0
+    ocr_mode: str = ""  # the --ocr mode of a PDF or image (recorded, so --reindex can find PDFs read without OCR)
 
     def embed_text(self, i: int) -> str:
         """What the model embeds for chunk i: its context line, then its text."""
@@ -188,7 +189,7 @@ def parse_file(task: ParseTask, chunker: Any, limits: Limits) -> ParseOutcome:
     out.title, out.sections, out.contexts = parsed.title, [c.section for c in made], [c.context for c in made]
     if any(c.page is not None for c in made):
         out.pages, out.ocr = [c.page for c in made], [c.ocr for c in made]
-    out.ocr_pages = parsed.ocr_pages
+    out.ocr_pages, out.ocr_mode = parsed.ocr_pages, parsed.ocr_mode
     out.chunker = CHUNKER_VERSION
     return out
 

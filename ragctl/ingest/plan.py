@@ -214,12 +214,17 @@ class EntityPlan:
 
     def stale(self, record: Record) -> bool:
         """With `reindex`: the record's chunks were made by an older chunker (ragctl.chunking
-        CHUNKER_VERSION; a record without "chunker" predates contextual chunks)."""
+        CHUNKER_VERSION; a record without "chunker" predates contextual chunks), or it is a PDF
+        or image read with another --ocr mode than this run's (a record without "ocr" predates
+        OCR: its scanned pages were dropped)."""
         if not self.reindex:
             return False
         from ragctl.chunking import CHUNKER_VERSION
 
-        return int(record.get("chunker") or 1) < CHUNKER_VERSION
+        if int(record.get("chunker") or 1) < CHUNKER_VERSION:
+            return True
+        parser = str(record.get("parser") or "")
+        return parser.startswith(("pdf", "image")) and record.get("ocr") != self.limits.ocr.mode
 
     def _unchanged_on_disk(self, record: Record) -> bool:
         try:

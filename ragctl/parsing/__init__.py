@@ -149,7 +149,7 @@ def parse_bytes(data: bytes, suffix: str, name: str = "", ocr: OcrOptions | None
     if ocr_pages and "ocr" not in parser:
         parser += "+ocr:rapidocr"
     return ParsedDocument(blocks=blocks, parser=parser, title=document_title(own_title, blocks, name),
-                          ocr_pages=ocr_pages)
+                          ocr_pages=ocr_pages, ocr_mode=(ocr or OcrOptions()).mode if reader and reader.ocr else "")
 
 
 def document_title(own: str, blocks: list[Block], name: str) -> str:

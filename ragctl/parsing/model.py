@@ -32,6 +32,7 @@ class ParsedDocument:
     # the file name. Contextual chunks embed it with each chunk's heading path.
     title: str = ""
     ocr_pages: int = 0  # pages whose text was read by OCR
+    ocr_mode: str = ""  # the --ocr mode it was read with, for readers that OCR (PDF, images); "" otherwise
 
     @property
     def text(self) -> str:

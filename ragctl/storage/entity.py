@@ -78,6 +78,7 @@ class PreparedDoc:
     pages: Sequence[int | None] = ()
     ocr: Sequence[bool] = ()
     ocr_pages: int = 0  # pages of the file read by OCR (recorded as "ocr_pages" when > 0)
+    ocr_mode: str = ""  # the --ocr mode a PDF or image was read with (recorded as "ocr")
     # the doc_id a new document gets ("" : a fresh one); a replaced one keeps its record's
     doc_id: str = ""
     # more fields for its record (integrations: e.g. a LangChain document's metadata)
@@ -624,6 +625,7 @@ class EntityStore:
             "parser": doc.parser,
             "chunker": doc.chunker,
             **({"ocr_pages": doc.ocr_pages} if doc.ocr_pages else {}),
+            **({"ocr": doc.ocr_mode} if doc.ocr_mode else {}),
             "indexed_at": now_iso(),
         }
 
@@ -801,9 +803,12 @@ def _accept(adds: Sequence[PreparedDoc], lookups: list[_Lookup], result: CommitR
 
 def _older_chunks(record: Record, doc: PreparedDoc) -> bool:
     """The same content at the same path, chunked by an older chunker than `doc` (a record
-    without "chunker" predates contextual chunks: version 1): `ingest --reindex` replaces it."""
-    return (record.get("path") == doc.path and doc.chunker > 0
-            and int(record.get("chunker") or 1) < doc.chunker)
+    without "chunker" predates contextual chunks: version 1), or a PDF or image read with another
+    --ocr mode (a record without "ocr" predates OCR): `ingest --reindex` replaces it."""
+    if record.get("path") != doc.path:
+        return False
+    older = doc.chunker > 0 and int(record.get("chunker") or 1) < doc.chunker
+    return older or (bool(doc.ocr_mode) and record.get("ocr") != doc.ocr_mode)
 
 
 def open_entity(store: Path | JSONStorage, entity_id: str) -> EntityStore:
