@@ -112,6 +112,7 @@ def parse_file(path: Path, ocr: OcrOptions | None = None) -> ParsedDocument:
 
 def parse_bytes(data: bytes, suffix: str, name: str = "", ocr: OcrOptions | None = None) -> ParsedDocument:
     """Parse in-memory file content; ``suffix`` (".md" or "md") picks the reader."""
+    ocr = ocr or OcrOptions()
     suffix = _norm_suffix(suffix)
     if not suffix:
         if not data.strip():
@@ -126,7 +127,7 @@ def parse_bytes(data: bytes, suffix: str, name: str = "", ocr: OcrOptions | None
         raise UnsupportedFormat("empty file")
     try:
         if reader is not None:
-            blocks = _run_native(reader, data, ocr or OcrOptions())
+            blocks = _run_native(reader, data, ocr)
             parser = reader.parser
         else:
             blocks = _fallback.parse_with_unstructured(data, suffix, name)
@@ -149,7 +150,7 @@ def parse_bytes(data: bytes, suffix: str, name: str = "", ocr: OcrOptions | None
     if ocr_pages and "ocr" not in parser:
         parser += "+ocr:rapidocr"
     return ParsedDocument(blocks=blocks, parser=parser, title=document_title(own_title, blocks, name),
-                          ocr_pages=ocr_pages, ocr_mode=(ocr or OcrOptions()).mode if reader and reader.ocr else "")
+                          ocr_pages=ocr_pages, ocr_mode=ocr.mode if reader is not None and reader.ocr else "")
 
 
 def document_title(own: str, blocks: list[Block], name: str) -> str:

@@ -41,7 +41,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ragctl.errors import StorageError
 from ragctl.storage.vector_index import file_signature
@@ -80,11 +80,11 @@ class ChunkTexts:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         # per database version (file signature): row count, token document frequencies and
-        # whether the database has the context columns (title, section)
+        # the chunks table's columns (a database made before title/section, page/ocr or passage)
         self._cache_sig: object = None
         self._rows: int | None = None
         self._df: dict[str, int] = {}
-        self._context: bool | None = None
+        self._columns: frozenset[str] | None = None
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -189,32 +189,21 @@ class ChunkTexts:
         with self._db(reader=True) as conn:
             if not _has_table(conn, "chunks"):
                 return {}
-            columns = "text, title, section" if self._has_context(conn) else "text, '', ''"
-            columns += ", page, ocr" if _has_origin(conn) else ", NULL, 0"
-            out: dict[int, RowData] = {}
-            ids = [int(i) for i in ids]
-            for start in range(0, len(ids), _BATCH):
-                part = ids[start : start + _BATCH]
-                marks = ",".join("?" * len(part))
-                sql = f"SELECT id, {columns} FROM chunks WHERE id IN ({marks})"
-                out.update((int(r[0]), (r[1], r[2], r[3], r[4], bool(r[5]))) for r in conn.execute(sql, part))
-            return out
+            have = self._table_columns(conn)
+            columns = "text, title, section" if set(_CONTEXT_COLUMNS) <= have else "text, '', ''"
+            columns += ", page, ocr" if set(_ORIGIN_COLUMNS) <= have else ", NULL, 0"
+            return {int(r[0]): (r[1], r[2], r[3], r[4], bool(r[5]))
+                    for r in _select_in(conn, f"id, {columns}", "id", [int(i) for i in ids])}
 
     def passages(self, ids: Sequence[int]) -> dict[int, bytes]:
         """id -> passage key, for rows that have one (none in a database not upgraded yet)."""
         if not len(ids) or not self.exists():
             return {}
         with self._db(reader=True) as conn:
-            if not _has_table(conn, "chunks") or not _has_passage(conn):
+            if not _has_table(conn, "chunks") or "passage" not in self._table_columns(conn):
                 return {}
-            out: dict[int, bytes] = {}
-            ids = [int(i) for i in ids]
-            for start in range(0, len(ids), _BATCH):
-                part = ids[start : start + _BATCH]
-                marks = ",".join("?" * len(part))
-                sql = f"SELECT id, passage FROM chunks WHERE id IN ({marks}) AND passage IS NOT NULL"
-                out.update((int(r[0]), bytes(r[1])) for r in conn.execute(sql, part))
-            return out
+            return {int(r[0]): bytes(r[1])
+                    for r in _select_in(conn, "id, passage", "id", [int(i) for i in ids], "AND passage IS NOT NULL")}
 
     def holders(self, keys: Sequence[bytes]) -> dict[bytes, list[tuple[int, str, int]]]:
         """passage key -> the rows holding it: (id, doc_id, ord), oldest id first. Rows of
@@ -223,16 +212,12 @@ class ChunkTexts:
         if not len(keys) or not self.exists():
             return {}
         with self._db(reader=True) as conn:
-            if not _has_table(conn, "chunks") or not _has_passage(conn):
+            if not _has_table(conn, "chunks") or "passage" not in self._table_columns(conn):
                 return {}
             out: dict[bytes, list[tuple[int, str, int]]] = {}
-            keys = list(dict.fromkeys(bytes(k) for k in keys))
-            for start in range(0, len(keys), _BATCH):
-                part = keys[start : start + _BATCH]
-                marks = ",".join("?" * len(part))
-                sql = f"SELECT passage, id, doc_id, ord FROM chunks WHERE passage IN ({marks}) ORDER BY id"
-                for key, vid, doc_id, ord_ in conn.execute(sql, part):
-                    out.setdefault(bytes(key), []).append((int(vid), str(doc_id), int(ord_)))
+            unique = list(dict.fromkeys(bytes(k) for k in keys))
+            for key, vid, doc_id, ord_ in _select_in(conn, "passage, id, doc_id, ord", "passage", unique, "ORDER BY id"):
+                out.setdefault(bytes(key), []).append((int(vid), str(doc_id), int(ord_)))
             return out
 
     def row_ids(self) -> np.ndarray:
@@ -294,11 +279,12 @@ class ChunkTexts:
             ).fetchall()
         return [(int(i), -float(r)) for i, r in rows]
 
-    def _has_context(self, conn: sqlite3.Connection) -> bool:
+    def _table_columns(self, conn: sqlite3.Connection) -> frozenset[str]:
+        """The chunks table's columns, read once per database version."""
         self._check_cache()
-        if self._context is None:
-            self._context = _has_context(conn)
-        return self._context
+        if self._columns is None:
+            self._columns = _columns(conn)
+        return self._columns
 
     def _row_count(self, conn: sqlite3.Connection) -> int:
         self._check_cache()
@@ -322,35 +308,41 @@ class ChunkTexts:
     def _check_cache(self) -> None:
         sig = file_signature(self.path)
         if sig != self._cache_sig:
-            self._cache_sig, self._rows, self._df, self._context = sig, None, {}, None
+            self._cache_sig, self._rows, self._df, self._columns = sig, None, {}, None
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() is not None
 
 
+def _columns(conn: sqlite3.Connection) -> frozenset[str]:
+    """The chunks table's columns."""
+    return frozenset(row[1] for row in conn.execute("PRAGMA table_info(chunks)"))
+
+
+def _select_in(conn: sqlite3.Connection, select: str, column: str, values: Sequence[Any], tail: str = "") -> Iterator[Any]:
+    """`SELECT {select} FROM chunks WHERE {column} IN (...) {tail}`, _BATCH values a query."""
+    for start in range(0, len(values), _BATCH):
+        part = list(values[start : start + _BATCH])
+        marks = ",".join("?" * len(part))
+        yield from conn.execute(f"SELECT {select} FROM chunks WHERE {column} IN ({marks}) {tail}", part)
+
+
 def _has_context(conn: sqlite3.Connection) -> bool:
     """Whether the chunks table has the title and section columns."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
-    return set(_CONTEXT_COLUMNS) <= columns
-
-
-def _has_origin(conn: sqlite3.Connection) -> bool:
-    """Whether the chunks table has the page and ocr columns."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
-    return set(_ORIGIN_COLUMNS) <= columns
+    return set(_CONTEXT_COLUMNS) <= _columns(conn)
 
 
 def _add_origin_columns(conn: sqlite3.Connection) -> None:
     """Inside a write transaction: a database made before page numbers gains page and ocr."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
+    columns = _columns(conn)
     for column, kind in _ORIGIN_COLUMNS.items():
         if column not in columns:
             conn.execute(f"ALTER TABLE chunks ADD COLUMN {column} {kind}")
 
 
 def _has_passage(conn: sqlite3.Connection) -> bool:
-    return "passage" in {row[1] for row in conn.execute("PRAGMA table_info(chunks)")}
+    return "passage" in _columns(conn)
 
 
 def _add_passage_column(conn: sqlite3.Connection) -> None:
