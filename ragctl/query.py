@@ -17,7 +17,8 @@ from ragctl.rerank import RERANK_DEPTH, Candidate, PassageReranker
 from ragctl.storage.entity import EntityStore, open_entity
 from ragctl.storage.search import RRF_K, EntitySearch, Hit, Ranked, fuse
 
-__all__ = ["MODES", "RRF_K", "Hit", "Searcher", "fuse", "hit_json", "model_for_entity"]
+__all__ = ["CONTEXT_WORDS_MAX", "MODES", "RRF_K", "Hit", "Searcher", "fuse", "hit_json", "model_for_entity",
+           "with_context"]
 
 if TYPE_CHECKING:
     from ragctl.model_config import Embedder
@@ -29,6 +30,7 @@ MIN_DEPTH = 20  # candidates taken from each list before fusing (at least 2k)
 # read is still short of distinct passages (more copies) reads again, COLLAPSE_READ_MORE deeper
 COLLAPSE_READ = 2
 COLLAPSE_READ_MORE = 4
+CONTEXT_WORDS_MAX = 5000  # a hit grown to its neighbours (context_words): at most this many words
 ALSO_IN_MAX = 50  # paths listed in a hit's also_in (a boilerplate passage may be in thousands of files)
 # weights of the two lists in the fusion (docs/retrieval.md: tuned on question sets)
 VECTOR_WEIGHT = 1.0
@@ -163,73 +165,8 @@ class Searcher:
         return out
 
     def with_context(self, hits: list[Hit], budget: int) -> list[Hit]:
-        """Each hit's text grown to its chunk plus neighbouring chunks of the same document, the
-        next one first, then the previous one, alternating, up to `budget` words (a chunk longer
-        than that is kept whole; a neighbour that does not fit is cut to the words left: the
-        start of the next chunk, the end of the previous one). The words two consecutive chunks
-        share (their overlap) are taken once, and no words are repeated across hits: a chunk
-        that is a hit, or already context of a better hit, is never context again."""
-        if budget < 1 or not hits:
-            return hits
-        from dataclasses import replace
-
-        by_doc = {str(r["doc_id"]): r for r in self.entity.owners().records}
-        spans: dict[int, tuple[int, int]] = {}  # hit index -> the live id range of its document
-        ids: list[int] = []
-        for n, hit in enumerate(hits):
-            record = by_doc.get(hit.doc_id)
-            if record is None:
-                continue
-            first = int(record["first_vector_id"])
-            spans[n] = (first, first + int(record["chunk_count"]))
-            ids.append(first + hit.chunk)
-        used = set(ids)
-        reach = max(2, budget // 40)  # neighbours fetched on each side (chunks are >= ~40 words)
-        wanted = {i + d for i in ids for d in range(-reach, reach + 1) if d}
-        texts = self.entity.texts.fetch(sorted(wanted - used))
-        out = []
-        for n, hit in enumerate(hits):
-            own = hit.text.split()
-            if n not in spans or len(own) >= budget:
-                out.append(hit)
-                continue
-            lo, hi = spans[n]
-            vid = lo + hit.chunk
-            left = budget - len(own)
-            before: list[list[str]] = []
-            after: list[list[str]] = []
-            head, tail = own, own  # the words nearest to the next neighbour on each side
-            nxt: int | None = vid + 1
-            prv: int | None = vid - 1
-            while left > 0 and (nxt is not None or prv is not None):
-                if nxt is not None:
-                    if nxt < hi and nxt not in used and nxt in texts:
-                        words = _after_overlap(tail, texts[nxt].split())
-                        take = words[:left]
-                        after.append(take)
-                        used.add(nxt)
-                        left -= len(take)
-                        tail = take
-                        nxt = nxt + 1 if len(take) == len(words) else None
-                    else:
-                        nxt = None
-                if prv is not None and left > 0:
-                    if prv >= lo and prv not in used and prv in texts:
-                        words = _before_overlap(texts[prv].split(), head)
-                        take = words[len(words) - left:] if len(words) > left else words
-                        before.insert(0, take)
-                        used.add(prv)
-                        left -= len(take)
-                        head = take
-                        prv = prv - 1 if len(take) == len(words) else None
-                    else:
-                        prv = None
-            if not before and not after:
-                out.append(hit)
-                continue
-            parts = [" ".join(w) for w in before if w] + [hit.text] + [" ".join(w) for w in after if w]
-            out.append(replace(hit, text="\n\n".join(parts)))
-        return out
+        """Each hit grown to its neighbouring chunks, up to `budget` words (`with_context`)."""
+        return with_context(self.entity, hits, budget)
 
     def _collapsed(
         self, searching: EntitySearch, vrows: list[tuple[int, float]], trows: list[tuple[int, float]], depth: int,
@@ -309,6 +246,89 @@ def context_line(hit: Hit) -> str:
     from ragctl.chunking import CONTEXT_SEPARATOR
 
     return CONTEXT_SEPARATOR.join(part for part in (hit.title, hit.section) if part)
+
+
+def with_context(entity: EntityStore, hits: list[Hit], budget: int) -> list[Hit]:
+    """Each hit's text grown to its chunk plus neighbouring chunks of the same document, the
+    next one first, then the previous one, alternating, up to `budget` words (a chunk longer
+    than that is kept whole; a neighbour that does not fit is cut to the words left: the
+    start of the next chunk, the end of the previous one). The words two consecutive chunks
+    share (their overlap) are taken once, and no words are repeated across hits: a chunk
+    that is a hit, or already context of a better hit, is never context again, and a hit
+    whose neighbouring chunk a better hit already returned (as its hit or as context) loses
+    the words the two chunks share. Shared by `Searcher.search(..., context_words=)` and the
+    LangChain store."""
+    if budget < 1 or not hits:
+        return hits
+    from dataclasses import replace
+
+    by_doc = {str(r["doc_id"]): r for r in entity.owners().records}
+    spans: dict[int, tuple[int, int]] = {}  # hit index -> the live id range of its document
+    ids: list[int] = []
+    for n, hit in enumerate(hits):
+        record = by_doc.get(hit.doc_id)
+        if record is None:
+            continue
+        first = int(record["first_vector_id"])
+        spans[n] = (first, first + int(record["chunk_count"]))
+        ids.append(first + hit.chunk)
+    used = set(ids)
+    reach = max(2, budget // 40)  # neighbours fetched on each side (chunks are >= ~40 words)
+    wanted = {i + d for i in ids for d in range(-reach, reach + 1) if d}
+    texts = entity.texts.fetch(sorted(wanted - used))
+    given: dict[int, list[str]] = {}  # chunk id -> the words of it that better hits returned
+    out = []
+    for n, hit in enumerate(hits):
+        if n not in spans:
+            out.append(hit)
+            continue
+        lo, hi = spans[n]
+        vid = lo + hit.chunk
+        own = hit.text.split()
+        if vid - 1 in given:  # a better hit returned the previous chunk (or its end)
+            own = _after_overlap(given[vid - 1], own)
+        if vid + 1 in given:  # ... or the next one (or its start)
+            own = _before_overlap(own, given[vid + 1])
+        trimmed = len(own) < len(hit.text.split())
+        given[vid] = own
+        left = budget - len(own)
+        before: list[list[str]] = []
+        after: list[list[str]] = []
+        head, tail = own, own  # the words nearest to the next neighbour on each side
+        nxt: int | None = vid + 1
+        prv: int | None = vid - 1
+        while left > 0 and (nxt is not None or prv is not None):
+            if nxt is not None:
+                if nxt < hi and nxt not in used and nxt in texts:
+                    words = _after_overlap(tail, texts[nxt].split())
+                    take = words[:left]
+                    after.append(take)
+                    used.add(nxt)
+                    given[nxt] = take
+                    left -= len(take)
+                    tail = take
+                    nxt = nxt + 1 if len(take) == len(words) else None
+                else:
+                    nxt = None
+            if prv is not None and left > 0:
+                if prv >= lo and prv not in used and prv in texts:
+                    words = _before_overlap(texts[prv].split(), head)
+                    take = words[len(words) - left:] if len(words) > left else words
+                    before.insert(0, take)
+                    used.add(prv)
+                    given[prv] = take
+                    left -= len(take)
+                    head = take
+                    prv = prv - 1 if len(take) == len(words) else None
+                else:
+                    prv = None
+        if not before and not after and not trimmed:
+            out.append(hit)
+            continue
+        text = " ".join(own) if trimmed else hit.text
+        parts = [" ".join(w) for w in before if w] + [text] + [" ".join(w) for w in after if w]
+        out.append(replace(hit, text="\n\n".join(parts)))
+    return out
 
 
 def _after_overlap(prev: list[str], nxt: list[str], most: int = 80) -> list[str]:

@@ -146,6 +146,72 @@ async def test_async_retriever_and_search_modes(tmp_path: Path) -> None:
     assert [d.id for d in await store.asimilarity_search("okapi", k=1, mode="text")] == ["target"]
 
 
+LIGHT = ["lens", "lamp", "tower", "keeper", "fog horn", "gallery"]
+
+
+def test_context_words_grow_an_ingested_hit_with_its_neighbours_and_repeat_no_words(tmp_path: Path) -> None:
+    """`context_words` (per search, or the store's default): a hit on an ingested file's chunk
+    grows to its neighbouring chunks within the budget, and no sentence comes back twice - not
+    within a hit, not across two hits on neighbouring chunks, not from the print view holding the
+    same passages (collapsed: `also_in`). A document the store wrote is returned whole."""
+    import re
+
+    from helpers import cli, make_tree
+
+    sentences = [f"Fact number {i} says the {LIGHT[i % len(LIGHT)]} value is {i * 13} units in that case."
+                 for i in range(120)]
+    body = "## One section\n\n" + " ".join(sentences) + "\n"
+    root = make_tree(tmp_path / "tree", {
+        "ref/long.md": "# Long\n\n" + body,
+        "ref/print.md": "# Everything\n\n## Preface\n\nThe print view of the whole book.\n\n" + body,
+    })
+    store_dir = tmp_path / "store"
+    done = cli("ingest", root, "--store", store_dir, "--json", "--quiet")
+    assert done.exit_code == 0, done.output
+    store = RagctlVectorStore(store_dir, "ref")  # the entity's model (text mode needs no query vector)
+    long_md = next(r for r in store.entity.records().values() if r["path"] == "long.md")
+    first = int(long_md["first_vector_id"])
+    chunks = store.entity.texts.fetch(list(range(first, first + int(long_md["chunk_count"]))))
+    assert len(chunks) >= 6
+
+    def held(text: str) -> list[int]:
+        return [int(n) for n in re.findall(r"Fact number (\d+) says", text)]
+
+    # a query for one sentence in the middle of each of two neighbouring chunks (two hits that
+    # would share their context), and a note of the caller's that matches too
+    a, b = (held(chunks[first + c])[len(held(chunks[first + c])) // 2] for c in (2, 3))
+    query = f"{a} {b}"
+    store.add_texts([f"A note on {a} that the caller added by hand"], ids=["note"])
+    plain = store.similarity_search(query, k=3, mode="text")
+    grown = store.similarity_search(query, k=3, mode="text", context_words=300)
+    assert [(d.id, d.metadata.get("chunk")) for d in grown] == [(d.id, d.metadata.get("chunk")) for d in plain]
+    files = [(before, after) for before, after in zip(plain, grown) if after.id != "note"]
+    assert sorted(after.metadata["chunk"] for _, after in files) == [2, 3]
+    assert all(after.metadata["source"] == "long.md" and after.metadata["also_in"] == ["print.md"]
+               for _, after in files)
+    for before, after in files:
+        assert len(before.page_content.split()) < len(after.page_content.split()) <= 300
+        numbers = held(after.page_content)
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # overlaps taken once
+    # the better hit keeps its chunk whole; the other loses only the overlap the two chunks share
+    assert files[0][0].page_content in files[0][1].page_content
+    found = [n for d in grown if d.id != "note" for n in held(d.page_content)]
+    assert len(found) == len(set(found))  # no sentence twice, within a hit or across hits
+    assert {a, b} <= set(found) and set(found) >= {n for d, _ in files for n in held(d.page_content)}
+    assert next(d for d in grown if d.id == "note").page_content == f"A note on {a} that the caller added by hand"
+
+    # the store's default, and a retriever's search_kwargs: the same documents
+    by_default = RagctlVectorStore(store_dir, "ref", context_words=300)
+    assert by_default.similarity_search(query, k=3, mode="text") == grown
+    assert store.as_retriever(search_kwargs={"k": 3, "mode": "text", "context_words": 300}).invoke(query) == grown
+    assert by_default.similarity_search(query, k=3, mode="text", context_words=0) == plain
+    for bad in (-1, 5001, True, "300"):
+        with pytest.raises(UsageError, match="context_words must be an integer between 0 and 5000"):
+            store.similarity_search(query, mode="text", context_words=bad)
+    with pytest.raises(UsageError, match="context_words must be"):
+        RagctlVectorStore(store_dir, "ref", context_words=-5)
+
+
 def test_bad_search_arguments_are_one_clear_error(tmp_path: Path) -> None:
     store = _zoo(tmp_path)
     with pytest.raises(UsageError, match="unknown search mode 'fuzzy'"):

@@ -178,7 +178,10 @@ class RagctlVectorStore(VectorStore):
     model's, and an entity recorded with another model is refused (ConfigError).
 
     Searches take `mode` = "vector" (cosine; `similarity_search`'s default), "text" (bm25 over
-    the full-text index) or "hybrid" (reciprocal rank fusion; `as_retriever`'s default).
+    the full-text index) or "hybrid" (reciprocal rank fusion; `as_retriever`'s default), and
+    `context_words` (default: the store's `context_words`, 0): a hit on an ingested file's chunk
+    is grown to its neighbouring chunks up to that many words, no words repeated across hits
+    (`ragctl query --context-words`). A document written through this class is returned whole.
     """
 
     def __init__(
@@ -188,8 +191,10 @@ class RagctlVectorStore(VectorStore):
         embedding: Embeddings | None = None,
         *,
         config: ModelConfig | None = None,
+        context_words: int = 0,
     ) -> None:
         self.store_dir = Path(store_dir)
+        self.context_words = _checked_context_words(context_words)  # searches' default
         self.entity = EntityStore(open_store(self.store_dir, create=True), entity)
         self._model: _Model = _bind_model(self.entity, embedding, config)
         self.reused = 0  # pieces of the last add_texts batch that took a stored vector (passages)
@@ -334,13 +339,14 @@ class RagctlVectorStore(VectorStore):
 
     def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
         """Top-k documents and their scores: cosine (vector), bm25 (text) or the RRF score
-        (hybrid); `mode` defaults to "vector"."""
+        (hybrid); `mode` defaults to "vector"; `context_words` to the store's."""
         mode = kwargs.pop("mode", "vector")
+        context_words = _checked_context_words(kwargs.pop("context_words", self.context_words))
         _refuse_options("similarity_search", kwargs)
         if mode not in MODES:
             raise UsageError(f"unknown search mode {mode!r} (one of {', '.join(MODES)})")
         vector = self._model.embed_query(query) if mode != "text" else None
-        return self._search(query, vector, k, mode)
+        return self._search(query, vector, k, mode, context_words)
 
     def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
         return [doc for doc, _ in self.similarity_search_with_score_by_vector(embedding, k, **kwargs)]
@@ -352,12 +358,13 @@ class RagctlVectorStore(VectorStore):
 
         if kwargs.pop("mode", "vector") != "vector":
             raise UsageError("a search by vector has only the mode 'vector'")
+        context_words = _checked_context_words(kwargs.pop("context_words", self.context_words))
         _refuse_options("similarity_search_by_vector", kwargs)
         vector = np.asarray([embedding], dtype=np.float32)
         dim = self._model.dim
         if vector.ndim != 2 or (dim is not None and vector.shape[1] != dim):
             raise UsageError(f"the query vector has {vector.shape[-1]} dimensions; the entity's model has {dim}")
-        return self._search(None, normalised(vector), k, "vector")
+        return self._search(None, normalised(vector), k, "vector", context_words)
 
     def _select_relevance_score_fn(self) -> Any:
         return lambda cosine: max(0.0, min(1.0, (1.0 + cosine) / 2.0))
@@ -375,7 +382,9 @@ class RagctlVectorStore(VectorStore):
             kwargs["search_kwargs"] = {"mode": "hybrid", **(kwargs.get("search_kwargs") or {})}
         return super().as_retriever(**kwargs)
 
-    def _search(self, query: str | None, vector: np.ndarray | None, k: int, mode: str) -> list[tuple[Document, float]]:
+    def _search(
+        self, query: str | None, vector: np.ndarray | None, k: int, mode: str, context_words: int = 0,
+    ) -> list[tuple[Document, float]]:
         if not isinstance(k, int) or k < 1:
             raise UsageError(f"k must be a positive integer, not {k!r}")
         from ragctl.query import MIN_DEPTH
@@ -388,7 +397,7 @@ class RagctlVectorStore(VectorStore):
             if len(picked) >= k or len(ranked) < depth:
                 break
             depth *= 4
-        return self._materialise(picked)
+        return self._materialise(picked, context_words)
 
     def _ranked(self, query: str | None, vector: np.ndarray | None, depth: int, mode: str) -> list[tuple[int, float]]:
         from ragctl.query import RRF_K, TEXT_WEIGHT, VECTOR_WEIGHT, fuse
@@ -437,11 +446,15 @@ class RagctlVectorStore(VectorStore):
                 break
         return picked
 
-    def _materialise(self, picked: list[tuple[Record, int, float, tuple[str, ...]]]) -> list[tuple[Document, float]]:
+    def _materialise(
+        self, picked: list[tuple[Record, int, float, tuple[str, ...]]], context_words: int = 0,
+    ) -> list[tuple[Document, float]]:
         wanted = [v for record, vid, _, _ in picked
                   for v in (_vector_ids(record) if is_langchain_record(record) else [vid])]
         rows = self.entity.texts.fetch_rows(wanted)
         texts = {vid: row[0] for vid, row in rows.items()}
+        if context_words:
+            texts.update(self._grown(picked, texts, context_words))
         out = []
         for record, vid, score, also_in in picked:
             if is_langchain_record(record):
@@ -463,6 +476,20 @@ class RagctlVectorStore(VectorStore):
                 out.append((doc, float(score)))
         return out
 
+    def _grown(self, picked: list[tuple[Record, int, float, tuple[str, ...]]], texts: dict[int, str],
+               budget: int) -> dict[int, str]:
+        """The texts of the ingested files' chunks among `picked` (vector id -> text), each grown
+        to its neighbouring chunks up to `budget` words, best hit first, no words repeated across
+        hits (`ragctl.query.with_context`, as `ragctl query --context-words`)."""
+        from ragctl.query import Hit, with_context
+
+        hits = [Hit(doc_id=str(record["doc_id"]), path=str(record["path"]), score=float(score), text=texts[vid],
+                    chunk=vid - int(record["first_vector_id"]))
+                for record, vid, score, _ in picked if not is_langchain_record(record) and vid in texts]
+        grown = with_context(self.entity, hits, budget)
+        by_doc = {str(record["doc_id"]): int(record["first_vector_id"]) for record, _, _, _ in picked}
+        return {by_doc[hit.doc_id] + hit.chunk: hit.text for hit in grown}
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_texts(
@@ -475,13 +502,14 @@ class RagctlVectorStore(VectorStore):
         store_dir: str | Path | None = None,
         entity: str | None = None,
         config: ModelConfig | None = None,
+        context_words: int = 0,
         **kwargs: Any,
     ) -> Self:
         """A store over `store_dir`/`entity` (both required keywords) holding `texts`."""
         if store_dir is None or entity is None:
             raise UsageError("RagctlVectorStore.from_texts needs store_dir= and entity=")
         _refuse_options("from_texts", kwargs)
-        store = cls(store_dir, entity, embedding, config=config)
+        store = cls(store_dir, entity, embedding, config=config, context_words=context_words)
         store.add_texts(texts, metadatas, ids=ids)
         return store
 
@@ -614,6 +642,14 @@ def _checked_metadata(doc_id: str, metadata: object) -> dict[str, Any]:
             "lists, not tuples): store str keys and lists"
         )
     return copy
+
+
+def _checked_context_words(value: object) -> int:
+    from ragctl.query import CONTEXT_WORDS_MAX
+
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= CONTEXT_WORDS_MAX:
+        raise UsageError(f"context_words must be an integer between 0 and {CONTEXT_WORDS_MAX}, not {value!r}")
+    return value
 
 
 def _refuse_options(method: str, kwargs: dict[str, Any]) -> None:

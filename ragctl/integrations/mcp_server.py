@@ -30,7 +30,7 @@ from ragctl import __version__
 from ragctl.errors import RagctlError, UsageError
 from ragctl.ids import validate_entity_id
 from ragctl.model_config import ModelConfig
-from ragctl.query import MODES
+from ragctl.query import CONTEXT_WORDS_MAX, MODES
 from ragctl.storage.entity import EntityStore
 from ragctl.storage.json_storage import open_store
 from ragctl.storage.layout import StoreLayout, require_store
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 K_MAX = 50
 DEFAULT_K = 5
-CONTEXT_WORDS_MAX = 5000  # a hit grown to its neighbours: at most this many words
 LIST_LIMIT = 100  # list_entities: entities per answer by default
 LIST_LIMIT_MAX = 1000
 
