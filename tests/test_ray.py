@@ -117,6 +117,63 @@ def test_ray_store_equals_the_local_store_and_a_rerun_does_nothing(tmp_path):
     assert "ray" not in again.model  # no actor was started: nothing needed the model
 
 
+def section(i: int, topic: str) -> str:
+    """A section with words of its own, a few sentences long (one chunk)."""
+    return (f"## Section {i}: {topic}\n\n"
+            + " ".join(f"Sentence {j} of section {i} explains how the {topic} rule applies in case {j} and why "
+                       f"it matters for item {i * 7 + j}." for j in range(6))
+            + "\n")
+
+
+def test_the_actors_embed_only_passages_the_entity_does_not_hold(tmp_path):
+    """Passages (issue 26) under --ray: a chapter and the print page repeating its sections are
+    parsed on the actors, but the repeated sections go to the model once; an edited file sends
+    only its changed section. The model's inputs are counted from the encode calls (ChunksEmbedded)
+    and equal chunks - chunks_reused; the store holds what a local run stores."""
+    from ragctl.discovery import discover_entities
+
+    topics = ["refunds", "shipping", "support hours", "escalations", "warranty", "returns"]
+    chapter = "# Policies\n\n" + "\n".join(section(i, t) for i, t in enumerate(topics[:4]))
+    everything = ("# The whole handbook\n\n" + "\n".join(section(10 + i, t) for i, t in enumerate(topics[4:]))
+                  + "\n" + "\n".join(section(i, t) for i, t in enumerate(topics[:4])))
+    root = make_tree(tmp_path / "docs", {"book/policies.md": chapter, "book/print.md": everything})
+    model = ModelConfig(backend="torch", precision="fp32")
+
+    def run(store: Path) -> tuple[Any, int]:
+        seen: list[ev.ChunksEmbedded] = []
+        report = ingest(discover_entities(root, None), IngestOptions(store=store, ray="local", model=model,
+                                                                      commit_docs=1),
+                        lambda e: seen.append(e) if isinstance(e, ev.ChunksEmbedded) else None)
+        assert report.error is None and not report.failures, report.to_json()
+        return report.entities["book"], sum(e.count for e in seen)
+
+    book, inputs = run(tmp_path / "ray")
+    assert book.indexed == 2 and book.chunks >= 10
+    # the four shared sections are embedded for one document and reused for the other (the
+    # chapter's first chunk also holds its title line, so it is a passage of its own)
+    assert 3 <= book.chunks_reused <= 4, book
+    assert inputs == book.chunks - book.chunks_reused
+    local = ingest(discover_entities(root, None), IngestOptions(store=tmp_path / "local", model=model))
+    assert local.entities["book"].chunks_reused == book.chunks_reused
+    ca, cb = store_contents(tmp_path / "local", "book"), store_contents(tmp_path / "ray", "book")
+    assert {k: t for k, (t, _) in ca.items()} == {k: t for k, (t, _) in cb.items()}
+    holders: dict[str, list[tuple[str, int]]] = {}
+    for key, (text, _) in cb.items():
+        holders.setdefault(text, []).append(key)
+    for keys in holders.values():
+        if len(keys) == 1:  # a passage of one document: the vector a local run embeds
+            assert float(np.dot(ca[keys[0]][1], cb[keys[0]][1])) >= 0.999, keys
+        else:  # shared: every holder carries the one vector embedded first (its context line differs by run order)
+            assert all(np.array_equal(cb[keys[0]][1], cb[k][1]) for k in keys), keys
+
+    # one sentence edited in one section of the chapter: only that chunk goes to the model
+    old = "Sentence 3 of section 2 explains how"
+    (root / "book/policies.md").write_text(chapter.replace(old, "Sentence three of section 2 now says how"))
+    again, inputs = run(tmp_path / "ray")
+    assert again.updated == 1 and inputs == 1 == again.chunks - again.chunks_reused, again
+    assert cli("verify", "--store", tmp_path / "ray").exit_code == 0
+
+
 def test_dry_run_then_a_bad_file_fails_alone_with_one_line(tmp_path):
     root = small_tree(tmp_path / "docs", per_entity=1)
     (root / "alpha" / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is not a pdf at all\n" * 20)

@@ -5,10 +5,11 @@ the commit stage, the per-entity locks and the store stay on the driver (see run
 
     planner thread   -> tasks channel -> RAY STAGE -> settled channel -> commit thread
                                           |      ^
-              batches of files (bytes, or |      | parse outcomes + vectors, as each call finishes
+              batches of files (bytes, or |      | parse outcomes, as each call finishes
               paths with --shared-fs)     v      |
                                  IngestActor x N (Ray actors: a supervised parse pool, the model
-                                                  loaded once; pool.py's crash/timeout handling)
+              the texts of passages       ^      | loaded once; pool.py's crash/timeout handling)
+              the entity does not hold    |      v vectors
 
 Why plain actors and not Ray Data (docs/distributed.md): the input is a stream produced by the
 driver's planner thread (lazy tree walks, change detection against the entity's records), not a
@@ -19,16 +20,20 @@ actor (the next batch is already transferred when an actor finishes one) and at 
 
 On the driver, per file: without --shared-fs the driver reads the file once (the same bounded,
 consistent read as a parse worker) and hashes it; a dry run and a file whose content equals its
-record's are settled right there, without Ray. Everything else goes to an actor, which parses,
-chunks and embeds it and returns the outcome with its vectors. `embed.route` then runs on the
-driver, exactly as in a local run: moves, copies and same content are decided there. A moved
-or copied file was therefore embedded for nothing (accepted: it costs model time, never
-correctness).
+record's are settled right there, without Ray. Everything else goes to an actor, which parses
+and chunks it and returns the outcome (`IngestActor.parse`). `embed.route` then runs on the
+driver, exactly as in a local run: moves, copies and same content are decided there, before any
+model work. The chunks of new content are looked up as a local run's embed stage looks them up
+(ray_reuse.py: a passage the entity already holds, or that this run embedded, takes that
+vector), and only the passages found nowhere go back to an actor, each once, in one embed call
+per parse call (`IngestActor.embed`). The price is a second round trip per batch and the texts
+sent back (small next to the file bytes); what it buys is that a print page, a copied README or
+an edited file costs model time only for its new passages, as in a local run.
 
 Faults: actors are created with `max_restarts` and `max_task_retries`, so a worker process
 killed mid-call (kill -9, OOM) is restarted and its calls are run again; the driver settles a
-file only when its call returned, so each file is settled once. A call that still fails is
-split into one call per file (a file that kills its worker every time fails alone, with the
+file only when its calls returned, so each file is settled once. A call that still fails is
+split into one call per file (an embed call: one per document that asked for its rows) (a file that kills its worker every time fails alone, with the
 reason; a parser crash or time-out is caught earlier still, by the actor's parse pool, and
 fails its file as in a local run). The same holds for every failure that belongs to a call
 rather than to the run (`_call_failure`): a node that died, Ray's memory monitor killing the
@@ -64,8 +69,9 @@ from ragctl.ingest import messages as msg
 from ragctl.ingest.channel import END, Channel
 from ragctl.ingest.embed import prepared_doc, route
 from ragctl.ingest.options import IngestOptions, Limits, RunContext
-from ragctl.ingest.parse import FAILED, HASHED, OK, SKIPPED, ParseOutcome, _Skip, read_snapshot
+from ragctl.ingest.parse import FAILED, HASHED, SKIPPED, ParseOutcome, _Skip, read_snapshot
 from ragctl.ingest.plan import EntityPlan, ParseTask
+from ragctl.ingest.ray_reuse import Doc, DriverPassages, Rows
 from ragctl.ingest.report import Reporter
 from ragctl.model_config import ModelConfig, embedded_by
 
@@ -240,9 +246,10 @@ class IngestActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def work(self, items: list[tuple[ParseTask, bytes | None, int]]) -> dict[str, Any]:
-        """Parse each file ((task, bytes or None to read task.abs_path, mtime_ns of the bytes)),
-        embed all their chunks in one encode call; outcomes in input order."""
+    def parse(self, items: list[tuple[ParseTask, bytes | None, int]]) -> dict[str, Any]:
+        """Parse and chunk each file ((task, bytes or None to read task.abs_path, mtime_ns of
+        the bytes)); outcomes in input order. Nothing is embedded here: the driver sends the
+        texts that need the model to `embed`."""
         tasks: list[ParseTask] = []
         written: list[Path] = []
         for i, (task, data, _) in enumerate(items):
@@ -261,24 +268,15 @@ class IngestActor:
         for out, (_, data, mtime_ns) in zip(outcomes, items):
             if data is not None:
                 out.size, out.mtime_ns = len(data), mtime_ns  # the stat the driver read the bytes at
-        texts = [o.embed_text(i) for o in outcomes if o.status == OK for i in range(len(o.chunks))]
-        result: dict[str, Any] = {"pid": os.getpid(), "encode_seconds": 0.0, "chunks": len(texts)}
-        vectors: list[Any] = [None] * len(outcomes)
-        if texts:
-            embedder = self._load_embedder()
-            t0 = time.perf_counter()
-            encoded = embedder.encode(texts)
-            result["encode_seconds"] = time.perf_counter() - t0
-            at = 0
-            for i, o in enumerate(outcomes):
-                if o.status == OK:
-                    vectors[i] = encoded[at:at + len(o.chunks)].copy()
-                    at += len(o.chunks)
-        if self._embedder is not None:
-            result["identity"] = self._spec_loaded().identity()
-            result["info"] = self._embedder.describe()
-        result["results"] = list(zip(outcomes, vectors))
-        return result
+        return {"pid": os.getpid(), "results": outcomes}
+
+    def embed(self, texts: list[str]) -> dict[str, Any]:
+        """Vectors of `texts` (one encode call), with the model's identity and runtime."""
+        embedder = self._load_embedder()
+        t0 = time.perf_counter()
+        encoded = embedder.encode(texts)
+        return {"pid": os.getpid(), "encode_seconds": time.perf_counter() - t0, "vectors": encoded,
+                "identity": self._spec_loaded().identity(), "info": embedder.describe()}
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -313,8 +311,9 @@ class _Call:
     slot: int
     items: list[tuple[ParseTask, bytes | None, int]]
     nbytes: int
-    alone: bool  # a retry of one file whose batch failed
+    alone: bool  # a retry of one file (or one document's rows) whose batch failed
     actor: Any = None  # the actor handle that ran it (a slot may have been re-filled since)
+    rows: Rows | None = None  # an embed call's input (None: a parse call)
 
 
 class RayStage:
@@ -336,6 +335,8 @@ class RayStage:
         self._lock = threading.Lock()
         self._ray: Any = None
         self._threads = 1
+        self.reuse = DriverPassages(ctx.storage, plans)
+        self._runtime: dict[str, Any] = {}  # embedded_by of the last embed call
 
     # --------------------------------------------------------------- lifecycle
     def connect(self) -> None:
@@ -490,7 +491,7 @@ class RayStage:
             if not (task.hash_only or (task.known_hash and task.known_hash == out.content_hash)):
                 return (task, data, out.mtime_ns)
             out.status = HASHED
-        self._deliver(out, None, {}, outbox)
+        self._deliver(out, outbox)
         return None
 
     def _submit(self, items: list[tuple[ParseTask, bytes | None, int]], alone: bool, nbytes: int = -1) -> None:
@@ -499,10 +500,19 @@ class RayStage:
         slot = min(range(len(self._per_slot)), key=self._per_slot.__getitem__)
         if nbytes < 0:
             nbytes = sum(len(d or b"") for _, d, _ in items)
-        ref = self.actors[slot].work.remote(items)
+        ref = self.actors[slot].parse.remote(items)
         self._inflight[ref] = _Call(slot, items, nbytes, alone, self.actors[slot])
         self._per_slot[slot] += 1
         self._bytes_inflight += nbytes
+
+    def _submit_embed(self, rows: Rows, alone: bool) -> None:
+        """An embed call; sent at once, whatever the room (its files were parsed already)."""
+        if not self.actors:
+            self._start_actors()
+        slot = min(range(len(self._per_slot)), key=self._per_slot.__getitem__)
+        ref = self.actors[slot].embed.remote(rows.texts)
+        self._inflight[ref] = _Call(slot, [], 0, alone, self.actors[slot], rows)
+        self._per_slot[slot] += 1
 
     def _settle(self, ref: Any, outbox: Channel[msg.Settled]) -> None:
         from ray import exceptions as rex
@@ -519,6 +529,9 @@ class RayStage:
                 raise cause if isinstance(cause, Exception) else exc  # noqa: B904
             self._call_failed(call, failure, outbox, hung=isinstance(exc, rex.GetTimeoutError))
             return
+        if call.rows is None:
+            self._parsed(result["results"], outbox)
+            return
         identity = result.get("identity")
         if identity is not None and identity.get("digest") != self.ctx.identity.get("digest"):
             raise ConfigError(
@@ -531,21 +544,51 @@ class RayStage:
             info["ray"] = {"address": self.options.ray, "actors": len(self.actors), "threads_per_actor": self._threads,
                            "gpus_per_actor": self.options.ray_gpus_per_actor, "shared_fs": self.options.shared_fs}
             self.reporter.model_info(info)
-        new_chunks = 0
-        per_entity: dict[str, int] = {}
-        for outcome, vectors in result["results"]:
-            if self._deliver(outcome, vectors, embedded_by(result.get("info") or {}), outbox):
-                new_chunks += len(outcome.chunks)
-                per_entity[outcome.entity_id] = per_entity.get(outcome.entity_id, 0) + len(outcome.chunks)
-        if new_chunks:
-            share = new_chunks / max(1, result["chunks"])
-            self.reporter.embedded(new_chunks, result["encode_seconds"] * share, per_entity)
+        self._runtime = embedded_by(result.get("info") or {})
+        self.reporter.embedded(len(call.rows.texts), result["encode_seconds"], call.rows.per_entity())
+        for doc in self.reuse.embedded(call.rows, result["vectors"]):
+            self._hand_on(doc, outbox)
+
+    def _parsed(self, outcomes: list[ParseOutcome], outbox: Channel[msg.Settled]) -> None:
+        """A parse call's outcomes: routed; new content looked up (ray_reuse.py); what no
+        passage holds goes to one embed call."""
+        routed: list[tuple[ParseOutcome, frozenset[str]]] = []
+        for outcome in outcomes:
+            settled = route(outcome, self.plans[outcome.key], self.ctx.dry_run)
+            if not isinstance(settled, frozenset):
+                outbox.put(settled, even_when_stopping=True)
+                continue
+            self.reporter.parsed(outcome)
+            routed.append((outcome, settled))
+        if not routed:
+            return
+        complete, rows, reused = self.reuse.admit(routed)
+        if reused:
+            self.reporter.reused(reused)
+        for doc in complete:
+            self._hand_on(doc, outbox)
+        if rows.texts:
+            self._submit_embed(rows, alone=False)
+
+    def _hand_on(self, doc: Doc, outbox: Channel[msg.Settled]) -> None:
+        """A document whose chunks all have vectors (or one failed) goes to the committer."""
+        out = doc.outcome
+        if doc.failure is not None:
+            outbox.put(msg.Outcome(out.entity_id, out.rel_path, Status.FAILED, doc.failure, out.size, out.tag),
+                       even_when_stopping=True)
+            return
+        prepared = prepared_doc(out, doc.vectors, doc.not_a_copy_of)
+        outbox.put(msg.Embedded(out.entity_id, prepared, self._runtime, out.tag), even_when_stopping=True)
 
     def _call_failed(self, call: _Call, exc: BaseException, outbox: Channel[msg.Settled], hung: bool = False) -> None:
         from ray import exceptions as rex
 
         if hung or isinstance(exc, rex.ActorDiedError) or "actor died" in str(exc).lower():
             self._replace(call.slot, call.actor)
+        if call.rows is not None and not call.alone and len(parts := call.rows.split()) > 1:
+            for part in parts:  # one call per document: a text the model cannot take fails alone
+                self._submit_embed(part, alone=True)
+            return
         if not call.alone and len(call.items) > 1:
             self._retry.extend(call.items)  # one call per file: a file that kills workers fails alone
             return
@@ -555,6 +598,10 @@ class RayStage:
             what = f"Ray worker died while processing this file ({MAX_TASK_RETRIES + 1} attempts)"
         else:  # raised by our code on the actor
             what = "failed on a Ray worker"
+        if call.rows is not None:
+            for doc in self.reuse.failed(call.rows, f"{what}: {one_line(exc, 160)}"):
+                self._hand_on(doc, outbox)
+            return
         for task, data, _ in call.items:
             reason = f"{what}: {one_line(exc, 160)}"
             size = len(data) if data is not None else task.size
@@ -578,18 +625,12 @@ class RayStage:
         except Exception:  # noqa: BLE001
             pass
 
-    def _deliver(self, outcome: ParseOutcome, vectors: Any, runtime: dict[str, Any], outbox: Channel[msg.Settled]) -> bool:
-        """Route one outcome on the driver and hand it to the committer; True if it was new
-        content (embedded)."""
+    def _deliver(self, outcome: ParseOutcome, outbox: Channel[msg.Settled]) -> None:
+        """Route an outcome settled on the driver (read failed, unchanged content, dry run)."""
         settled = route(outcome, self.plans[outcome.key], self.ctx.dry_run)
         if not isinstance(settled, frozenset):
             outbox.put(settled, even_when_stopping=True)
-            return False
-        if vectors is None:  # cannot happen for an OK outcome; never commit a document without vectors
-            outbox.put(msg.Outcome(outcome.entity_id, outcome.rel_path, Status.FAILED, "no vectors came back",
-                                   outcome.size, outcome.tag), even_when_stopping=True)
-            return False
-        self.reporter.parsed(outcome)
-        doc = prepared_doc(outcome, vectors, settled)
-        outbox.put(msg.Embedded(outcome.entity_id, doc, runtime, outcome.tag), even_when_stopping=True)
-        return True
+            return
+        # HASHED content that route() found new cannot happen: it is read for a parse, never settled here
+        outbox.put(msg.Outcome(outcome.entity_id, outcome.rel_path, Status.FAILED, "no vectors came back",
+                               outcome.size, outcome.tag), even_when_stopping=True)
