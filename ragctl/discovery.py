@@ -174,10 +174,12 @@ def walk_files(entity_root: Path) -> Iterator[SourceFile]:
 
     prefix = len(os.path.join(str(entity_root), ""))  # every path below is built on this string
     visited: set[str] = set()
-    stack = [str(entity_root)]
+    # (directory, its real path): a directory reached through plain entries has its parent's
+    # real path plus its name; only a followed link needs realpath() (one per directory cost
+    # ~10 syscalls, a tenant's tree is one or two directories)
+    stack = [(str(entity_root), str(root_real))]
     while stack:
-        directory = stack.pop()
-        real_dir = os.path.realpath(directory)
+        directory, real_dir = stack.pop()
         if real_dir in visited:
             continue  # a link loop
         visited.add(real_dir)
@@ -189,11 +191,12 @@ def walk_files(entity_root: Path) -> Iterator[SourceFile]:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            if entry.is_symlink() and not inside(entry.path):
+            link = entry.is_symlink()
+            if link and not inside(entry.path):
                 continue
             try:
                 if entry.is_dir():
-                    subdirs.append(entry.path)
+                    subdirs.append((entry.path, os.path.realpath(entry.path) if link else os.path.join(real_dir, entry.name)))
                 elif entry.is_file():
                     rel = identity_path(entry.path[prefix:])
                     yield SourceFile(rel, Path(entry.path))

@@ -6,7 +6,8 @@
     parse thread     supervises the worker processes (pool.py)           -> parsed channel
     embed thread     routes outcomes, embeds new content with the model  -> settled channel
     commit thread    commits per entity in batches, finishes entities
-    counter thread   counts each tree's files and bytes for progress totals (events only)
+    counter thread   counts each tree's files and bytes for progress totals (events only), ahead
+                     of the planner; a tree the planner reaches first is counted by its walk
     main thread      waits; turns Ctrl-C into a stop; never blocks without a timeout
 
 Every stage runs inside `_stage`: when it ends, for whatever reason, it closes its input (so
@@ -41,9 +42,15 @@ if TYPE_CHECKING:
     from ragctl.model_config import Embedder
 
 SHUTDOWN_GRACE_S = 60.0  # after a stop, how long the main thread waits for the committer
-MAX_CACHED_STORES = 64  # a service's open entity stores (each caches that entity's records)
-MAX_LIVE_PLANS = 8  # work units planned but not yet finished by the committer
 STRAGGLER_GRACE_S = 3.0  # ... and then for the other stages (an encode call cannot be cut short)
+MAX_CACHED_STORES = 64  # a service's open entity stores (each caches that entity's records)
+# Work units planned but not yet finished by the committer. Each holds its entity's records,
+# so what bounds them is the records they hold (memory), plus a count (threads' bookkeeping):
+# a run of many small tenants keeps enough of them in flight for the model to get full
+# batches (8 units of one chunk each held the embed stage to 8-chunk windows, each after a
+# 0.25 s wait for more input: ~40 ms a tenant), while a big entity still plans alone.
+MAX_LIVE_PLANS = 512
+MAX_LIVE_RECORDS = 50_000  # records held by live plans (a unit is planned alone if larger)
 
 
 class LivePlans(dict[tuple[str, str], EntityPlan]):
@@ -54,10 +61,23 @@ class LivePlans(dict[tuple[str, str], EntityPlan]):
     def __init__(self) -> None:
         super().__init__()
         self.room = threading.Condition()
+        self._weight: dict[tuple[str, str], int] = {}  # records each live plan held when planned
+        self.records = 0  # ... and in all
 
-    def pop(self, *args: Any) -> Any:
+    def full(self) -> bool:
+        """No room for another unit: too many, or their records weigh enough (never with none)."""
+        return bool(self) and (len(self) >= MAX_LIVE_PLANS or self.records >= MAX_LIVE_RECORDS)
+
+    def __setitem__(self, key: tuple[str, str], plan: EntityPlan) -> None:
         with self.room:
-            out = super().pop(*args)
+            self.records += len(plan.records) - self._weight.get(key, 0)
+            self._weight[key] = len(plan.records)
+            super().__setitem__(key, plan)
+
+    def pop(self, key: tuple[str, str], *default: Any) -> Any:
+        with self.room:
+            self.records -= self._weight.pop(key, 0)
+            out = super().pop(key, *default)
             self.room.notify_all()
         return out
 
@@ -92,6 +112,11 @@ class IngestRun:
             for unit in units:
                 self.store_for(unit.source.entity_id)  # a model mismatch is refused before any work
         self.plans = LivePlans()
+        # entities whose tree totals are (being) counted: by the counter thread, or by the
+        # planner when it reaches an entity first (then its own walk gives the totals and the
+        # tree is not walked twice: a no-change re-run of many small tenants is mostly walks)
+        self._counted: set[str] = set()
+        self._counted_lock = threading.Lock()
         self.stop = threading.Event()
         self.interrupted = threading.Event()
         self._errors: list[BaseException] = []
@@ -164,7 +189,7 @@ class IngestRun:
             self._fail_unit(unit, str(exc))
             return True
         with self.plans.room:
-            while len(self.plans) >= MAX_LIVE_PLANS:  # each holds an entity's records: bound them
+            while self.plans.full():  # each holds an entity's records: bound them
                 if self.stop.is_set():
                     return False
                 self.plans.room.wait(0.05)  # woken by the committer's pop; the timeout sees a stop
@@ -175,7 +200,8 @@ class IngestRun:
             return True
         plan = EntityPlan(source, records, opts.rehash, opts.limits, tag, opts.reindex)
         self.plans[unit.key] = plan
-        files = sent = 0
+        counting = isinstance(self.units, list) and self._claim_count(eid)
+        files = sent = total = 0
         try:
             for f in source_files(source):
                 if self.stop.is_set():
@@ -183,12 +209,16 @@ class IngestRun:
                 files += 1
                 verdict, payload = plan.classify(f, hash_only=opts.dry_run)
                 if verdict is Verdict.PARSE:
+                    total += payload.size
                     if not tasks.put(payload):
                         return False
                     sent += 1
                 else:
                     detail, size = payload
+                    total += size
                     self.reporter.file_done(eid, f.rel_path, VERDICT_STATUS[verdict], 0, detail, size, tag)
+            if counting:
+                self.reporter.entity_counted(eid, files, total)
         finally:
             self.reporter.entity_files(eid, files)
         settled.put(msg.EntityEnd(eid, sent, plan), even_when_stopping=True)
@@ -203,10 +233,20 @@ class IngestRun:
         self.reporter.entity_files(eid, files)
         self.reporter.entity_done(eid)
 
+    def _claim_count(self, entity_id: str) -> bool:
+        """Whether the caller counts the entity's totals (True once per entity)."""
+        with self._counted_lock:
+            if entity_id in self._counted:
+                return False
+            self._counted.add(entity_id)
+            return True
+
     def _count(self) -> None:
         if not isinstance(self.units, list):
             return
         for source in (u.source for u in self.units):
+            if not self._claim_count(source.entity_id):
+                continue  # the planner got there first
             totals = count_tree(source, self.stop)
             if totals is None:
                 return

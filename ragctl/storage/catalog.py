@@ -28,6 +28,7 @@ is recomputed by the next reader).
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import sys
@@ -61,8 +62,14 @@ _BUSY_MS = 60_000
 _PARAMS = 500  # ids per IN (...) query
 
 
+@functools.lru_cache(maxsize=64)
 def catalog_path(root: Path) -> Path:
     return Path(root) / CATALOG_NAME
+
+
+def has_catalog(root: Path) -> bool:
+    """Does the store have a catalog (one stat; called per entity in a run over many)."""
+    return os.path.exists(str(catalog_path(root)))
 
 
 def _notice(message: str) -> None:

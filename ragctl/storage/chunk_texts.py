@@ -67,6 +67,16 @@ _FTS_SCHEMA = (
 # (docs/retrieval.md, "Contextual chunks").
 FTS_WEIGHTS = (1.0, 0.5, 1.0)
 _BATCH = 500
+# A small database (a tenant of a few chunks) costs ~5 KB, not ~28 KB: it starts with 512-byte
+# pages (each b-tree - rows, passage index, the full-text tables, the schema - takes at least
+# a page), and its full-text index keeps no table of column sizes (`columnsize=0`: bm25 then
+# tokenizes the matched rows to learn their lengths - the same scores, a little slower, which
+# at a few hundred rows costs nothing). Once it passes GROW_AT_BYTES it is rewritten, once,
+# after a commit: the full-text index rebuilt with its sizes table, then VACUUM into 4 KB
+# pages, the sizes a big entity's b-trees want (_grow).
+NEW_PAGE_SIZE = 512
+GROWN_PAGE_SIZE = 4096
+GROW_AT_BYTES = 256 * 1024
 
 # (id, doc_id, ord, text), (id, doc_id, ord, text, title, section) or
 # (id, doc_id, ord, text, title, section, page, ocr)
@@ -108,18 +118,22 @@ class ChunkTexts:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction with the schema (tables and full-text index) in place."""
         with self._db() as conn:
+            new = not conn.execute("PRAGMA page_count").fetchone()[0]
+            if new:
+                conn.execute(f"PRAGMA page_size={NEW_PAGE_SIZE}")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.execute(_SCHEMA)
                 _add_context_columns(conn)
                 _add_origin_columns(conn)
                 _add_passage_column(conn)
-                _ensure_fts(conn)
+                _ensure_fts(conn, small=new)
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            _grow(conn)
 
     # ------------------------------------------------------------------ writes
     def insert(self, rows: Sequence[Row]) -> None:
@@ -368,6 +382,37 @@ def passage_key(text: str) -> bytes:
     return hashlib.sha256(" ".join(text.split()).encode("utf-8")).digest()[:16]
 
 
+def _grow(conn: sqlite3.Connection) -> None:
+    """After a commit: a small database past GROW_AT_BYTES gets its full-text index rebuilt with
+    column sizes (one transaction), then is rewritten with big pages (VACUUM: atomic under the
+    rollback journal like any other write). Either step only speeds later reads, and a kill
+    between them leaves a database the next commit finishes; a failure (disk full: VACUUM needs
+    a copy's room) is left for the next commit to retry."""
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    if page_size >= GROWN_PAGE_SIZE or page_size * conn.execute("PRAGMA page_count").fetchone()[0] < GROW_AT_BYTES:
+        return
+    try:
+        if _fts_without_sizes(conn):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DROP TABLE IF EXISTS chunks_vocab")
+                conn.execute("DROP TABLE chunks_fts")
+                _ensure_fts(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        conn.execute(f"PRAGMA page_size={GROWN_PAGE_SIZE}")
+        conn.execute("VACUUM")
+    except sqlite3.Error:
+        pass
+
+
+def _fts_without_sizes(conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'chunks_fts'").fetchone()
+    return row is not None and "columnsize=0" in (row[0] or "")
+
+
 def _fts_has_context(conn: sqlite3.Connection) -> bool:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(chunks_fts)")}
     return set(_CONTEXT_COLUMNS) <= columns
@@ -384,10 +429,11 @@ def _add_context_columns(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE IF EXISTS chunks_fts")
 
 
-def _ensure_fts(conn: sqlite3.Connection) -> None:
-    """Inside a write transaction: create the full-text index, filled from existing rows."""
+def _ensure_fts(conn: sqlite3.Connection, small: bool = False) -> None:
+    """Inside a write transaction: create the full-text index, filled from existing rows
+    (`small`: a new database's, without its column sizes table, see NEW_PAGE_SIZE)."""
     if not _has_table(conn, "chunks_fts"):
-        conn.execute(_FTS_SCHEMA)
+        conn.execute(_FTS_SCHEMA[:-1] + ", columnsize=0)" if small else _FTS_SCHEMA)
         conn.execute("INSERT INTO chunks_fts(chunks_fts) VALUES('rebuild')")
     if not _has_table(conn, "chunks_vocab"):  # document frequencies, read by search()
         conn.execute("CREATE VIRTUAL TABLE chunks_vocab USING fts5vocab(chunks_fts, 'row')")

@@ -24,6 +24,7 @@ fully searchable and never exposes a half document. A commit costs what it adds.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import threading
@@ -134,6 +135,7 @@ class EntityStore:
         # the committer's private view of the shard + log, and its lookups (used under the lock)
         self._view: ShardView | None = None
         self._lookup = _Lookup()
+        self._gc_paths: list[str] | None = None  # the files _gc_signature stats
         # timing hook (benchmarks, tests): called with the seconds each hold of the lock lasted
         self.on_lock_held: Callable[[float], None] | None = None
 
@@ -150,7 +152,7 @@ class EntityStore:
         except StorageError:
             # unreadable (a corrupt shard): the store catalog's next reader recomputes the
             # entity's row, which then names the error
-            if catalog.catalog_path(self.storage.root).exists():
+            if catalog.has_catalog(self.storage.root):
                 with suppress(StorageError, OSError, sqlite3.Error):
                     catalog.mark(self.storage.root, self.entity_id)
             raise
@@ -412,7 +414,7 @@ class EntityStore:
     def _catalog_bytes(self) -> None:
         """A gc or merge changed only the entity's files: its row's bytes (lock held; best
         effort - a row whose bytes lag is reported by verify and fixed by --repair)."""
-        if not self.storage.enable_sharding or not catalog.catalog_path(self.storage.root).exists():
+        if not self.storage.enable_sharding or not catalog.has_catalog(self.storage.root):
             return
         try:
             catalog.set_bytes(self.storage.root, self.entity_id, catalog.entity_bytes(self.storage.root, self.entity_id))
@@ -423,26 +425,28 @@ class EntityStore:
         """(inode, size, mtime) of every file and directory gc() looks after: the mapping shard
         and its log, entity.json, chunks.sqlite (and a journal), the entity and segments
         directories (a file added, removed or renamed there: a segment, a merge, a temp file), a
-        format-2 index, the legacy mapping file (records not migrated); and the index kind asked for."""
-        layout = StoreLayout(self.storage.root)
-        shard = self.storage.shard_path(MAPPING_COLLECTION, self.entity_id)
-        entity_dir = layout.entity_dir(self.entity_id)
+        format-2 index, the legacy mapping file (records not migrated); and the index kind asked for.
+        Kept as its blake2b digest (32 hex digits: the catalog stores one per entity)."""
+        if self._gc_paths is None:  # strings, joined once (pathlib costs more than the stats)
+            shard = str(self.storage.shard_path(MAPPING_COLLECTION, self.entity_id))
+            texts = str(self.texts.path)
+            self._gc_paths = [shard, shard + ".log", str(self._meta.path), texts, texts + "-journal",
+                              os.path.dirname(texts), str(self.index.dir), str(self.index.legacy_path),
+                              str(self.storage.legacy_path(MAPPING_COLLECTION))]
         parts = []
-        for path in (shard, shard.with_name(shard.name + ".log"), layout.entity_meta_path(self.entity_id),
-                     self.texts.path, Path(str(self.texts.path) + "-journal"), entity_dir, self.index.dir,
-                     self.index.legacy_path, self.storage.legacy_path(MAPPING_COLLECTION)):
+        for path in self._gc_paths:
             try:
                 st = os.stat(path)
                 parts.append(f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
             except OSError:
                 parts.append("-")
         parts.append(self.index_kind or "")
-        return "|".join(parts)
+        return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
 
     def _gc_clean(self) -> bool:
         """True when the catalog holds a clean-gc signature equal to the files' now (sharded
         stores; no catalog, or any doubt: False, and gc runs)."""
-        if not self.storage.enable_sharding or not catalog.catalog_path(self.storage.root).exists():
+        if not self.storage.enable_sharding or not catalog.has_catalog(self.storage.root):
             return False
         try:
             return catalog.gc_signature(self.storage.root, self.entity_id) == self._gc_signature()
@@ -451,7 +455,7 @@ class EntityStore:
 
     def _gc_done(self) -> None:
         """Record that gc left nothing to do (lock held, no merge pending)."""
-        if not catalog.catalog_path(self.storage.root).exists():
+        if not catalog.has_catalog(self.storage.root):
             return
         with suppress(StorageError, OSError, sqlite3.Error):
             catalog.set_gc_signature(self.storage.root, self.entity_id, self._gc_signature())
@@ -644,9 +648,9 @@ class EntityStore:
         A gc that left nothing to do records the entity's file signature in the store catalog;
         while the files still match it (nothing committed, merged or interrupted since), gc
         returns at once: a no-change re-run over many tenants costs a few stats per tenant."""
-        if not self.index.exists() and not self.texts.exists():
-            return 0
         if not force and self._gc_clean():
+            return 0
+        if not self.index.exists() and not self.texts.exists():
             return 0
         with self._locked_view() as (shard, _legacy):
             if shard is not None and self._view is not None:
