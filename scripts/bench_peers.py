@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """LangChain's default indexing loop vs `ragctl ingest` on the same tree, in one run.
 
-    .venv/bin/pip install -c constraints.txt -e ".[bench-peers]"
-    .venv/bin/python scripts/bench_peers.py ROOT [--json] [--order ragctl-first]
+    python3 -m venv /tmp/peers && /tmp/peers/bin/pip install -c constraints.txt -e ".[bench-peers]"
+    /tmp/peers/bin/python scripts/bench_peers.py ROOT --ragctl-python .venv/bin/python [--json]
+        [--order ragctl-first]
+
+(LangChain runs in the interpreter that runs this script: a venv of its own, since the
+`bench-peers` extra moves huggingface_hub and transformers; `ragctl ingest` runs with
+`--ragctl-python`, by default the same interpreter.)
 
 ROOT is laid out like ingest's ROOT (one subdirectory per entity). LangChain's loop is the
 one its docs teach: RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=100) ->
@@ -11,15 +16,18 @@ FAISS.from_documents. To compare indexing rather than PDF/HTML extraction, LangC
 text from ragctl's own parser (timed as part of its run). `ragctl ingest` runs as a subprocess
 into a fresh store. Both wall times include loading the model.
 
-Reported per side: wall seconds, chunks, word pieces actually embedded (after the model's
+Reported per side: wall seconds, chunks, word pieces in the chunks (after the model's
 truncation to its window), and the share of chunks longer than the window (silently
-truncated by sentence-transformers).
+truncated by sentence-transformers); for ragctl also `chunks_reused` (chunks whose passage was
+embedded once already: model inputs = chunks - chunks_reused, issue 26) and the word pieces of
+its model inputs. The 1-minute load average is recorded before and after each side.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -80,14 +88,15 @@ def run_langchain(root: Path) -> dict[str, Any]:
             **_token_stats([s.page_content for s in splits], spec.max_tokens)}
 
 
-def run_ragctl(root: Path, extra: list[str]) -> dict[str, Any]:
+def run_ragctl(root: Path, extra: list[str], python: str) -> dict[str, Any]:
     from ragctl.chunking import Chunker
     from ragctl.model_spec import resolve_model
     from ragctl.parsing import parse_file
 
+    reused = 0
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         store = Path(tmp) / "store"
-        cmd = [sys.executable, "-m", "ragctl", "ingest", str(root), "--store", str(store), "--json", *extra]
+        cmd = [python, "-m", "ragctl", "ingest", str(root), "--store", str(store), "--json", *extra]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -99,6 +108,7 @@ def run_ragctl(root: Path, extra: list[str]) -> dict[str, Any]:
         try:
             report = json.loads(proc.stdout)
             model = report.get("model", {}) if isinstance(report, dict) else {}
+            reused = sum(int(e.get("chunks_reused", 0)) for e in report.get("entities", {}).values())
         except ValueError:
             model = {}
     # the same chunker ingest uses, to count the word pieces it embedded
@@ -111,8 +121,25 @@ def run_ragctl(root: Path, extra: list[str]) -> dict[str, Any]:
         except Exception:  # noqa: BLE001
             continue
     stats = _token_stats(texts, spec.max_tokens)
-    return {"wall_s": round(wall, 1), "chunks_in_store": stored, **stats,
-            "backend": model.get("backend"), "precision": model.get("precision")}
+    # the word pieces of the model's inputs: each passage once per entity, as ingest embeds them
+    from ragctl.storage.chunk_texts import passage_key
+
+    seen: set[tuple[str, bytes]] = set()
+    inputs: list[str] = []
+    for path in _files(root):
+        entity = path.relative_to(root).parts[0]
+        try:
+            chunks = chunker.chunk(parse_file(path).blocks)
+        except Exception:  # noqa: BLE001
+            continue
+        for c in chunks:
+            key = (entity, passage_key(c.text))
+            if key not in seen:
+                seen.add(key)
+                inputs.append(c.text)
+    return {"wall_s": round(wall, 1), "chunks_in_store": stored, **stats, "chunks_reused": reused,
+            "model_inputs": stored - reused, "tokens_of_distinct_passages": _token_stats(inputs, spec.max_tokens)[
+                "tokens_embedded"], "backend": model.get("backend"), "precision": model.get("precision")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,15 +148,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--order", choices=["langchain-first", "ragctl-first"], default="langchain-first")
     ap.add_argument("--ingest-arg", action="append", default=[], help="Extra argument for ragctl ingest (repeatable).")
+    ap.add_argument("--ragctl-python", default=sys.executable,
+                    help="The interpreter that runs `ragctl ingest` (the project's venv; default: this one).")
     args = ap.parse_args(argv)
-    runs = {"langchain": lambda: run_langchain(args.root), "ragctl": lambda: run_ragctl(args.root, args.ingest_arg)}
+    runs = {"langchain": lambda: run_langchain(args.root),
+            "ragctl": lambda: run_ragctl(args.root, args.ingest_arg, args.ragctl_python)}
     order = list(runs) if args.order == "langchain-first" else list(runs)[::-1]
-    result = {name: runs[name]() for name in order}
+    result: dict[str, Any] = {}
+    for name in order:
+        before = os.getloadavg()[0]
+        result[name] = {**runs[name](), "load_before": round(before, 2), "load_after": round(os.getloadavg()[0], 2)}
+    if "wall_s" in result.get("langchain", {}) and "wall_s" in result.get("ragctl", {}):
+        result["ratio"] = round(result["langchain"]["wall_s"] / result["ragctl"]["wall_s"], 2)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
         for name, row in result.items():
-            print(f"{name:10s} " + "  ".join(f"{k}={v}" for k, v in row.items()))
+            if isinstance(row, dict):
+                print(f"{name:10s} " + "  ".join(f"{k}={v}" for k, v in row.items()))
+            else:
+                print(f"{name:10s} {row}")
     return 0
 
 
