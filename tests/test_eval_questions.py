@@ -14,7 +14,15 @@ import pytest
 from helpers import RAGCTL, REPO, SAMPLE_DOCS, cli
 
 from ragctl.errors import UsageError
-from ragctl.evaluate import QuestionModeScore, check_answers, ndcg, normalize_text, ranked_documents, score_question
+from ragctl.evaluate import (
+    QuestionModeScore,
+    check_answers,
+    evidence_within,
+    ndcg,
+    normalize_text,
+    ranked_documents,
+    score_question,
+)
 from ragctl.question_sets import Question, load_questions
 from ragctl.storage.entity import Hit
 
@@ -173,6 +181,26 @@ def test_question_scores_aggregate_to_recall_mrr_ndcg_and_evidence():
     assert j["ndcg10"] == pytest.approx(expected_ndcg, abs=1e-4)
     assert j["evidence_hit"] == pytest.approx(1 / 3, abs=1e-4)  # q4's evidence is at rank 7
     assert normalize_text("  A\u00a0B\n\tc ") == "a b c"
+
+
+def test_evidence_counts_only_within_the_first_750_words_of_the_top_k():
+    """Issue 26's measure: the top k texts in rank order, as returned (context included), cut
+    after 750 words; the evidence must lie inside one text within the cut."""
+    q = Question("q", "?", {"d.md": 1}, "the answer is here")
+    filler = " ".join(["word"] * 400)
+    late = [hit("x.md", filler), hit("y.md", filler), hit("d.md", "the answer is here")]  # words 801-804
+    early = [hit("x.md", filler), hit("d.md", "the answer is here " + filler)]  # words 401-404
+    cut = [hit("x.md", filler), hit("d.md", " ".join(["w"] * 348) + " the answer is here")]  # 749-752
+    assert evidence_within(q.evidence or "", [h.text for h in early])
+    assert not evidence_within(q.evidence or "", [h.text for h in late])
+    assert not evidence_within(q.evidence or "", [h.text for h in cut])
+    assert evidence_within(q.evidence or "", [h.text for h in cut], budget=752)
+    score = QuestionModeScore(k=5)
+    for name, hits in (("late", late), ("early", early), ("cut", cut)):
+        outcome = score_question(Question(name, "?", {"d.md": 1}, q.evidence), hits, 5)
+        score.add(Question(name, "?", {"d.md": 1}, q.evidence), outcome)
+    assert {n: o.evidence_rank for n, o in score.outcomes.items()} == {"late": 3, "early": 2, "cut": 2}
+    assert score.to_json()["evidence_hit"] == pytest.approx(1 / 3, abs=1e-4)  # ranks alone would say 3/3
 
 
 # --------------------------------------------------------------------------- end to end
