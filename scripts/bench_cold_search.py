@@ -7,12 +7,15 @@ One one-paragraph document per tenant. The model is loaded and warmed first (the
 the model is loaded"); then each query goes to a tenant this process has not searched yet,
 through serve's `SearcherCache` (open the entity, load its vectors, embed the query, hybrid
 search): p50 / p95 / max in ms, then the same tenants again (warm), and the cache's bytes.
+The process's RSS is sampled at ten points of the cold pass (`rss_mb`: flat when memory is
+bounded by the cache's bytes, `--search-cache-mb` in serve, not by how many tenants were seen).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -42,6 +45,11 @@ def build(store: Path, tenants: int) -> None:
     print(f"built {tenants} tenants in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return round(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tenants", type=int, default=2000)
@@ -67,15 +75,19 @@ def main() -> None:
     load_embedder(config).encode(["warm up the model"])
     cache = SearcherCache(store, config)
 
-    def timed() -> list[float]:
+    rss: list[float] = []
+
+    def timed(sample: bool = False) -> list[float]:
         out = []
-        for entity in picked:
+        for n, entity in enumerate(picked):
             t0 = time.perf_counter()
             cache.get(entity).search([f"{rng.choice(WORDS)} {rng.choice(WORDS)}"], 5, args.mode)
             out.append((time.perf_counter() - t0) * 1000)
+            if sample and (n + 1) % max(1, len(picked) // 10) == 0:
+                rss.append(current_rss_mb())
         return out
 
-    cold, warm = timed(), timed()
+    cold, warm = timed(sample=True), timed()
 
     def summary(ms: list[float]) -> dict[str, float]:
         ms = sorted(ms)
@@ -85,7 +97,8 @@ def main() -> None:
     status = cache.status(None)
     print(json.dumps({"tenants": len(entities), "queries": len(picked), "mode": args.mode,
                       "cold_ms": summary(cold), "warm_ms": summary(warm),
-                      "cached_entities": status["cached_entities"], "cached_mb": round(status["cached_bytes"] / 2**20, 1)},
+                      "cached_entities": status["cached_entities"], "cached_mb": round(status["cached_bytes"] / 2**20, 1),
+                      "rss_mb_during_cold_pass": rss},
                      indent=1))
 
 

@@ -127,3 +127,85 @@ def test_an_ingest_of_many_one_file_tenants_counts_each_once_and_costs_a_few_kb_
     again = ingest(discover_entities(root), IngestOptions(store=store, workers=2), embedder=embedder)
     assert sum(r.unchanged for r in again.entities.values()) == n
     assert sum(r.indexed + r.updated for r in again.entities.values()) == 0
+
+
+# ----------------------------------------------------------------------------- trees known unchanged
+def run(root: Path, store: Path, embedder, **options) -> dict[str, dict[str, list[str]]]:
+    """Ingest `root`; per entity, the paths by status (and `skipped` details), as the report says."""
+    seen: dict[str, dict[str, list[str]]] = {}
+
+    def on_event(event: object) -> None:
+        if isinstance(event, ev.FileDone):
+            seen.setdefault(event.entity_id, {}).setdefault(event.status.value, []).append(
+                event.path + (f": {event.detail}" if event.detail else ""))
+
+    report = ingest(discover_entities(root), IngestOptions(store=store, workers=2, **options), on_event=on_event,
+                    embedder=embedder)
+    assert not report.failures, report.failures
+    for entity_id, rep in report.entities.items():
+        for status in ("stale", "pruned"):
+            if getattr(rep, status):
+                seen.setdefault(entity_id, {})[status] = [str(getattr(rep, status))]
+    return {e: {k: sorted(v) for k, v in statuses.items()} for e, statuses in seen.items()}
+
+
+def test_a_rerun_over_unchanged_tenants_skips_their_records_and_any_change_takes_the_usual_path(
+        tmp_path, embedder, monkeypatch):
+    from ragctl.storage import catalog
+    from ragctl.storage.entity import EntityStore
+
+    root = make_tree(tmp_path / "tenants", {
+        **{f"t{i}/note.md": f"# Note {i}\n\nTenant {i} keeps the {WORDS[i]} ledger.\n" for i in range(4)},
+        "t0/extra.txt": "A second file of tenant zero about harbours.\n",
+        "t1/blob.xyz": "not a document type",
+    })
+    store = tmp_path / "store"
+    first = run(root, store, embedder)
+    assert first["t1"]["skipped"] == ["blob.xyz: unsupported file type .xyz"]
+    assert sorted(catalog.tree_signatures(store)) == ["t0", "t1", "t2", "t3"]  # all four left clean
+
+    reads: list[str] = []
+    real_records = EntityStore.records
+    monkeypatch.setattr(EntityStore, "records", lambda self: reads.append(self.entity_id) or real_records(self))
+    again = run(root, store, embedder)
+    assert reads == []  # nothing changed: no tenant's records were read ...
+    assert again == {  # ... and the report is what reading them would say
+        "t0": {"unchanged": ["extra.txt", "note.md"]}, "t1": {"skipped": ["blob.xyz: unsupported file type .xyz"],
+                                                            "unchanged": ["note.md"]},
+        "t2": {"unchanged": ["note.md"]}, "t3": {"unchanged": ["note.md"]}}
+
+    # a changed file, a new file, a removed file, a record deleted by another command: each of
+    # those tenants is read and gets what it needs; the untouched tenant still is not read
+    (root / "t0" / "note.md").write_text("# Note 0\n\nTenant zero now keeps the copper ledger.\n")
+    (root / "t1" / "new.md").write_text("# New\n\nA new note about meadows.\n")
+    (root / "t2" / "note.md").unlink()
+    (root / "t2" / "other.md").write_text("# Other\n\nTenant two writes about orbits.\n")
+    t3 = EntityStore(open_store_for(store), "t3")
+    t3.commit(t3.meta()["model"], removes=list(t3.records()))
+    reads.clear()
+    changed = run(root, store, embedder)
+    assert sorted(set(reads)) == ["t0", "t1", "t2", "t3"]
+    assert changed["t0"] == {"unchanged": ["extra.txt"], "updated": ["note.md"]}
+    assert changed["t1"]["indexed"] == ["new.md"] and changed["t1"]["unchanged"] == ["note.md"]
+    assert changed["t2"]["indexed"] == ["other.md"] and changed["t2"]["stale"] == ["1"]
+    assert changed["t3"] == {"indexed": ["note.md"]}
+
+    # t1 (a file added) was left clean; t0 and t3 were too, but their commits left orphan vectors
+    # that gc's merge dropped, so they are found clean (and remembered) by the next run's gc;
+    # t2 keeps a stale record: not clean, never skipped
+    reads.clear()
+    run(root, store, embedder)
+    assert sorted(set(reads)) == ["t0", "t2", "t3"]
+    reads.clear()
+    assert run(root, store, embedder)["t0"] == {"unchanged": ["extra.txt", "note.md"]}
+    assert sorted(set(reads)) == ["t2"]
+    # --rehash always reads the records
+    reads.clear()
+    run(root, store, embedder, rehash=True)
+    assert sorted(set(reads)) == ["t0", "t1", "t2", "t3"]
+
+
+def open_store_for(store: Path):
+    from ragctl.storage.json_storage import open_store
+
+    return open_store(store, create=False)

@@ -152,10 +152,12 @@ def commit_documents(
 
 class CommitStage:
     def __init__(self, ctx: RunContext, store_for: Callable[[str], EntityStore], reporter: Reporter,
-                 plans: dict[tuple[str, str], Any], release_store: Callable[[str], None] = lambda _eid: None) -> None:
+                 plans: dict[tuple[str, str], Any], release_store: Callable[[str], None] = lambda _eid: None,
+                 finished: Callable[[EntityStore, Any], None] = lambda _store, _plan: None) -> None:
         self.ctx = ctx
         self.store_for = store_for
         self.release_store = release_store  # a finished entity's cached records can go
+        self.finished = finished  # after an entity's finish (the run remembers a clean tree)
         self.plans = plans  # the run's live plans: a finished unit's is dropped (long-lived runs)
         self.reporter = reporter
         self.adds: dict[str, list[msg.Embedded]] = defaultdict(list)  # per entity, across work units
@@ -242,7 +244,9 @@ class CommitStage:
         self.plans.pop(key, None)
         self._flush(end.entity_id)
         self.maintenance.wait(end.entity_id)  # gc plans from what its merges left
-        finish_entity(self.store_for(end.entity_id), end.plan.gone(), self.ctx, self.reporter)
+        store = self.store_for(end.entity_id)
+        finish_entity(store, end.plan.gone(), self.ctx, self.reporter)
+        self.finished(store, end.plan)
         self.committed.discard(end.entity_id)  # gc folded its log
         self.release_store(end.entity_id)
 

@@ -22,12 +22,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ragctl.discovery import EntitySource, SourceFile, walk_files
+from ragctl.discovery import EntitySource, SourceFile, walk_entries, walk_files
 from ragctl.events import Status
 from ragctl.ingest.options import MB, Limits
 from ragctl.storage.json_storage import Record
+
+if TYPE_CHECKING:
+    from ragctl.ingest.unchanged import TreeDigest
 
 
 @dataclass(frozen=True)
@@ -83,15 +86,20 @@ def source_files(source: EntitySource) -> Iterator[SourceFile]:
 def count_tree(source: EntitySource, stop: threading.Event | None = None) -> tuple[int, int] | None:
     """(files, bytes) of an entity's tree, for progress totals; None if `stop` was set first."""
     files = size = 0
-    for f in source_files(source):
+    paths = (f.abs_path for f in source.files) if source.files is not None else walk_entries(source.root)
+    for path in paths:
         if stop is not None and stop.is_set():
             return None
         files += 1
         try:
-            size += os.stat(f.abs_path).st_size
+            size += path.stat().st_size if isinstance(path, os.DirEntry) else os.stat(path).st_size
         except OSError:
             pass
     return files, size
+
+
+def unsupported_reason(rel_path: str) -> str:
+    return f"unsupported file type {PurePosixPath(rel_path).suffix.lower() or '(no extension)'}"  # valid UTF-8
 
 
 def human_bytes(n: float) -> str:
@@ -132,6 +140,7 @@ class EntityPlan:
         from ragctl.parsing import is_supported
 
         self.entity_id = source.entity_id
+        self.source = source
         self.tag = tag
         self.root = source.root
         self.explicit = source.files is not None and source.scope is None
@@ -150,19 +159,30 @@ class EntityPlan:
         self.sent: set[str] = set()  # paths sent to be parsed and not settled yet (in flight)
         self.claimed: dict[str, str] = {}  # content hash -> path that owns it in this run
         self.moved: set[str] = set()  # doc_ids whose record moved to another path
+        # the planner's digest of the tree (ragctl/ingest/unchanged.py); None: not kept
+        self.tree: TreeDigest | None = None
 
     # --------------------------------------------------------------- planner thread
     def classify(self, f: SourceFile, hash_only: bool = False) -> tuple[Verdict, Any]:
-        """(PARSE, ParseTask) or (UNCHANGED|SKIP|FAIL, (detail, size))."""
+        """(PARSE, ParseTask) or (UNCHANGED|SKIP|FAIL, (detail, size)); each file goes into
+        `tree` too when the planner keeps one."""
         with self._lock:
             self.seen.add(f.rel_path)
         if not self._is_supported(f.abs_path):
-            suffix = PurePosixPath(f.rel_path).suffix.lower() or "(no extension)"  # valid UTF-8
-            return Verdict.SKIP, (f"unsupported file type {suffix}", 0)
+            if self.tree is not None:
+                try:
+                    self.tree.add(f.rel_path, os.stat(f.abs_path), False)
+                except OSError:
+                    self.tree.add(f.rel_path, None, False)
+            return Verdict.SKIP, (unsupported_reason(f.rel_path), 0)
         try:
             st = os.stat(f.abs_path)
         except OSError as exc:
+            if self.tree is not None:
+                self.tree.add(f.rel_path, None, True)
             return Verdict.FAIL, (f"cannot read: {exc.strerror or exc}", 0)
+        if self.tree is not None:
+            self.tree.add(f.rel_path, st, True)
         record = self.by_path.get(f.rel_path)
         if (
             record is not None

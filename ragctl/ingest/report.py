@@ -156,6 +156,9 @@ class Reporter:
                 self._entity(entity_id).chunks_reused += n
 
     def entity_done(self, entity_id: str) -> None:
+        if not self._keep_lists:  # a service's run (serve): its events are what count; the
+            with self._lock:  # per-entity counts would grow with every tenant ever uploaded to
+                self.report.entities.pop(entity_id, None)
         self.emit(ev.EntityDone(entity_id))
 
     def model_info(self, info: dict[str, Any]) -> None:

@@ -57,7 +57,11 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     # the entity's file signature after a gc() that left nothing to do (EntityStore.gc)
     "CREATE TABLE IF NOT EXISTS gc_clean (entity_id TEXT PRIMARY KEY, signature TEXT NOT NULL) WITHOUT ROWID",
+    # the signature of an entity's tree and files after an ingest that left it clean
+    # (ragctl/ingest/unchanged.py): a re-run that finds the same skips the entity's records
+    "CREATE TABLE IF NOT EXISTS trees (entity_id TEXT PRIMARY KEY, signature TEXT NOT NULL) WITHOUT ROWID",
 )
+_LATER_TABLES = {"gc_clean": _SCHEMA[3], "trees": _SCHEMA[4]}  # created in catalogs made before them
 _BUSY_MS = 60_000
 _PARAMS = 500  # ids per IN (...) query
 
@@ -139,8 +143,11 @@ def _open(path: Path, root: Path) -> sqlite3.Connection:
         if con.execute("SELECT 1 FROM sqlite_master WHERE name='info'").fetchone() is None or \
                 con.execute("SELECT 1 FROM info WHERE key='complete'").fetchone() is None:
             _enrol_all(con, root)
-        elif con.execute("SELECT 1 FROM sqlite_master WHERE name='gc_clean'").fetchone() is None:
-            con.execute(_SCHEMA[-1])  # a catalog made before that table
+        else:
+            have = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            for name, ddl in _LATER_TABLES.items():
+                if name not in have:
+                    con.execute(ddl)
     except sqlite3.Error as exc:
         con.close()
         raise StorageError(f"{path}: store catalog unusable: {exc} (`ragctl verify --repair` rebuilds it)") from exc
@@ -246,10 +253,23 @@ def set_gc_signature(root: Path, entity_id: str, signature: str) -> None:
         con.execute("INSERT OR REPLACE INTO gc_clean VALUES (?, ?)", (entity_id, signature))
 
 
+def tree_signatures(root: Path) -> dict[str, str]:
+    """Every entity's recorded tree signature (ragctl/ingest/unchanged.py), in one query."""
+    with _connect(root) as con:
+        return dict(con.execute("SELECT entity_id, signature FROM trees"))
+
+
+def set_tree_signature(root: Path, entity_id: str, signature: str) -> None:
+    """No fsync: losing it only costs a re-run the records read."""
+    with _connect(root) as con:
+        con.execute("INSERT OR REPLACE INTO trees VALUES (?, ?)", (entity_id, signature))
+
+
 def _write_row(con: sqlite3.Connection, entity_id: str, row: dict[str, Any] | None) -> None:
     if row is None:
         con.execute("DELETE FROM entities WHERE entity_id = ?", (entity_id,))
         con.execute("DELETE FROM gc_clean WHERE entity_id = ?", (entity_id,))
+        con.execute("DELETE FROM trees WHERE entity_id = ?", (entity_id,))
         return
     con.execute(
         "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

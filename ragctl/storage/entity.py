@@ -104,6 +104,30 @@ class CommitResult:
     pending_merge: Any = None
 
 
+def gc_signature_paths(storage: JSONStorage, entity_id: str) -> list[str]:
+    """The files and directories an entity's clean-gc signature covers (EntityStore._gc_signature),
+    as strings joined once (pathlib costs more than the stats when a run opens 100,000)."""
+    shard = str(storage.shard_path(MAPPING_COLLECTION, entity_id))
+    entity_dir = str(StoreLayout(storage.root).entity_dir(entity_id))
+    texts = os.path.join(entity_dir, "chunks.sqlite")
+    return [shard, shard + ".log", os.path.join(entity_dir, "entity.json"), texts, texts + "-journal", entity_dir,
+            os.path.join(entity_dir, "segments"), os.path.join(entity_dir, "index.faiss"),
+            str(storage.legacy_path(MAPPING_COLLECTION))]
+
+
+def files_signature(paths: Sequence[str], extra: str = "") -> str:
+    """A 32-hex blake2b digest of (inode, size, mtime) of each path ("-" if missing) and `extra`."""
+    parts = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            parts.append(f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append("-")
+    parts.append(extra)
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+
+
 def catalog_failed(reason: str) -> str:
     """The one line for a store catalog that could not be updated after a commit."""
     return f"store catalog not updated (the commit stands; readers recompute the row): {reason}"
@@ -124,10 +148,10 @@ class EntityStore:
     def __init__(self, storage: JSONStorage, entity_id: str, index_kind: str | None = None) -> None:
         self.entity_id = validate_entity_id(entity_id)
         self.storage = storage
-        layout = StoreLayout(storage.root)
-        self.texts = ChunkTexts(layout.chunks_path(self.entity_id))
-        self._meta = EntityMeta(layout.entity_meta_path(self.entity_id), self.entity_id)
-        self.index = SegmentedIndex(layout.entity_dir(self.entity_id), self._meta, layout.index_path(self.entity_id))
+        entity_dir = StoreLayout(storage.root).entity_dir(self.entity_id)  # (joined once: a run opens 100,000)
+        self.texts = ChunkTexts(entity_dir / "chunks.sqlite")
+        self._meta = EntityMeta(entity_dir / "entity.json", self.entity_id)
+        self.index = SegmentedIndex(entity_dir, self._meta, entity_dir / "index.faiss")
         # auto|flat|ivf|hnsw (ingest --index); None: whatever entity.json records (auto for new)
         self.index_kind = index_kind
         self._mem_lock = threading.Lock()
@@ -427,31 +451,25 @@ class EntityStore:
         directories (a file added, removed or renamed there: a segment, a merge, a temp file), a
         format-2 index, the legacy mapping file (records not migrated); and the index kind asked for.
         Kept as its blake2b digest (32 hex digits: the catalog stores one per entity)."""
-        if self._gc_paths is None:  # strings, joined once (pathlib costs more than the stats)
-            shard = str(self.storage.shard_path(MAPPING_COLLECTION, self.entity_id))
-            texts = str(self.texts.path)
-            self._gc_paths = [shard, shard + ".log", str(self._meta.path), texts, texts + "-journal",
-                              os.path.dirname(texts), str(self.index.dir), str(self.index.legacy_path),
-                              str(self.storage.legacy_path(MAPPING_COLLECTION))]
-        parts = []
-        for path in self._gc_paths:
-            try:
-                st = os.stat(path)
-                parts.append(f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
-            except OSError:
-                parts.append("-")
-        parts.append(self.index_kind or "")
-        return hashlib.blake2b("|".join(parts).encode(), digest_size=16).hexdigest()
+        if self._gc_paths is None:
+            self._gc_paths = gc_signature_paths(self.storage, self.entity_id)
+        return files_signature(self._gc_paths, self.index_kind or "")
 
     def _gc_clean(self) -> bool:
         """True when the catalog holds a clean-gc signature equal to the files' now (sharded
         stores; no catalog, or any doubt: False, and gc runs)."""
+        return self.clean_signature() is not None
+
+    def clean_signature(self) -> str | None:
+        """The entity's file signature if its last gc() left nothing to do and none of its
+        files changed since (the catalog's record equals the files now), else None."""
         if not self.storage.enable_sharding or not catalog.has_catalog(self.storage.root):
-            return False
+            return None
         try:
-            return catalog.gc_signature(self.storage.root, self.entity_id) == self._gc_signature()
+            signature = self._gc_signature()
+            return signature if catalog.gc_signature(self.storage.root, self.entity_id) == signature else None
         except (StorageError, OSError, sqlite3.Error):
-            return False
+            return None
 
     def _gc_done(self) -> None:
         """Record that gc left nothing to do (lock held, no merge pending)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +40,10 @@ from ragctl.storage.mapping_log import Record, as_record_dict
 Query = dict[str, Any]
 
 DEFAULT_LOCK_TIMEOUT = 600.0
+# the shard views a JSONStorage keeps (read_shard): at most this many, holding at most this many
+# shard + log bytes (their records in memory weigh a few times that)
+MAX_VIEWS = 4096
+MAX_VIEW_BYTES = 64 * 1024 * 1024
 
 
 def record_shards(record: Record) -> list[str]:
@@ -106,19 +111,31 @@ class JSONStorage:
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         self.root = Path(storage_dir)
+        self._root_str = os.path.join(str(self.root), "")  # ends with one separator
+        self._legacy_paths: dict[str, Path] = {}
         self.enable_sharding = enable_sharding
         self.id_field = id_field
         self.lock_timeout = lock_timeout
         self._cache: dict[Path, tuple[tuple[int, int, int], dict[str, Record]]] = {}
-        self._views: dict[Path, Any] = {}  # shard path -> ShardView (shard + its mapping log)
+        # shard path -> ShardView (shard + its mapping log), least recently read first: a cache,
+        # bounded by the shard bytes it holds (a process that reads 100,000 tenants' shards -
+        # a CLI run, a long-lived server - keeps the recent ones, not all of them)
+        self._views: OrderedDict[Path, Any] = OrderedDict()
+        self._view_bytes: dict[Path, int] = {}
+        self._views_held = 0
         self._cache_lock = threading.Lock()
 
     # ----------------------------------------------------------------- paths and locks
     def shard_path(self, collection: str, entity_id: str) -> Path:
-        return StoreLayout(self.root).shard_path(collection, entity_id)
+        # = StoreLayout(root).shard_path(...), from one string (pathlib's joins cost more than
+        # the reads behind them when a run goes through 100,000 tenants)
+        return Path(f"{self._root_str}{collection}/{validate_entity_id(entity_id)}.json")
 
     def legacy_path(self, collection: str) -> Path:
-        return StoreLayout(self.root).legacy_path(collection)
+        path = self._legacy_paths.get(collection)
+        if path is None:
+            path = self._legacy_paths[collection] = StoreLayout(self.root).legacy_path(collection)
+        return path
 
     def _locked(self, path: Path):
         return file_lock(path, self.lock_timeout)
@@ -149,10 +166,24 @@ class JSONStorage:
 
         path = self.shard_path(collection, entity_id)
         with self._cache_lock:
-            view = self._views.get(path)
-            if view is None:
+            found = self._views.get(path)
+            if found is None:
                 view = self._views[path] = ShardView(path, self.id_field)
-        return view.refresh()
+            else:
+                view = found
+                self._views.move_to_end(path)
+        records = view.refresh()
+        with self._cache_lock:
+            if self._views.get(path) is view:  # (not dropped meanwhile by another thread)
+                size = view.shard_bytes + view.log_valid
+                self._views_held += size - self._view_bytes.get(path, 0)
+                self._view_bytes[path] = size
+            # the least recently read go beyond MAX_VIEWS or MAX_VIEW_BYTES (the most recent one
+            # stays, whatever its size); the next read of a dropped one reads its files again
+            while len(self._views) > 1 and (len(self._views) > MAX_VIEWS or self._views_held > MAX_VIEW_BYTES):
+                dropped, _view = self._views.popitem(last=False)
+                self._views_held -= self._view_bytes.pop(dropped, 0)
+        return records
 
     def read_legacy(self, collection: str) -> dict[str, Record]:
         return self._read(self.legacy_path(collection))
@@ -318,6 +349,7 @@ class JSONStorage:
         with self._cache_lock:
             self._cache.pop(path, None)
             self._views.pop(path, None)
+            self._views_held -= self._view_bytes.pop(path, 0)
         lock_path_for(path).unlink(missing_ok=True)
 
 
