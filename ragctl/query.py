@@ -331,9 +331,14 @@ def with_context(entity: EntityStore, hits: list[Hit], budget: int) -> list[Hit]
     return out
 
 
+# fewer words in common than this are taken for a coincidence ("... and the" / "the crate is"),
+# not the overlap of consecutive chunks (~20 words), and nothing is trimmed
+MIN_OVERLAP_WORDS = 4
+
+
 def _after_overlap(prev: list[str], nxt: list[str], most: int = 80) -> list[str]:
     """`nxt` without the words it repeats from the end of `prev` (consecutive chunks overlap)."""
-    for size in range(min(most, len(prev), len(nxt)), 0, -1):
+    for size in range(min(most, len(prev), len(nxt)), MIN_OVERLAP_WORDS - 1, -1):
         if prev[-size:] == nxt[:size]:
             return nxt[size:]
     return nxt
@@ -341,7 +346,7 @@ def _after_overlap(prev: list[str], nxt: list[str], most: int = 80) -> list[str]
 
 def _before_overlap(prev: list[str], nxt: list[str], most: int = 80) -> list[str]:
     """`prev` without the words that `nxt` repeats at its start."""
-    for size in range(min(most, len(prev), len(nxt)), 0, -1):
+    for size in range(min(most, len(prev), len(nxt)), MIN_OVERLAP_WORDS - 1, -1):
         if prev[-size:] == nxt[:size]:
             return prev[:-size]
     return prev

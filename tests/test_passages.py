@@ -326,3 +326,16 @@ def test_the_langchain_store_embeds_a_repeated_passage_once(tmp_path):
     found = store.similarity_search_by_vector(store.embeddings.embed_query("the policy text that every contract repeats"), k=1)
     assert found[0].id == "c3"
     assert cli("verify", "--store", tmp_path / "store").exit_code == 0
+
+
+def test_context_growth_trims_only_a_real_overlap_not_a_coincidental_word_or_two():
+    from ragctl.query import _after_overlap, _before_overlap
+
+    # consecutive chunks repeat ~20 words: those go
+    shared = "the registry index is fetched over the sparse protocol".split()
+    assert _after_overlap(["intro", *shared], [*shared, "then", "cached"]) == ["then", "cached"]
+    assert _before_overlap(["intro", *shared], [*shared, "then"]) == ["intro"]
+    # a context cut short that happens to end on "and the": the next text keeps its words
+    assert _after_overlap("builds every member and the".split(), "the crate is built".split()) == \
+        "the crate is built".split()
+    assert _before_overlap("see the".split(), "the crate is built".split()) == "see the".split()

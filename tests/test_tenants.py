@@ -209,3 +209,36 @@ def open_store_for(store: Path):
     from ragctl.storage.json_storage import open_store
 
     return open_store(store, create=False)
+
+
+def test_a_record_deleted_by_another_process_during_the_run_is_not_vouched_for(tmp_path, embedder, monkeypatch):
+    """The signature is checked against the records as they are at the finish: a delete that
+    lands between the plan and the finish (another process) leaves nothing recorded, and the
+    next run indexes the file again instead of calling it unchanged."""
+    from ragctl.ingest import commit as commit_module
+    from ragctl.storage import catalog
+    from ragctl.storage.entity import EntityStore
+
+    root = make_tree(tmp_path / "tenants", {"acme/a.md": "# A\n\nThe harbour opens at nine.\n",
+                                            "acme/b.md": "# B\n\nThe ledger closes at five.\n"})
+    store = tmp_path / "store"
+    real_finish = commit_module.finish_entity
+
+    def finish_after_a_delete(entity_store, gone, ctx, reporter):
+        victim = next(r for r in entity_store.records().values() if r["path"] == "a.md")
+        other = EntityStore(open_store_for(store), entity_store.entity_id)  # "another process"
+        other.commit(other.meta()["model"], removes=[victim["doc_id"]])
+        real_finish(entity_store, gone, ctx, reporter)
+
+    monkeypatch.setattr(commit_module, "finish_entity", finish_after_a_delete)
+    assert run(root, store, embedder)["acme"]["indexed"] == ["a.md", "b.md"]
+    monkeypatch.setattr(commit_module, "finish_entity", real_finish)
+    assert "acme" not in catalog.tree_signatures(store)
+    assert run(root, store, embedder)["acme"] == {"indexed": ["a.md"], "unchanged": ["b.md"]}
+    assert "acme" in catalog.tree_signatures(store)  # clean now: remembered
+
+
+def test_a_big_first_write_starts_with_big_pages(tmp_path):
+    texts = ChunkTexts(tmp_path / "big.sqlite")
+    texts.insert([(i, "d", i, "word " * 400, "T", "S", None, False) for i in range(60)])  # ~120 KB of text
+    assert page_size(texts.path) == chunk_texts.GROWN_PAGE_SIZE and "columnsize=0" not in fts_sql(texts.path)

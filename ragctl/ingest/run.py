@@ -22,6 +22,7 @@ import dataclasses
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,6 +126,12 @@ class IngestRun:
         self.plans = LivePlans()
         # trees known unchanged since a clean run (unchanged.py): runs over a list of trees only
         self.known_trees = KnownTrees(self.ctx) if isinstance(units, list) else None
+        # entities with one work unit in a list run (the CLI's; the library may give two sources
+        # of one entity): only those are finished on the planner thread or settled from a walk
+        self._alone: frozenset[str] = frozenset()
+        if isinstance(units, list):
+            per_entity = Counter(u.source.entity_id for u in units)
+            self._alone = frozenset(e for e, n in per_entity.items() if n == 1)
         # entities whose tree totals are (being) counted: by the counter thread, or by the
         # planner when it reaches an entity first (then its own walk gives the totals and the
         # tree is not walked twice: a no-change re-run of many small tenants is mostly walks)
@@ -197,7 +204,7 @@ class IngestRun:
         opts, source, tag = self.ctx.options, unit.source, unit.tag
         eid = source.entity_id
         self.reporter.entity_started(eid)
-        known = self.known_trees
+        known = self.known_trees if eid in self._alone else None
         if known is not None and known.applies(source):
             listing = known.unchanged(source)
             if listing is not None:  # every file unchanged, the entity's gc clean: no records read
@@ -243,13 +250,14 @@ class IngestRun:
                 self.reporter.entity_counted(eid, files, total)
         finally:
             self.reporter.entity_files(eid, files)
-        if not sent and isinstance(self.units, list):
+        if not sent and eid in self._alone:
             # Nothing to parse, so nothing for the commit thread to commit: the unit (its stale
             # files, its gc check) is finished here. A no-change re-run over many tenants no
             # longer hands each one to the commit thread, whose CPU work made every syscall of
             # this thread wait for the GIL (the stat per file was ~75 us instead of ~2).
-            # A CLI run has one unit per entity, so no commit of this entity can be pending.
+            # The entity's only unit: no commit of it can be pending.
             self.plans.pop(unit.key, None)
+            _faiss_on_one_thread()  # a gc's merge here must not take the model's cores
             finish_entity(store, plan.gone(), self.ctx, self.reporter)
             self._remember_tree(store, plan)
             self._release_store(eid)
@@ -274,9 +282,8 @@ class IngestRun:
 
     def _remember_tree(self, store: EntityStore, plan: EntityPlan) -> None:
         """After an entity's finish (planner or commit thread): its tree signature, if clean."""
-        report = self.reporter.report.entities.get(store.entity_id)
-        if self.known_trees is not None and report is not None:
-            self.known_trees.remember(store, plan, report)
+        if self.known_trees is not None and store.entity_id in self._alone:
+            self.known_trees.remember(store, plan)
 
     def _fail_unit(self, unit: WorkUnit, reason: str) -> None:
         """Every file of a unit fails with `reason`; the other units are planned as usual."""
@@ -284,6 +291,8 @@ class IngestRun:
         for f in source_files(unit.source):
             files += 1
             self.reporter.file_done(eid, f.rel_path, Status.FAILED, 0, reason, 0, unit.tag)
+        if isinstance(self.units, list) and self._claim_count(eid):  # (the counter may skip it)
+            self.reporter.entity_counted(eid, files, 0)
         self.reporter.entity_files(eid, files)
         self.reporter.entity_done(eid)
 
@@ -386,17 +395,42 @@ class IngestRun:
                     self.reporter.phase("interrupted: committing what is already embedded")
 
 
+_faiss_threads_set = threading.local()
+
+
+def _faiss_on_one_thread() -> None:
+    """FAISS (a gc's merge) on this thread with one OpenMP thread, as on the commit thread."""
+    if not getattr(_faiss_threads_set, "done", False):
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+        _faiss_threads_set.done = True
+
+
 def check_models(store: Any, entity_ids: Iterable[str], identity: dict[str, Any]) -> None:
     """ConfigError if any of the entities is bound to another model. Reads each entity.json
     and keeps nothing: an entity's store is opened when the planner reaches it, so a run over
-    100,000 tenants holds the ones in flight, not all of them."""
+    100,000 tenants holds the ones in flight, not all of them. The file's own bytes are looked
+    at first: the identity as EntityMeta writes it means the same model; anything else (no file,
+    another model, another spelling) gets the full check."""
+    import json
+
     from ragctl.ids import validate_entity_id
     from ragctl.storage.entity_meta import EntityMeta
     from ragctl.storage.layout import StoreLayout
 
     entities = str(StoreLayout(store).entities_dir)
+    bound = json.dumps({"model": {k: identity[k] for k in sorted(identity) if k in ("digest", "dim", "name")}},
+                       separators=(",", ":"), sort_keys=True)[1:-1].encode()
     for entity_id in map(validate_entity_id, entity_ids):
-        EntityMeta(Path(os.path.join(entities, entity_id, "entity.json")), entity_id).check_model(identity)
+        path = os.path.join(entities, entity_id, "entity.json")
+        try:
+            with open(path, "rb") as fh:
+                if bound in fh.read():
+                    continue
+        except OSError:
+            pass
+        EntityMeta(Path(path), entity_id).check_model(identity)
 
 
 def ingest(sources: list[EntitySource], options: IngestOptions, on_event: ev.EventSink = ev.ignore,

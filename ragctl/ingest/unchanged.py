@@ -6,7 +6,8 @@ failed, stale, moved, pruned or skipped otherwise, and the entity's gc clean - r
 store catalog (table `trees`) a signature of:
 
 * its tree as the planner saw it: each file's path, size, mtime and whether it is supported,
-  in walk order;
+  in walk order - recorded only if the records, read again at the finish, say exactly that
+  (each supported file has a record with that size and mtime, and there is no other record);
 * the entity's own files: gc's clean signature (inode, size and mtime of the mapping shard and
   its log, entity.json, chunks.sqlite and its journal, the entity and segments directories, the
   legacy files; EntityStore._gc_signature);
@@ -27,7 +28,7 @@ import hashlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ragctl.discovery import EntitySource, identity_path, walk_entries
 from ragctl.errors import StorageError
@@ -35,7 +36,6 @@ from ragctl.errors import StorageError
 if TYPE_CHECKING:
     from ragctl.ingest.options import RunContext
     from ragctl.ingest.plan import EntityPlan
-    from ragctl.ingest.report import EntityReport
     from ragctl.storage.entity import EntityStore
 
 TREE_VERSION = "1"
@@ -43,12 +43,13 @@ MAX_FILES = 2000  # larger trees are not remembered: the check lists the tree be
 
 
 class TreeDigest:
-    """The planner's running digest of a tree: (path, size, mtime, supported) per file."""
+    """The planner's running digest of a tree: (path, size, mtime, supported) per file, and
+    the entries themselves (up to MAX_FILES) to check against the records at the finish."""
 
     def __init__(self) -> None:
         self._hash = hashlib.blake2b(digest_size=16)
+        self.entries: list[tuple[str, int, int, bool]] = []
         self.files = 0
-        self.unsupported = 0
         self.complete = True  # False: a file could not be stat'ed (nothing is remembered)
 
     def add(self, rel_path: str, st: os.stat_result | None, supported: bool) -> None:
@@ -56,11 +57,27 @@ class TreeDigest:
         if st is None:
             self.complete = False
             return
-        self.unsupported += not supported
+        if self.files <= MAX_FILES:
+            self.entries.append((rel_path, st.st_size, st.st_mtime_ns, supported))
         self._hash.update(f"{rel_path}\0{st.st_size}\0{st.st_mtime_ns}\0{int(supported)}\n".encode("utf-8", "surrogateescape"))
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
+
+
+def records_current(entries: list[tuple[str, int, int, bool]], records: dict[str, Any]) -> bool:
+    """Would the usual path call every supported file unchanged, and find nothing gone? Each has
+    a record at its path with the size and mtime the planner saw, and every record (but the
+    LangChain store's, which are no files) is one of them."""
+    by_path = {r["path"]: r for r in records.values() if r.get("parser") != "langchain"}
+    supported = [(path, size, mtime) for path, size, mtime, ok in entries if ok]
+    if len(by_path) != len(supported):
+        return False
+    for path, size, mtime in supported:
+        record = by_path.get(path)
+        if record is None or record.get("size") != size or record.get("mtime_ns") != mtime:
+            return False
+    return True
 
 
 class KnownTrees:
@@ -122,21 +139,25 @@ class KnownTrees:
             return None
         return listing
 
-    def remember(self, store: EntityStore, plan: EntityPlan, report: EntityReport) -> None:
-        """After an entity's finish: record its signature if the run left it clean."""
+    def remember(self, store: EntityStore, plan: EntityPlan) -> None:
+        """After an entity's finish: record its signature if the run left it clean - checked
+        against the records as they are now, not as planned (another process may have written
+        meanwhile: a delete, an overlapping run), between two equal readings of its files."""
         tree: TreeDigest | None = plan.tree
         if tree is None or not self.applies(plan.source) or not tree.complete or tree.files > MAX_FILES:
             return
-        if report.failed or report.stale or report.pruned or report.moved or report.skipped != tree.unsupported:
+        before = store.clean_signature()  # the signature of its files, if its gc left nothing to do
+        if before is None:
             return
-        if report.indexed + report.updated + report.unchanged + report.skipped != tree.files:
+        try:
+            current = records_current(tree.entries, store.records())
+        except (StorageError, OSError, ValueError):
             return
-        clean = store.clean_signature()  # the signature of its files, if its gc left nothing to do
-        if clean is None:
+        if not current or store.clean_signature() != before:
             return
         from ragctl.storage import catalog
 
-        signature = self._signature(plan.source, tree.hexdigest(), clean)
+        signature = self._signature(plan.source, tree.hexdigest(), before)
         if self._recorded().get(store.entity_id) == signature:
             return
         try:

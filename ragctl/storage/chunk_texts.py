@@ -36,6 +36,7 @@ reads as empty.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -95,6 +96,7 @@ class ChunkTexts:
         self._rows: int | None = None
         self._df: dict[str, int] = {}
         self._columns: frozenset[str] | None = None
+        self._grow_failed_at: int | None = None  # file size at a failed _grow (retried at twice that)
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -115,11 +117,13 @@ class ChunkTexts:
             raise StorageError(f"{self.path}: {exc}") from exc
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, adding_bytes: int = 0) -> Iterator[sqlite3.Connection]:
         """One write transaction with the schema (tables and full-text index) in place."""
         with self._db() as conn:
+            # a new database starts small, unless its first write alone is big (`adding_bytes`)
             new = not conn.execute("PRAGMA page_count").fetchone()[0]
-            if new:
+            small = new and adding_bytes < GROW_AT_BYTES // 4
+            if small:
                 conn.execute(f"PRAGMA page_size={NEW_PAGE_SIZE}")
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -127,13 +131,18 @@ class ChunkTexts:
                 _add_context_columns(conn)
                 _add_origin_columns(conn)
                 _add_passage_column(conn)
-                _ensure_fts(conn, small=new)
+                _ensure_fts(conn, small=small)
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-            _grow(conn)
+            try:
+                size = os.path.getsize(self.path)
+            except OSError:
+                size = 0
+            if self._grow_failed_at is None or size >= 2 * self._grow_failed_at:
+                self._grow_failed_at = None if _grow(conn) else max(size, 1)
 
     # ------------------------------------------------------------------ writes
     def insert(self, rows: Sequence[Row]) -> None:
@@ -143,7 +152,7 @@ class ChunkTexts:
             return
         pad = {4: ("", "", None, 0), 6: (None, 0), 8: ()}
         full = [(*r, *pad[len(r)]) for r in rows]
-        with self._write() as conn:
+        with self._write(sum(len(r[3]) + len(r[4]) + len(r[5]) for r in full)) as conn:
             _fts_forget(conn, [r[0] for r in full])  # an id being replaced (never expected)
             conn.executemany(
                 "INSERT OR REPLACE INTO chunks(id, doc_id, ord, text, title, section, page, ocr, passage)"
@@ -382,16 +391,17 @@ def passage_key(text: str) -> bytes:
     return hashlib.sha256(" ".join(text.split()).encode("utf-8")).digest()[:16]
 
 
-def _grow(conn: sqlite3.Connection) -> None:
+def _grow(conn: sqlite3.Connection) -> bool:
     """After a commit: a small database past GROW_AT_BYTES gets its full-text index rebuilt with
     column sizes (one transaction), then is rewritten with big pages (VACUUM: atomic under the
     rollback journal like any other write). Either step only speeds later reads, and a kill
-    between them leaves a database the next commit finishes; a failure (disk full: VACUUM needs
-    a copy's room) is left for the next commit to retry."""
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    if page_size >= GROWN_PAGE_SIZE or page_size * conn.execute("PRAGMA page_count").fetchone()[0] < GROW_AT_BYTES:
-        return
+    between them leaves a database the next commit finishes. False if it failed (disk full:
+    VACUUM needs a copy's room): the caller retries once the file has doubled, not on every
+    commit, since each try copies the database under the entity's lock."""
     try:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        if page_size >= GROWN_PAGE_SIZE or page_size * conn.execute("PRAGMA page_count").fetchone()[0] < GROW_AT_BYTES:
+            return True
         if _fts_without_sizes(conn):
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -405,7 +415,8 @@ def _grow(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA page_size={GROWN_PAGE_SIZE}")
         conn.execute("VACUUM")
     except sqlite3.Error:
-        pass
+        return False
+    return True
 
 
 def _fts_without_sizes(conn: sqlite3.Connection) -> bool:
