@@ -172,23 +172,32 @@ def walk_files(entity_root: Path) -> Iterator[SourceFile]:
 
 
 def walk_entries(entity_root: Path) -> Iterator[os.DirEntry[str]]:
-    """walk_files' files as the `os.DirEntry`s scandir gave (cheaper: progress counts use it)."""
-    root_real = Path(os.path.realpath(entity_root))
+    """walk_files' files as the `os.DirEntry`s scandir gave (cheaper: progress counts use it).
+
+    A directory is entered once (by device and inode: a link loop ends there); a link is
+    followed only if it resolves inside the root, whose real path is computed on the first link
+    met (realpath() costs a stat per path component, and most trees have no link at all)."""
+    root = str(entity_root)
+    root_real = ""
 
     def inside(path: str) -> bool:
+        nonlocal root_real
+        if not root_real:
+            root_real = os.path.realpath(root)
         real = os.path.realpath(path)
-        return real == str(root_real) or real.startswith(str(root_real) + os.sep)
+        return real == root_real or real.startswith(root_real + os.sep)
 
-    visited: set[str] = set()
-    # (directory, its real path): a directory reached through plain entries has its parent's
-    # real path plus its name; only a followed link needs realpath() (one per directory cost
-    # ~10 syscalls, a tenant's tree is one or two directories)
-    stack = [(str(entity_root), str(root_real))]
+    try:
+        st = os.stat(root)
+    except OSError:
+        return
+    visited: set[tuple[int, int]] = set()
+    stack = [(root, (st.st_dev, st.st_ino))]
     while stack:
-        directory, real_dir = stack.pop()
-        if real_dir in visited:
+        directory, key = stack.pop()
+        if key in visited:
             continue  # a link loop
-        visited.add(real_dir)
+        visited.add(key)
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError:
@@ -197,12 +206,12 @@ def walk_entries(entity_root: Path) -> Iterator[os.DirEntry[str]]:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
-            link = entry.is_symlink()
-            if link and not inside(entry.path):
+            if entry.is_symlink() and not inside(entry.path):
                 continue
             try:
                 if entry.is_dir():
-                    subdirs.append((entry.path, os.path.realpath(entry.path) if link else os.path.join(real_dir, entry.name)))
+                    est = entry.stat()
+                    subdirs.append((entry.path, (est.st_dev, est.st_ino)))
                 elif entry.is_file():
                     yield entry
             except OSError:

@@ -106,13 +106,15 @@ class CommitResult:
 
 def gc_signature_paths(storage: JSONStorage, entity_id: str) -> list[str]:
     """The files and directories an entity's clean-gc signature covers (EntityStore._gc_signature),
-    as strings joined once (pathlib costs more than the stats when a run opens 100,000)."""
-    shard = str(storage.shard_path(MAPPING_COLLECTION, entity_id))
-    entity_dir = str(StoreLayout(storage.root).entity_dir(entity_id))
-    texts = os.path.join(entity_dir, "chunks.sqlite")
-    return [shard, shard + ".log", os.path.join(entity_dir, "entity.json"), texts, texts + "-journal", entity_dir,
-            os.path.join(entity_dir, "segments"), os.path.join(entity_dir, "index.faiss"),
-            str(storage.legacy_path(MAPPING_COLLECTION))]
+    as strings (= StoreLayout's paths; pathlib costs more than the stats when a run goes through
+    100,000 tenants)."""
+    root = os.path.join(str(storage.root), "")
+    entity_id = validate_entity_id(entity_id)
+    shard = f"{root}{MAPPING_COLLECTION}/{entity_id}.json"
+    entity_dir = f"{root}entities/{entity_id}"
+    texts = f"{entity_dir}/chunks.sqlite"
+    return [shard, shard + ".log", f"{entity_dir}/entity.json", texts, texts + "-journal", entity_dir,
+            f"{entity_dir}/segments", f"{entity_dir}/index.faiss", f"{root}{MAPPING_COLLECTION}.json"]
 
 
 def files_signature(paths: Sequence[str], extra: str = "") -> str:
