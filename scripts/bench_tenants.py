@@ -2,6 +2,7 @@
 
     python scripts/bench_tenants.py --tenants 3000 [--standin] [--work DIR] [--skip-one]
     python scripts/bench_tenants.py --catalog-rows 100000      # stats over a synthetic catalog
+    python scripts/bench_tenants.py --rerun-only --work DIR [--standin] [--repeat 3]
 
 Generates N one-paragraph Markdown files and ingests them twice over: as N tenants (one folder
 each) and as one entity holding the same N files. For each: ingest wall time (ms per tenant /
@@ -10,6 +11,9 @@ per file), files and bytes on disk per tenant, a no-change re-run, and `ragctl s
 process). Then the ratios tenants / one entity. Each run is a subprocess of its own.
 `--standin` embeds with the benchmark-only stand-in encoder (ragctl/bench/standin.py: no model;
 parsing, planning, commits and the catalog are what is measured); without it the real model.
+
+`--rerun-only` times no-change re-runs of a work directory an earlier run left (its stores and
+trees), as tenants and as one entity alternately, `--repeat` times each: the best and the median.
 
 `--catalog-rows N` measures `stats` alone over N entities without ingesting them: a store whose
 catalog has N rows (written straight into catalog.sqlite; the entities' own files are absent),
@@ -123,6 +127,25 @@ def measure(root: Path, store: Path, n: int, standin: bool) -> dict:
             "rerun_s": rerun["seconds"], **stats_times(store)}
 
 
+def rerun_only(work: Path, standin: bool, repeat: int) -> dict:
+    times: dict[str, list[float]] = {"as_tenants": [], "as_one_entity": []}
+    sides = {"as_tenants": (work / "tenants", work / "store_tenants"), "as_one_entity": (work / "one", work / "store_one")}
+    for _ in range(repeat):
+        for name, (root, store) in sides.items():
+            if store.exists():
+                result = ingest(root, store, standin)
+                assert result["indexed"] == 0, result
+                times[name].append(result["seconds"])
+    out: dict = {"work": str(work), "repeat": repeat}
+    for name, ts in times.items():
+        if ts:
+            out[name] = {"best_s": min(ts), "median_s": sorted(ts)[len(ts) // 2], "runs": ts}
+    if times["as_tenants"] and times["as_one_entity"]:
+        out["ratio_best"] = round(min(times["as_tenants"]) / min(times["as_one_entity"]), 2)
+        out["ratio_median"] = round(out["as_tenants"]["median_s"] / out["as_one_entity"]["median_s"], 2)
+    return out
+
+
 def synthetic_catalog(n: int, work: Path) -> dict:
     """A store whose catalog lists n entities (rows written directly), then `stats` over it."""
     import sqlite3
@@ -150,7 +173,12 @@ def main() -> None:
     parser.add_argument("--skip-one", action="store_true", help="skip the one-entity comparison")
     parser.add_argument("--catalog-rows", type=int, default=0, help="stats over a synthetic catalog of N rows")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--rerun-only", action="store_true", help="time no-change re-runs of an earlier --work")
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    if args.rerun_only:
+        print(json.dumps(rerun_only(args.work, args.standin, args.repeat), indent=2))
+        return
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_tenants_"))
     work.mkdir(parents=True, exist_ok=True)
     out: dict = {"work": str(work), "encoder": "stand-in" if args.standin else "real model", "cpus": os.cpu_count()}
