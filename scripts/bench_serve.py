@@ -457,7 +457,12 @@ def check_exactly_once(url: str, docs: list[Doc], doc_ids: dict[str, str], job_c
         by_entity.setdefault(d.entity, []).append(d)
     found = 0
     with httpx.Client(base_url=url, timeout=120) as c:
-        stats = c.get("/api/entities").json()
+        stats = c.get("/api/entities", params={"limit": 1000}).json()  # paged: read every page
+        while len(stats["entities"]) < stats.get("total", 0):
+            page = c.get("/api/entities", params={"limit": 1000, "offset": len(stats["entities"])}).json()
+            if not page["entities"]:
+                break
+            stats["entities"].update(page["entities"])
         listed_chunks = 0
         for entity, edocs in sorted(by_entity.items()):
             listing = c.get(f"/api/entities/{entity}/files", params={"limit": 1000}).json()
