@@ -90,6 +90,7 @@ MAX_RESTARTS = 4  # per actor: Ray restarts a dead actor's process this often
 MAX_TASK_RETRIES = 3  # per call: Ray re-runs a call whose actor died this often
 WAIT_S = 0.2  # every ray.wait slice; the stop event is checked between slices
 GET_TIMEOUT_S = 60.0  # ray.get of a result that ray.wait reported ready
+CLOSE_WAIT_S = 10.0  # close(): how long the loop gets to leave after its actors were killed
 CONNECT_TIMEOUT_S = 5.0
 
 
@@ -337,6 +338,12 @@ class RayStage:
         self._threads = 1
         self.reuse = DriverPassages(ctx.storage, plans)
         self._runtime: dict[str, Any] = {}  # embedded_by of the last embed call
+        # close() after a stop: the loop may still be in ray.get of a call; close kills the
+        # actors (that get fails at once), waits for the loop to leave, and only then shuts Ray
+        # down - a thread touching Ray after ray.shutdown() makes Ray end the process (exit 1)
+        self._closing = False
+        self._loop_done = threading.Event()
+        self._loop_done.set()
 
     # --------------------------------------------------------------- lifecycle
     def connect(self) -> None:
@@ -353,6 +360,7 @@ class RayStage:
         ray = self._ray
         if ray is None:
             return
+        self._closing = True  # no new call, no new actor, a failed call is not retried
         with self._lock:
             actors, self.actors = self.actors, []
         for actor in actors:
@@ -360,6 +368,7 @@ class RayStage:
                 ray.kill(actor, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
+        self._loop_done.wait(CLOSE_WAIT_S)
         if self.owned and ray.is_initialized():
             ray.shutdown()
 
@@ -416,8 +425,15 @@ class RayStage:
 
     # --------------------------------------------------------------- the loop
     def run(self, inbox: Channel[ParseTask], outbox: Channel[msg.Settled], stop: threading.Event) -> None:
+        self._loop_done.clear()
+        try:
+            self._loop(inbox, outbox, stop)
+        finally:
+            self._loop_done.set()
+
+    def _loop(self, inbox: Channel[ParseTask], outbox: Channel[msg.Settled], stop: threading.Event) -> None:
         finished = False
-        while not stop.is_set():
+        while not stop.is_set() and not self._closing:
             if not finished or self._retry:
                 finished = self._fill(inbox, outbox, stop, finished) or finished
             if finished and not self._inflight and not self._retry:
@@ -495,6 +511,8 @@ class RayStage:
         return None
 
     def _submit(self, items: list[tuple[ParseTask, bytes | None, int]], alone: bool, nbytes: int = -1) -> None:
+        if self._closing:
+            return
         if not self.actors:
             self._start_actors()
         slot = min(range(len(self._per_slot)), key=self._per_slot.__getitem__)
@@ -507,6 +525,8 @@ class RayStage:
 
     def _submit_embed(self, rows: Rows, alone: bool) -> None:
         """An embed call; sent at once, whatever the room (its files were parsed already)."""
+        if self._closing:
+            return
         if not self.actors:
             self._start_actors()
         slot = min(range(len(self._per_slot)), key=self._per_slot.__getitem__)
@@ -523,6 +543,8 @@ class RayStage:
         try:
             result = self._ray.get(ref, timeout=GET_TIMEOUT_S)
         except rex.RayError as exc:
+            if self._closing:
+                return  # the run stopped and close() killed the actors: nothing to settle or retry
             failure = _call_failure(exc)
             if failure is None:  # the cluster is gone, a configuration error, or a bug: the run stops
                 cause = getattr(exc, "cause", None) if isinstance(exc, rex.RayTaskError) else None
