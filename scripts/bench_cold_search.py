@@ -125,7 +125,7 @@ def main() -> None:
 
     from ragctl.embedding import load_embedder
     from ragctl.model_config import ModelConfig
-    from ragctl.serve.searchers import SearcherCache
+    from ragctl.searchers import SearcherCache
     from ragctl.storage.catalog import page as catalog_page
     from ragctl.storage.json_storage import open_store
 

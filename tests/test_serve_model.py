@@ -45,7 +45,7 @@ def test_a_non_default_backend_embeds_uploads_and_queries_with_one_model(tmp_pat
 def test_search_cache_is_bounded_by_bytes_and_drops_the_least_recently_used(tmp_path: Path) -> None:
     from helpers import cli, make_tree
 
-    from ragctl.serve.searchers import SearcherCache, searcher_weight
+    from ragctl.searchers import SearcherCache, searcher_weight
 
     root = make_tree(tmp_path / "root", {
         "small-a/a.md": doc(1, "granary"), "small-b/b.md": doc(2, "lighthouse"),

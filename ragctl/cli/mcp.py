@@ -36,6 +36,7 @@ def mcp_command(
         help="Comma-separated entity ids the server may show [default: every entity in the store]; others are invisible.",
     ),
     log_level: str = typer.Option("warning", "--log-level", help="Server log level on stderr (debug|info|warning|error)."),
+    search_cache_mb: float = typer.Option(1024.0, "--search-cache-mb", min=1, help="Memory for entities kept warm for search, weighed by their vectors (least recently searched dropped first)."),
     model_config: ModelConfig = None,  # type: ignore[assignment]  # filled in by @model_options
 ) -> None:
     """Serve the store to agents over stdio (Model Context Protocol): list_entities, search, get_document.
@@ -51,7 +52,7 @@ def mcp_command(
     visible = parse_entities(entities)
     from ragctl.integrations.mcp_server import StoreTools, serve_stdio
 
-    tools = StoreTools(store_path(store), model_config, visible)
+    tools = StoreTools(store_path(store), model_config, visible, search_cache_bytes=int(search_cache_mb * 2**20))
     if visible is not None:
         present = set(tools.entity_ids())
         for entity_id in visible:

@@ -64,6 +64,9 @@ MAX_CACHED_STORES = 64  # a service's open entity stores (each caches that entit
 # 0.25 s wait for more input: ~40 ms a tenant), while a big entity still plans alone.
 MAX_LIVE_PLANS = 512
 MAX_LIVE_RECORDS = 50_000  # records held by live plans (a unit is planned alone if larger)
+# A service's units are upload jobs: they stay `queued` (cancellable as such, their files
+# staged) until the engine takes a few, as before; uploads arrive one by one anyway.
+MAX_LIVE_SERVICE_PLANS = 8
 
 
 class LivePlans(dict[tuple[str, str], EntityPlan]):
@@ -71,15 +74,16 @@ class LivePlans(dict[tuple[str, str], EntityPlan]):
     plan wakes the planner waiting for room: it polled every 50 ms, which bounded a run of many
     small entities to MAX_LIVE_PLANS units per 50 ms (~6 ms per tenant of a no-change re-run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_plans: int = MAX_LIVE_PLANS) -> None:
         super().__init__()
+        self.max_plans = max_plans
         self.room = threading.Condition()
         self._weight: dict[tuple[str, str], int] = {}  # records each live plan held when planned
         self.records = 0  # ... and in all
 
     def full(self) -> bool:
         """No room for another unit: too many, or their records weigh enough (never with none)."""
-        return bool(self) and (len(self) >= MAX_LIVE_PLANS or self.records >= MAX_LIVE_RECORDS)
+        return bool(self) and (len(self) >= min(self.max_plans, MAX_LIVE_PLANS) or self.records >= MAX_LIVE_RECORDS)
 
     def __setitem__(self, key: tuple[str, str], plan: EntityPlan) -> None:
         with self.room:
@@ -123,7 +127,7 @@ class IngestRun:
         self._stores_lock = threading.Lock()
         if isinstance(units, list):  # a model mismatch is refused before any work
             check_models(self.ctx.storage.root, (u.source.entity_id for u in units), self.ctx.identity)
-        self.plans = LivePlans()
+        self.plans = LivePlans(MAX_LIVE_PLANS if isinstance(units, list) else MAX_LIVE_SERVICE_PLANS)
         # trees known unchanged since a clean run (unchanged.py): runs over a list of trees only
         self.known_trees = KnownTrees(self.ctx) if isinstance(units, list) else None
         # entities with one work unit in a list run (the CLI's; the library may give two sources

@@ -110,13 +110,18 @@ class StoreTools:
     raises `RagctlError` (one line) for anything the caller got wrong.
     """
 
-    def __init__(self, store: Path, config: ModelConfig | None = None, entities: Iterable[str] | None = None) -> None:
+    def __init__(self, store: Path, config: ModelConfig | None = None, entities: Iterable[str] | None = None,
+                 search_cache_bytes: int | None = None) -> None:
         self.store = Path(store)
         require_store(self.store)
         self.config = config if config is not None else ModelConfig()
         self.visible = None if entities is None else frozenset(validate_entity_id(e) for e in entities)
         self._storage: JSONStorage = open_store(self.store, create=False)
-        self._searchers: dict[str, Searcher] = {}
+        from ragctl.searchers import DEFAULT_MAX_BYTES, SearcherCache
+
+        # bounded by bytes, like serve's (--search-cache-mb): 100,000 tenants searched once each
+        # keep the most recent ones, not all of them
+        self._searchers = SearcherCache(self.store, self.config, search_cache_bytes or DEFAULT_MAX_BYTES)
         self._full_text_checked: set[str] = set()
         self._lock = threading.Lock()  # the SDK runs each tool call on a worker thread
 
@@ -187,15 +192,7 @@ class StoreTools:
     def _searcher(self, entity_id: str) -> Searcher:
         """One Searcher per entity, made on first use (it checks the entity's recorded model
         against the server's); all of them share the process's one model."""
-        from ragctl.query import Searcher
-
-        with self._lock:
-            searcher = self._searchers.get(entity_id)
-        if searcher is None:
-            searcher = Searcher(self.store, entity_id, self.config)
-            with self._lock:
-                searcher = self._searchers.setdefault(entity_id, searcher)
-        return searcher
+        return self._searchers.get(entity_id)
 
     def _require_full_text(self, entity: EntityStore) -> None:
         """Text search builds the full-text index of an entity stored before it existed (a

@@ -11,7 +11,7 @@
     upload.py     streaming multipart bodies into the staging area (bounded memory, 413)
     jobs.py       staged jobs on disk: the durability protocol behind "202"; StagingFull (503)
     engine.py     one IngestRun for the server's life, fed by the job queue
-    searchers.py  one cached Searcher per entity, sharing the engine's model
+    (ragctl/searchers.py: the cache of one Searcher per entity, shared with `ragctl mcp`)
     config.py     ServeConfig and the tokens file
 
 Importing this package is cheap; FastAPI is imported by `create_app`'s module only.

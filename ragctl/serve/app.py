@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from ragctl import __version__
+from ragctl.searchers import SearcherCache
 from ragctl.serve.auth import BearerAuth, bearer_scheme
 from ragctl.serve.config import ServeConfig
 from ragctl.serve.console import mount as mount_console
@@ -24,7 +25,6 @@ from ragctl.serve.errors import install_error_handlers
 from ragctl.serve.guard import SlowBodyGuard
 from ragctl.serve.jobs import JobStore, Staging
 from ragctl.serve.routes import entities, errors, health, search, uploads
-from ragctl.serve.searchers import SearcherCache
 
 log = logging.getLogger("ragctl.serve")
 

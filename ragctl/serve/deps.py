@@ -10,13 +10,13 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
+from ragctl.searchers import SearcherCache
 from ragctl.serve.auth import allowed_entities
 from ragctl.serve.config import ServeConfig
 from ragctl.serve.engine import Engine
 from ragctl.serve.errors import HttpError
 from ragctl.serve.jobs import JobStore, Staging
 from ragctl.serve.schemas import ENTITY_ID_REGEX
-from ragctl.serve.searchers import SearcherCache
 
 
 @dataclass(frozen=True)

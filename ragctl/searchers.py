@@ -1,6 +1,6 @@
-"""One `Searcher` per entity, kept between requests, all with the server's one `ModelConfig`, so
-queries are embedded by the same model instance that embeds uploads (`load_embedder` caches per
-configuration per process).
+"""One `Searcher` per entity, kept between requests, all with one `ModelConfig`, so queries are
+embedded by one model instance (`load_embedder` caches per configuration per process): serve's
+(the same instance that embeds uploads) and `ragctl mcp`'s.
 
 The cache is bounded by bytes, not by a count of entities: each searcher weighs its entity's
 vector segment files (what its index holds in memory once searched) plus a fixed overhead, and the
