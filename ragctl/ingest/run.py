@@ -287,7 +287,7 @@ class IngestRun:
     def _remember_tree(self, store: EntityStore, plan: EntityPlan) -> None:
         """After an entity's finish (planner or commit thread): its tree signature, if clean."""
         if self.known_trees is not None and store.entity_id in self._alone:
-            self.known_trees.remember(store, plan)
+            self.known_trees.remember(store, plan.source, plan.tree)
 
     def _fail_unit(self, unit: WorkUnit, reason: str) -> None:
         """Every file of a unit fails with `reason`; the other units are planned as usual."""

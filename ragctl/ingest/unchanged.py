@@ -35,7 +35,6 @@ from ragctl.errors import StorageError
 
 if TYPE_CHECKING:
     from ragctl.ingest.options import RunContext
-    from ragctl.ingest.plan import EntityPlan
     from ragctl.storage.entity import EntityStore
 
 TREE_VERSION = "1"
@@ -139,12 +138,11 @@ class KnownTrees:
             return None
         return listing
 
-    def remember(self, store: EntityStore, plan: EntityPlan) -> None:
+    def remember(self, store: EntityStore, source: EntitySource, tree: TreeDigest | None) -> None:
         """After an entity's finish: record its signature if the run left it clean - checked
         against the records as they are now, not as planned (another process may have written
         meanwhile: a delete, an overlapping run), between two equal readings of its files."""
-        tree: TreeDigest | None = plan.tree
-        if tree is None or not self.applies(plan.source) or not tree.complete or tree.files > MAX_FILES:
+        if tree is None or not self.applies(source) or not tree.complete or tree.files > MAX_FILES:
             return
         before = store.clean_signature()  # the signature of its files, if its gc left nothing to do
         if before is None:
@@ -157,7 +155,7 @@ class KnownTrees:
             return
         from ragctl.storage import catalog
 
-        signature = self._signature(plan.source, tree.hexdigest(), before)
+        signature = self._signature(source, tree.hexdigest(), before)
         if self._recorded().get(store.entity_id) == signature:
             return
         try:
