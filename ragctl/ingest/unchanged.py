@@ -1,9 +1,10 @@
 """Trees known unchanged: a no-change re-run over many tenants without reading their records.
 
 A run over a list of entity trees (`ragctl ingest`, the library) that leaves an entity clean -
-every file of its tree indexed, updated or unchanged (or of an unsupported type), nothing
-failed, stale, moved, pruned or skipped otherwise, and the entity's gc clean - records in the
-store catalog (table `trees`) a signature of:
+its gc has nothing left to do, and its records, read again at the finish, are exactly the
+files the planner saw as they were (so nothing failed, was skipped as a copy, went stale,
+moved, or was changed by another process meanwhile) - records in the store catalog (table
+`trees`) a signature of:
 
 * its tree as the planner saw it: each file's path, size, mtime and whether it is supported,
   in walk order - recorded only if the records, read again at the finish, say exactly that
