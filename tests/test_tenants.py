@@ -242,3 +242,22 @@ def test_a_big_first_write_starts_with_big_pages(tmp_path):
     texts = ChunkTexts(tmp_path / "big.sqlite")
     texts.insert([(i, "d", i, "word " * 400, "T", "S", None, False) for i in range(60)])  # ~120 KB of text
     assert page_size(texts.path) == chunk_texts.GROWN_PAGE_SIZE and "columnsize=0" not in fts_sql(texts.path)
+
+
+def test_two_sources_of_one_entity_in_one_library_run_are_both_indexed_and_never_settled_from_a_walk(
+        tmp_path, embedder):
+    """The library may pass two sources for one entity (two folders, one tenant): neither is
+    finished on the planner thread nor remembered as a clean tree, and both folders' files are
+    indexed; a second run finds them unchanged through the records."""
+    from ragctl.discovery import EntitySource
+    from ragctl.storage import catalog
+
+    one = make_tree(tmp_path / "one", {"a.md": "# A\n\nThe harbour opens at nine.\n"})
+    two = make_tree(tmp_path / "two", {"b.md": "# B\n\nThe ledger closes at five.\n"})
+    store = tmp_path / "store"
+    sources = [EntitySource("acme", one), EntitySource("acme", two)]
+    report = ingest(sources, IngestOptions(store=store, workers=2), embedder=embedder)
+    assert report.entities["acme"].indexed == 2 and not report.failures
+    assert "acme" not in catalog.tree_signatures(store)
+    again = ingest(sources, IngestOptions(store=store, workers=2), embedder=embedder)
+    assert again.entities["acme"].unchanged == 2 and again.entities["acme"].indexed == 0
