@@ -106,8 +106,9 @@ class PassageVectors:
         return {key: vectors[vid] for key, vid in chosen.items() if vid in vectors}
 
 
-class _DocState:
-    """A document whose chunks are being embedded, possibly over several windows."""
+class DocState:
+    """A document whose chunks are being embedded, possibly over several windows (or, under
+    --ray, waiting for an embed call: ray_reuse.py)."""
 
     def __init__(self, outcome: ParseOutcome, not_a_copy_of: frozenset[str]) -> None:
         self.outcome = outcome
@@ -206,7 +207,7 @@ class EmbedStage:
         # smallest runtime default, until the model is loaded)
         model_batch = self._given.batch_size if self._given is not None else self.ctx.options.model.batch_size
         full_batch = min(window, model_batch or OPENVINO_BATCH_SIZE)
-        pending: deque[tuple[_DocState, int]] = deque()
+        pending: deque[tuple[DocState, int]] = deque()
         trimmed = time.monotonic()
         finished = False
         while (not finished or pending) and not stop.is_set():
@@ -222,7 +223,7 @@ class EmbedStage:
                     outbox.put(settled, even_when_stopping=True)
                     continue
                 self.reporter.parsed(item)
-                state = _DocState(item, settled)
+                state = DocState(item, settled)
                 pending.extend((state, i) for i in range(len(item.chunks)))
             if not pending or stop.is_set():
                 continue
@@ -245,7 +246,7 @@ class EmbedStage:
         self.reporter.model_info(embedder.describe())
         return embedder
 
-    def _encode(self, batch: list[tuple[_DocState, int]], outbox: Channel[msg.Settled], stop: Any) -> None:
+    def _encode(self, batch: list[tuple[DocState, int]], outbox: Channel[msg.Settled], stop: Any) -> None:
         # Which rows need the model: one per passage not embedded before (in this run or in
         # the entity's store); the others take a vector that exists (or the first row's).
         keys = [passage_key(s.outcome.chunks[i]) for s, i in batch]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragctl.ingest.embed import DocState as Doc
 from ragctl.ingest.embed import PassageVectors
 from ragctl.ingest.parse import ParseOutcome
 from ragctl.ingest.plan import EntityPlan
@@ -26,30 +27,6 @@ from ragctl.storage.chunk_texts import passage_key
 from ragctl.storage.json_storage import JSONStorage
 
 Key = tuple[str, bytes]  # (entity id, passage key)
-
-
-class Doc:
-    """A routed document whose chunks are waiting for vectors."""
-
-    def __init__(self, outcome: ParseOutcome, not_a_copy_of: frozenset[str]) -> None:
-        self.outcome = outcome
-        self.not_a_copy_of = not_a_copy_of
-        self.vectors: Any = None
-        self.missing = len(outcome.chunks)
-        self.failure: str | None = None
-
-    def put(self, i: int, vector: Any, failure: str | None = None) -> bool:
-        """Chunk i's vector (or why it has none); True once every chunk is accounted for."""
-        import numpy as np
-
-        if failure is not None:
-            self.failure = self.failure or failure
-        else:
-            if self.vectors is None:
-                self.vectors = np.zeros((len(self.outcome.chunks), vector.shape[0]), dtype=np.float32)
-            self.vectors[i] = vector
-        self.missing -= 1
-        return self.missing == 0
 
 
 @dataclass

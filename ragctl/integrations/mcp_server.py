@@ -19,7 +19,6 @@ warning cannot corrupt the stream, and logs go to stderr.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -123,7 +122,6 @@ class StoreTools:
         # keep the most recent ones, not all of them
         self._searchers = SearcherCache(self.store, self.config, search_cache_bytes or DEFAULT_MAX_BYTES)
         self._full_text_checked: set[str] = set()
-        self._lock = threading.Lock()  # the SDK runs each tool call on a worker thread
 
     # ------------------------------------------------------------------ entities
     def entity_ids(self) -> list[str]:
