@@ -180,15 +180,19 @@ class OpenVINORuntime:
         self.model_dir = self.f32_dir
         self.tokenizer = _load_tokenizer(spec)
         self.input_names = list(json.loads((self.f32_dir / "meta.json").read_text(encoding="utf-8"))["inputs"])
+        # the precision of the float layers: int8's are what its gate judged (bf16 where native)
+        activations = "bf16" if precision == "bf16" else "f32"
         if precision == "int8":
-            from ragctl.runtimes.int8 import ensure_int8
+            from ragctl.runtimes.int8 import activations_of, ensure_int8
 
             self.model_dir = ensure_int8(spec, self.f32_dir, self.tokenize, threads)
+            activations = activations_of(self.model_dir)
+        self.activations = activations
         self.meta = json.loads((self.model_dir / "meta.json").read_text(encoding="utf-8"))
         core = ov.Core()
         config = {
             "PERFORMANCE_HINT": "THROUGHPUT",
-            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "INFERENCE_PRECISION_HINT": activations,
             "INFERENCE_NUM_THREADS": max(1, int(threads)),
         }
         model = core.read_model(str(self.model_dir / "model.xml"))
@@ -292,4 +296,5 @@ class OpenVINORuntime:
         return _normalise(vectors)
 
     def describe(self) -> dict[str, Any]:
-        return {"runtime": f"openvino {openvino_version()}", "model_cache": str(self.model_dir), "infer_requests": self.requests}
+        return {"runtime": f"openvino {openvino_version()}", "model_cache": str(self.model_dir), "infer_requests": self.requests,
+                "activations": self.activations}
