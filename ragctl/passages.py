@@ -31,6 +31,8 @@ path itself (deterministic).
 from __future__ import annotations
 
 import re
+import struct
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -90,16 +92,37 @@ def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
     return inter / (len(a) + len(b) - inter)
 
 
+def near_signature(text: str, threshold: float = NEAR_DUPLICATE) -> bytes:
+    """What near-duplicate lookups need of a text, computed once when its chunk is stored (the
+    `near` column of chunks.sqlite) so that a query does not tokenize its candidates: the
+    count n of its plain words, then a 4-byte hash (crc32) of each SHINGLE_WORDS-word window
+    starting in its first (1 - threshold) share (offset 0, the head, first). A text of fewer
+    than SHINGLE_WORDS words is just its count: grouped by exact key only. Little-endian
+    uint32s. A hash collision only costs one word-by-word comparison more."""
+    mine = plain_words(text)
+    n = len(mine)
+    if n < SHINGLE_WORDS:
+        return struct.pack("<I", n)
+    last = min(n - SHINGLE_WORDS, int(n * (1.0 - threshold)))
+    hashes = [zlib.crc32(" ".join(mine[i:i + SHINGLE_WORDS]).encode("utf-8")) for i in range(last + 1)]
+    return struct.pack(f"<{1 + len(hashes)}I", n, *hashes)
+
+
 class PassageGroups:
     """Candidates (id, text) -> group number; equal passages and near-duplicates share one.
 
     Finding near-duplicates cheaply: if the shorter text S (m words) lies whole inside the longer
     L (n words, m >= t*n), S starts at a word offset <= n - m <= (1-t)*n of L. So each group's
     first member is indexed by its first SHINGLE_WORDS words (its head) and by the word windows
-    starting in its first (1-t) share (its early windows); a new candidate looks its head up among
-    the early windows (it may lie inside a member) and its early windows among the heads (a
-    member may lie inside it), and only those few are compared word by word. Texts shorter than
-    SHINGLE_WORDS words are grouped by exact key only."""
+    starting in its first (1-t) share (its early windows), both as the hashes of its
+    `near_signature`; a new candidate looks its head up among the early windows (it may lie
+    inside a member) and its early windows among the heads (a member may lie inside it), and
+    only those few are compared word by word. Texts shorter than SHINGLE_WORDS words are grouped
+    by exact key only.
+
+    `add` takes the candidate's stored passage key and signature where the store has them (a
+    signature is only used when this threshold is at least the one it was made for: it then
+    holds every window needed, and maybe a few more); otherwise it computes them from the text."""
 
     def __init__(self, threshold: float | None = None) -> None:
         self.threshold = NEAR_DUPLICATE if threshold is None else threshold
@@ -107,47 +130,48 @@ class PassageGroups:
         self.members: list[list[int]] = []  # group -> candidate ids, in the order they came
         self.keys: dict[int, bytes] = {}  # candidate id -> passage key
         self._by_key: dict[bytes, int] = {}
-        self._words: list[list[str]] = []  # group -> its first member's plain words
+        self._sizes: list[int] = []  # group -> its first member's plain-word count
         self._texts: list[str] = []  # group -> its first member's text
-        self._heads: dict[tuple[str, ...], list[int]] = {}  # first words -> groups
-        self._early: dict[tuple[str, ...], list[int]] = {}  # early word windows -> groups
+        self._heads: dict[int, list[int]] = {}  # hash of the first words -> groups
+        self._early: dict[int, list[int]] = {}  # hashes of early word windows -> groups
 
-    def add(self, vid: int, text: str) -> int:
+    def add(self, vid: int, text: str, key: bytes | None = None, near: bytes | None = None) -> int:
         if vid in self.group:
             return self.group[vid]
-        key = passage_key(text)
+        key = key if key is not None else passage_key(text)
         self.keys[vid] = key
         g = self._by_key.get(key)
         if g is None:
-            mine = plain_words(text) if self.threshold <= 1.0 else []
-            g = self._nearest(mine, text) if len(mine) >= SHINGLE_WORDS else None
+            n, windows = 0, ()
+            if self.threshold <= 1.0:
+                if near is None or self.threshold < NEAR_DUPLICATE:
+                    near = near_signature(text, min(self.threshold, NEAR_DUPLICATE))
+                n, *rest = struct.unpack(f"<{len(near) // 4}I", near)
+                windows = tuple(rest)
+            g = self._nearest(n, windows, text) if windows else None
             if g is None:
                 g = len(self.members)
                 self.members.append([])
-                self._words.append(mine)
+                self._sizes.append(n)
                 self._texts.append(text)
-                if len(mine) >= SHINGLE_WORDS:
-                    self._heads.setdefault(tuple(mine[:SHINGLE_WORDS]), []).append(g)
-                    for window in self._early_windows(mine):
+                if windows:
+                    self._heads.setdefault(windows[0], []).append(g)
+                    for window in set(windows):
                         self._early.setdefault(window, []).append(g)
             self._by_key[key] = g
         self.group[vid] = g
         self.members[g].append(vid)
         return g
 
-    def _early_windows(self, w: list[str]) -> set[tuple[str, ...]]:
-        last = min(len(w) - SHINGLE_WORDS, int(len(w) * (1.0 - self.threshold)))
-        return {tuple(w[i:i + SHINGLE_WORDS]) for i in range(last + 1)}
-
-    def _nearest(self, mine: list[str], text: str) -> int | None:
-        found = set(self._early.get(tuple(mine[:SHINGLE_WORDS]), ()))  # inside one of them
-        for window in self._early_windows(mine):  # one of them inside this one
+    def _nearest(self, n: int, windows: tuple[int, ...], text: str) -> int | None:
+        found = set(self._early.get(windows[0], ()))  # inside one of them
+        for window in windows:  # one of them inside this one
             found.update(self._heads.get(window, ()))
         best, best_run = None, 0.0
         compared = words(text) if found else []
         for g in sorted(found):
-            theirs = self._words[g]
-            if min(len(mine), len(theirs)) < self.threshold * max(len(mine), len(theirs)) - 2:
+            theirs = self._sizes[g]
+            if min(n, theirs) < self.threshold * max(n, theirs) - 2:
                 continue
             run = common_run(compared, words(self._texts[g]))
             if run > best_run:

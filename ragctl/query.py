@@ -8,7 +8,7 @@ only returns chunks of documents the entity's mapping references.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ragctl.errors import ConfigError, UsageError
 from ragctl.model_config import ModelConfig, embedded_by
@@ -22,6 +22,8 @@ __all__ = ["CONTEXT_WORDS_MAX", "MODES", "RRF_K", "Hit", "Searcher", "fuse", "hi
 
 if TYPE_CHECKING:
     from ragctl.model_config import Embedder
+    from ragctl.passages import PassageGroups
+    from ragctl.storage.chunk_texts import RowData
 
 MODES = ("hybrid", "vector", "text")
 MIN_DEPTH = 20  # candidates taken from each list before fusing (at least 2k)
@@ -113,6 +115,10 @@ class Searcher:
             raise UsageError(f"unknown search mode {mode!r} (one of {', '.join(MODES)})")
         if not queries:
             return []
+        with self.entity.texts.reading():
+            return self._search(queries, k, mode, rerank, collapse)
+
+    def _search(self, queries: list[str], k: int, mode: str, rerank: bool, collapse: bool) -> list[list[Hit]]:
         searching = EntitySearch(self.entity)
         want = max(k, RERANK_DEPTH) if rerank else k
         vectors = self._encode(queries) if mode != "text" or rerank else None
@@ -128,12 +134,15 @@ class Searcher:
             tlists = [searching.text_search(q, read) for q in queries]
         ranked: list[list[Ranked]] = []
         also: list[dict[int, tuple[str, ...]]] = []
+        # chunk rows read while collapsing (with their passage key and near signature), reused
+        # for the hits
+        fetched: dict[int, CandidateRow] = {}
         for n, (vrows, trows) in enumerate(zip(vlists, tlists)):
-            chosen: dict[int, int] = {}
-            also_in: dict[int, tuple[str, ...]] = {}
+            rows: list[Ranked]
+            collapsed = None
             if collapse:
-                vkept, tkept, chosen, also_in = self._collapsed(searching, vrows, trows, depth)
-                if (len(vkept) < depth and len(vrows) == read) or (len(tkept) < depth and len(trows) == read):
+                collapsed = self._collapsed(searching, vrows, trows, depth, fetched)
+                if (len(collapsed.vkept) < depth and len(vrows) == read) or (len(collapsed.tkept) < depth and len(trows) == read):
                     # copies filled the deeper read too: read this query's lists once more, deeper
                     deeper = read * COLLAPSE_READ_MORE
                     if mode != "text":
@@ -141,26 +150,31 @@ class Searcher:
                         vrows = searching.vector_search(vectors[n : n + 1], deeper)[0]
                     if mode != "vector":
                         trows = searching.text_search(queries[n], deeper)
-                    vkept, tkept, chosen, also_in = self._collapsed(searching, vrows, trows, depth)
-                vrows, trows = vkept, tkept
-            rows: list[Ranked]
+                    collapsed = self._collapsed(searching, vrows, trows, depth, fetched)
+                vrows, trows = collapsed.vkept, collapsed.tkept
             if mode == "vector":
                 rows = [(i, s, rank, None) for rank, (i, s) in enumerate(vrows[:want], 1)]
             elif mode == "text":
                 rows = [(i, s, None, rank) for rank, (i, s) in enumerate(trows[:want], 1)]
             else:
                 rows = fuse(vrows, trows, want, RRF_K, VECTOR_WEIGHT, TEXT_WEIGHT)
+            chosen: dict[int, int] = {}
+            also_in: dict[int, tuple[str, ...]] = {}
+            if collapsed is not None:
+                # only the passages that made the cut are attributed (holders looked up)
+                chosen, also_in = self._attributed(collapsed, [r[0] for r in rows])
             ranked.append([(chosen.get(r[0], r[0]), r[1], r[2], r[3]) for r in rows])
             also.append({chosen.get(g, g): paths for g, paths in also_in.items()})
+        rows_read = {vid: candidate[0] for vid, candidate in fetched.items()}
         if not rerank:
-            return [[with_also_in(hit, extra.get(vid, ())) for vid, hit in searching.ranked_hits(rows)]
+            return [[with_also_in(hit, extra.get(vid, ())) for vid, hit in searching.ranked_hits(rows, rows_read)]
                     for rows, extra in zip(ranked, also)]
         assert vectors is not None
         reranker = self._reranker()
         out = []
         for vector, fused, extra in zip(vectors, ranked, also):
             candidates = [Candidate(vid, with_also_in(hit, extra.get(vid, ())), context_line(hit))
-                          for vid, hit in searching.ranked_hits(fused)]
+                          for vid, hit in searching.ranked_hits(fused, rows_read)]
             out.append(reranker.rerank(vector, candidates, k))
         return out
 
@@ -170,37 +184,59 @@ class Searcher:
 
     def _collapsed(
         self, searching: EntitySearch, vrows: list[tuple[int, float]], trows: list[tuple[int, float]], depth: int,
-    ) -> tuple[list[tuple[int, float]], list[tuple[int, float]], dict[int, int], dict[int, tuple[str, ...]]]:
-        """Both lists with one row per passage (its best-ranked copy stands for the group, cut
-        at `depth` distinct passages), and per group: the id of its most specific holder and
-        the paths of its other holders (candidates in the lists, plus every live row of the
-        entity holding the same passage key)."""
-        from ragctl.passages import PassageGroups, most_specific
+        fetched: dict[int, CandidateRow],
+    ) -> _Collapsed:
+        """Both lists with one row per passage: its best-ranked copy stands for the group, and
+        each list is cut at `depth` distinct passages. Chunk rows are read into `fetched` as
+        the walk needs them (a list's first `depth` rows, then the rest only if copies took
+        places), so a query without copies reads no row it does not rank."""
+        from ragctl.passages import PassageGroups
 
-        owners = self.entity.owners()
         texts = self.entity.texts
-        rows = texts.fetch_rows(sorted({vid for vid, _ in vrows} | {vid for vid, _ in trows}))
         groups = PassageGroups()
         vkept: list[tuple[int, float]] = []
         tkept: list[tuple[int, float]] = []
         vseen: set[int] = set()
         tseen: set[int] = set()
+
+        def fetch(upto: int) -> None:
+            want = {vid for vid, _ in vrows[:upto]} | {vid for vid, _ in trows[:upto]}
+            missing = sorted(want - fetched.keys())
+            if missing:
+                fetched.update(texts.fetch_candidates(missing))
+
+        fetch(depth)
+        fetched_to = depth
         # rank 1 of each list, then rank 2, ...: a passage's first member (the copy that stands
         # for it, whose text the hit shows) is its best-ranked copy; stop once both lists hold
         # `depth` distinct passages (the rest of the deeper read is not grouped at all)
         for level in range(max(len(vrows), len(trows))):
+            if level >= fetched_to:
+                fetched_to = max(len(vrows), len(trows))
+                fetch(fetched_to)
             for ranked, keep, seen in ((vrows, vkept, vseen), (trows, tkept, tseen)):
                 if level >= len(ranked) or len(keep) >= depth:
                     continue
                 vid, score = ranked[level]
-                g = groups.add(vid, rows.get(vid, ("",))[0])
+                row, key, near = fetched.get(vid, _MISSING)
+                g = groups.add(vid, row[0], key, near)
                 if g not in seen:
                     seen.add(g)
                     keep.append((groups.members[g][0], score))
             if len(vkept) >= depth and len(tkept) >= depth:
                 break
-        shared = sorted({groups.group[v] for v, _ in vkept} | {groups.group[v] for v, _ in tkept})
-        stored = texts.holders([groups.keys[m] for g in shared for m in groups.members[g]])
+        return _Collapsed(vkept, tkept, groups)
+
+    def _attributed(self, collapsed: _Collapsed, firsts: list[int]) -> tuple[dict[int, int], dict[int, tuple[str, ...]]]:
+        """For the passages ranked (each by its first member's id): the id of its most specific
+        holder, and the paths of its other holders (candidates in the lists, plus every live row
+        of the entity holding the same passage key)."""
+        from ragctl.passages import most_specific
+
+        groups = collapsed.groups
+        owners = self.entity.owners()
+        shared = sorted({groups.group[v] for v in firsts if v in groups.group})
+        stored = self.entity.texts.holders([groups.keys[m] for g in shared for m in groups.members[g]])
         chosen: dict[int, int] = {}
         also_in: dict[int, tuple[str, ...]] = {}
         for g in shared:
@@ -222,7 +258,7 @@ class Searcher:
             others = sorted({str(r["path"]) for v, r in holders.items() if r["doc_id"] != record["doc_id"]})
             if others:
                 also_in[first] = tuple(others[:ALSO_IN_MAX])
-        return vkept, tkept, chosen, also_in
+        return chosen, also_in
 
     def _reranker(self) -> PassageReranker:
         """The passage cache is keyed by vector id; ids restart when an entity is deleted and
@@ -239,6 +275,19 @@ class Searcher:
 
         return sum(int(r.get("chunker") or 1) < CHUNKER_VERSION for r in self.entity.records().values()
                    if r.get("parser") != "langchain")  # texts given by LangChain: not files to re-chunk
+
+
+# a chunk row as a collapsing query reads it: (row, passage key, near-duplicate signature)
+CandidateRow = tuple["RowData", bytes | None, bytes | None]
+_MISSING: CandidateRow = (("", "", "", None, False), None, None)
+
+
+class _Collapsed(NamedTuple):
+    """One query's ranked lists with one row per passage, and the groups they were cut from."""
+
+    vkept: list[tuple[int, float]]
+    tkept: list[tuple[int, float]]
+    groups: PassageGroups
 
 
 def context_line(hit: Hit) -> str:

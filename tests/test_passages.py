@@ -180,6 +180,53 @@ def test_a_near_duplicate_merges_and_a_near_miss_does_not(tmp_path):
     assert len(hits) == 2
 
 
+def test_near_duplicates_merge_the_same_without_stored_signatures_and_after_the_upgrade(tmp_path):
+    """Queries find near-duplicates through each chunk's stored signature (`near`, written at
+    ingest); a store written before it computes them from the texts, and its next write gives
+    every row its signature. The answer is the same all three ways."""
+    root = make_tree(tmp_path / "docs", {
+        "shop/refunds.md": f"# Refunds\n\n{NOTICE}\n\nLast updated 2024-01-05.\n",
+        "shop/archive/refunds-2023.md": f"# Refunds\n\n{NOTICE}\n\nLast updated 2023-11-30. Printed copy.\n",
+    })
+    store = tmp_path / "store"
+    ingest(root, store)
+    db = store / "entities" / "shop" / "chunks.sqlite"
+    question = "how many business days until the refund reaches my payment method"
+
+    def answer() -> list[tuple[str, list[str]]]:
+        hits = query(store, "shop", question, "-k", "3")
+        return [(h["path"], h["also_in"]) for h in hits if h["path"] != "other.md"]  # other.md: added below
+
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM chunks WHERE near IS NULL").fetchone()[0] == 0
+    stored = answer()
+    assert len(stored) == 1 and sorted([stored[0][0], *stored[0][1]]) == ["archive/refunds-2023.md", "refunds.md"]
+    with sqlite3.connect(db) as conn:  # what a store written before signatures looks like
+        conn.execute("ALTER TABLE chunks DROP COLUMN near")
+    assert answer() == stored
+    make_tree(root, {"shop/other.md": "# Other\n\nOpening hours are nine to five on weekdays.\n"})
+    ingest(root, store)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM chunks WHERE near IS NULL").fetchone()[0] == 0
+    assert answer() == stored
+    verify_ok(store)
+
+
+def test_stored_signatures_group_candidates_as_their_texts_do():
+    from ragctl.passages import NEAR_DUPLICATE, PassageGroups, near_signature
+
+    texts = [NOTICE, NOTICE + " Last updated 2023-11-30.", NOTICE.replace("ten", "twenty"), OTHER_HALF,
+             "Printed copy. " + NOTICE, HEADERS.format(obj="request"), HEADERS.format(obj="response"), "Too short"]
+    for threshold in (0.7, NEAR_DUPLICATE, 0.95):
+        computed, stored = PassageGroups(threshold), PassageGroups(threshold)
+        for i, text in enumerate(texts):
+            computed.add(i, text)
+            stored.add(i, text, near=near_signature(text))
+        assert [computed.group[i] for i in range(len(texts))] == [stored.group[i] for i in range(len(texts))]
+    groups = PassageGroups()
+    assert [groups.add(i, t, near=near_signature(t)) for i, t in enumerate(texts)] == [0, 0, 1, 2, 0, 3, 4, 5]
+
+
 HEADERS = ("`{obj}.getHeaders()` returns a shallow copy of the current outgoing headers. Since a shallow copy is "
            "used, array values may be mutated without additional calls to various header-related http module "
            "methods. The keys of the returned object are the header names and the values are the respective "

@@ -18,6 +18,12 @@ reuse the vector of a row holding the same passage, and queries collapse hits wi
 and every existing row its key, in that same transaction; until then readers find no holders
 and compute the keys of the hits themselves.
 
+`near` is `ragctl.passages.near_signature(text)`: the chunk's plain-word count and the hashes of
+its early word windows, what a query needs to find near-duplicates among its candidates without
+tokenizing them (~100 bytes a chunk). A database made before it gains the column, and every row
+its signature, on its first write (one transaction, ~40 us a row); until then queries compute
+the signatures of their candidates themselves.
+
 Rows and their full-text entries are written and deleted in ONE transaction
 (`synchronous=FULL`), so a kill -9 at any instant leaves the two in agreement. Tokenizer:
 `unicode61 remove_diacritics 2` - identifiers split at `.`, `:`, `_` and other punctuation
@@ -39,7 +45,8 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +61,7 @@ FTS_TOKENIZER = "unicode61 remove_diacritics 2"
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS chunks (id INTEGER PRIMARY KEY, doc_id TEXT NOT NULL,"
     " ord INTEGER NOT NULL, text TEXT NOT NULL, title TEXT NOT NULL DEFAULT '',"
-    " section TEXT NOT NULL DEFAULT '', page INTEGER, ocr INTEGER NOT NULL DEFAULT 0, passage BLOB)"
+    " section TEXT NOT NULL DEFAULT '', page INTEGER, ocr INTEGER NOT NULL DEFAULT 0, passage BLOB, near BLOB)"
 )
 _PASSAGE_INDEX = "CREATE INDEX IF NOT EXISTS chunks_passage ON chunks(passage)"
 _CONTEXT_COLUMNS = ("title", "section")
@@ -97,13 +104,39 @@ class ChunkTexts:
         self._df: dict[str, int] = {}
         self._columns: frozenset[str] | None = None
         self._grow_failed_at: int | None = None  # file size at a failed _grow (retried at twice that)
+        self._session = threading.local()  # .conn: this thread's reader connection inside `reading()`
 
     def exists(self) -> bool:
         return self.path.exists()
 
     @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Inside it, this thread's reads share one connection (a query makes four or five reads:
+        ~0.1 ms each to open a connection). Nests; writes still open their own."""
+        if getattr(self._session, "conn", None) is not None or not self.exists():
+            yield
+            return
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=60, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: {exc}") from exc
+        with closing(conn):
+            self._session.conn = conn
+            try:
+                yield
+            finally:
+                self._session.conn = None
+
+    @contextmanager
     def _db(self, reader: bool = False) -> Iterator[sqlite3.Connection]:
         """A connection; sqlite errors (disk full, I/O, corruption) become StorageError."""
+        shared = getattr(self._session, "conn", None) if reader else None
+        if shared is not None:
+            try:
+                yield shared
+            except sqlite3.Error as exc:
+                raise StorageError(f"{self.path}: {exc}") from exc
+            return
         try:
             if reader:
                 conn = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=60, isolation_level=None)
@@ -131,6 +164,7 @@ class ChunkTexts:
                 _add_context_columns(conn)
                 _add_origin_columns(conn)
                 _add_passage_column(conn)
+                _add_near_column(conn)
                 _ensure_fts(conn, small=small)
                 yield conn
             except BaseException:
@@ -151,12 +185,15 @@ class ChunkTexts:
         if not rows:
             return
         pad = {4: ("", "", None, 0), 6: (None, 0), 8: ()}
+        from ragctl.passages import near_signature
+
         full = [(*r, *pad[len(r)]) for r in rows]
         with self._write(sum(len(r[3]) + len(r[4]) + len(r[5]) for r in full)) as conn:
             _fts_forget(conn, [r[0] for r in full])  # an id being replaced (never expected)
             conn.executemany(
-                "INSERT OR REPLACE INTO chunks(id, doc_id, ord, text, title, section, page, ocr, passage)"
-                " VALUES (?,?,?,?,?,?,?,?,?)", [(*r[:7], int(bool(r[7])), passage_key(r[3])) for r in full])
+                "INSERT OR REPLACE INTO chunks(id, doc_id, ord, text, title, section, page, ocr, passage, near)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(*r[:7], int(bool(r[7])), passage_key(r[3]), near_signature(r[3])) for r in full])
             conn.executemany(
                 "INSERT INTO chunks_fts(rowid, text, title, section) VALUES (?,?,?,?)",
                 [(r[0], r[3], r[4], r[5]) for r in full],
@@ -207,6 +244,12 @@ class ChunkTexts:
     def fetch_rows(self, ids: Sequence[int]) -> dict[int, RowData]:
         """id -> (text, title, section, page, ocr); title and section are "" in a database made
         before contextual chunks, page None and ocr False in one made before page numbers."""
+        return {i: row for i, (row, _, _) in self.fetch_candidates(ids, keys=False).items()}
+
+    def fetch_candidates(self, ids: Sequence[int], keys: bool = True) -> dict[int, tuple[RowData, bytes | None, bytes | None]]:
+        """id -> (row, passage key, near signature) in one read: what a query collapsing its
+        candidates needs (key and signature None in a database not upgraded yet, or `keys`
+        False: the rows alone)."""
         if not len(ids) or not self.exists():
             return {}
         with self._db(reader=True) as conn:
@@ -215,7 +258,9 @@ class ChunkTexts:
             have = self._table_columns(conn)
             columns = "text, title, section" if set(_CONTEXT_COLUMNS) <= have else "text, '', ''"
             columns += ", page, ocr" if set(_ORIGIN_COLUMNS) <= have else ", NULL, 0"
-            return {int(r[0]): (r[1], r[2], r[3], r[4], bool(r[5]))
+            columns += ", passage" if keys and "passage" in have else ", NULL"
+            columns += ", near" if keys and "near" in have else ", NULL"
+            return {int(r[0]): ((r[1], r[2], r[3], r[4], bool(r[5])), r[6], r[7])
                     for r in _select_in(conn, f"id, {columns}", "id", [int(i) for i in ids])}
 
     def passages(self, ids: Sequence[int]) -> dict[int, bytes]:
@@ -372,15 +417,29 @@ def _add_passage_column(conn: sqlite3.Connection) -> None:
     """Inside a write transaction: a database made before passage keys gains the column, every
     row its key (computed from its text), and the index; all or nothing with the write."""
     if not _has_passage(conn):
-        conn.execute("ALTER TABLE chunks ADD COLUMN passage BLOB")
-        last = -(1 << 62)
-        while True:  # in id order, a page at a time (no cursor open over rows being updated)
-            part = conn.execute("SELECT id, text FROM chunks WHERE id > ? ORDER BY id LIMIT 5000", (last,)).fetchall()
-            if not part:
-                break
-            conn.executemany("UPDATE chunks SET passage = ? WHERE id = ?", [(passage_key(t), i) for i, t in part])
-            last = part[-1][0]
+        _add_computed_column(conn, "passage", passage_key)
     conn.execute(_PASSAGE_INDEX)
+
+
+def _add_near_column(conn: sqlite3.Connection) -> None:
+    """Inside a write transaction: a database made before near-duplicate signatures gains the
+    column and every row its signature (computed from its text); all or nothing with the write."""
+    from ragctl.passages import near_signature
+
+    if "near" not in _columns(conn):
+        _add_computed_column(conn, "near", near_signature)
+
+
+def _add_computed_column(conn: sqlite3.Connection, column: str, compute: Callable[[str], bytes]) -> None:
+    """Inside a write transaction: a BLOB column, filled for every row from its text."""
+    conn.execute(f"ALTER TABLE chunks ADD COLUMN {column} BLOB")
+    last = -(1 << 62)
+    while True:  # in id order, a page at a time (no cursor open over rows being updated)
+        part = conn.execute("SELECT id, text FROM chunks WHERE id > ? ORDER BY id LIMIT 5000", (last,)).fetchall()
+        if not part:
+            break
+        conn.executemany(f"UPDATE chunks SET {column} = ? WHERE id = ?", [(compute(t), i) for i, t in part])
+        last = part[-1][0]
 
 
 def passage_key(text: str) -> bytes:

@@ -8,7 +8,7 @@ a model; the commit protocol stays in `ragctl.storage.entity`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,7 +17,7 @@ from ragctl.storage.vector_index import VectorIndex
 if TYPE_CHECKING:
     import numpy as np
 
-    from ragctl.storage.chunk_texts import ChunkTexts
+    from ragctl.storage.chunk_texts import ChunkTexts, RowData
     from ragctl.storage.owners import Owners
 
 
@@ -114,10 +114,16 @@ class EntitySearch:
         """Hits for (vector id, score, vector_rank, text_rank) rows, texts fetched in one go."""
         return [hit for _, hit in self.ranked_hits(ranked)]
 
-    def ranked_hits(self, ranked: Sequence[tuple[int, float, int | None, int | None]]) -> list[tuple[int, Hit]]:
-        """(vector id, hit) for each row whose document is still mapped, in order."""
+    def ranked_hits(self, ranked: Sequence[tuple[int, float, int | None, int | None]],
+                    fetched: Mapping[int, RowData] | None = None) -> list[tuple[int, Hit]]:
+        """(vector id, hit) for each row whose document is still mapped, in order. `fetched`:
+        chunk rows the caller already read (only the others are read here)."""
         owners = self.entity.owners()
-        rows = self.entity.texts.fetch_rows(sorted({r[0] for r in ranked}))
+        fetched = fetched or {}
+        rows = {vid: fetched[vid] for vid in {r[0] for r in ranked} if vid in fetched}
+        missing = sorted({r[0] for r in ranked} - rows.keys())
+        if missing:
+            rows.update(self.entity.texts.fetch_rows(missing))
         out = []
         for vid, score, vrank, trank in ranked:
             record = owners.owner(vid)
