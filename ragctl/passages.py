@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ragctl.storage.chunk_texts import passage_key
@@ -106,6 +106,11 @@ def near_signature(text: str, threshold: float = NEAR_DUPLICATE) -> bytes:
     last = min(n - SHINGLE_WORDS, int(n * (1.0 - threshold)))
     hashes = [zlib.crc32(" ".join(mine[i:i + SHINGLE_WORDS]).encode("utf-8")) for i in range(last + 1)]
     return struct.pack(f"<{1 + len(hashes)}I", n, *hashes)
+
+
+def chunk_signatures(chunks: Sequence[str]) -> tuple[list[bytes], list[bytes]]:
+    """Each chunk's passage key and near-duplicate signature, as chunks.sqlite stores them."""
+    return [passage_key(c) for c in chunks], [near_signature(c) for c in chunks]
 
 
 class PassageGroups:

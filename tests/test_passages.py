@@ -212,6 +212,24 @@ def test_near_duplicates_merge_the_same_without_stored_signatures_and_after_the_
     verify_ok(store)
 
 
+def test_every_stored_row_carries_the_key_and_signature_of_its_own_text(tmp_path):
+    """The parse workers make them (ingest), the LangChain store makes them before its commit:
+    either way what is stored is what the row's text gives."""
+    from ragctl.integrations.langchain import RagctlVectorStore
+    from ragctl.passages import chunk_signatures
+
+    root = make_tree(tmp_path / "docs", {"e/a.md": page("A", TOPICS[:4]), "e/b.md": page("B", TOPICS[4:6])})
+    store = tmp_path / "store"
+    ingest(root, store)
+    RagctlVectorStore(store, "lc").add_texts([NOTICE, OTHER_HALF])
+    for entity in ("e", "lc"):
+        with sqlite3.connect(store / "entities" / entity / "chunks.sqlite") as conn:
+            rows = conn.execute("SELECT text, passage, near FROM chunks").fetchall()
+        assert rows
+        keys, near = chunk_signatures([r[0] for r in rows])
+        assert [bytes(r[1]) for r in rows] == keys and [bytes(r[2]) for r in rows] == near
+
+
 def test_stored_signatures_group_candidates_as_their_texts_do():
     from ragctl.passages import NEAR_DUPLICATE, PassageGroups, near_signature
 

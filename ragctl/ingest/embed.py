@@ -131,11 +131,17 @@ class DocState:
         return self.missing == 0
 
 
+def passage_key_of(out: ParseOutcome, i: int) -> bytes:
+    """Chunk i's passage key: made by the parse worker (an outcome from an older worker, or
+    built by hand, has none: computed here)."""
+    return out.keys[i] if len(out.keys) == len(out.chunks) else passage_key(out.chunks[i])
+
+
 def prepared_doc(out: ParseOutcome, vectors: Any, not_a_copy_of: frozenset[str]) -> PreparedDoc:
     """What the committer stores for a parsed and embedded file."""
     return PreparedDoc(out.rel_path, out.content_hash, out.size, out.mtime_ns, out.chunks, vectors, out.parser,
                        not_a_copy_of, out.title, out.sections, out.chunker, pages=out.pages, ocr=out.ocr,
-                       ocr_pages=out.ocr_pages, ocr_mode=out.ocr_mode)
+                       ocr_pages=out.ocr_pages, ocr_mode=out.ocr_mode, keys=out.keys, near=out.near)
 
 
 def route(outcome: ParseOutcome, plan: EntityPlan, dry_run: bool) -> msg.Settled | frozenset[str]:
@@ -249,7 +255,7 @@ class EmbedStage:
     def _encode(self, batch: list[tuple[DocState, int]], outbox: Channel[msg.Settled], stop: Any) -> None:
         # Which rows need the model: one per passage not embedded before (in this run or in
         # the entity's store); the others take a vector that exists (or the first row's).
-        keys = [passage_key(s.outcome.chunks[i]) for s, i in batch]
+        keys = [passage_key_of(s.outcome, i) for s, i in batch]
         found: dict[tuple[str, bytes], Any] = {}
         asked: dict[str, list[bytes]] = {}
         for (state, _), key in zip(batch, keys):

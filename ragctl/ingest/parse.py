@@ -53,6 +53,10 @@ class ParseOutcome:
     ocr: list[bool] = field(default_factory=list)
     ocr_pages: int = 0
     ocr_mode: str = ""  # the --ocr mode of a PDF or image (recorded, so --reindex can find PDFs read without OCR)
+    # each chunk's passage key and near-duplicate signature (ragctl.storage.chunk_texts), made
+    # here in the parse worker so that neither the embed stage nor the commit spends time on them
+    keys: list[bytes] = field(default_factory=list)
+    near: list[bytes] = field(default_factory=list)
 
     def embed_text(self, i: int) -> str:
         """What the model embeds for chunk i: its context line, then its text."""
@@ -191,6 +195,9 @@ def parse_file(task: ParseTask, chunker: Any, limits: Limits) -> ParseOutcome:
         out.pages, out.ocr = [c.page for c in made], [c.ocr for c in made]
     out.ocr_pages, out.ocr_mode = parsed.ocr_pages, parsed.ocr_mode
     out.chunker = CHUNKER_VERSION
+    from ragctl.passages import chunk_signatures
+
+    out.keys, out.near = chunk_signatures(chunks)
     return out
 
 

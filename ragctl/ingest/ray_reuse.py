@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragctl.ingest.embed import DocState as Doc
-from ragctl.ingest.embed import PassageVectors
+from ragctl.ingest.embed import PassageVectors, passage_key_of
 from ragctl.ingest.parse import ParseOutcome
 from ragctl.ingest.plan import EntityPlan
-from ragctl.storage.chunk_texts import passage_key
 from ragctl.storage.json_storage import JSONStorage
 
 Key = tuple[str, bytes]  # (entity id, passage key)
@@ -67,7 +66,7 @@ class DriverPassages:
         """New content, routed: (documents complete already, the rows to embed, chunks reused
         per entity). Every other document completes through `embedded` or `failed`."""
         docs = [Doc(outcome, settled) for outcome, settled in routed]
-        keys = [[(d.outcome.entity_id, passage_key(chunk)) for chunk in d.outcome.chunks] for d in docs]
+        keys = [[(d.outcome.entity_id, passage_key_of(d.outcome, i)) for i in range(len(d.outcome.chunks))] for d in docs]
         found: dict[Key, Any] = {}
         asked: dict[tuple[str, int], list[bytes]] = {}  # (entity, chunker) -> keys to look up in the store
         plan_of: dict[tuple[str, int], EntityPlan | None] = {}

@@ -34,6 +34,7 @@ from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 
 from ragctl.errors import ConfigError, UsageError
 from ragctl.model_config import ModelConfig
+from ragctl.passages import chunk_signatures
 from ragctl.storage.entity import EntityStore, PreparedDoc
 from ragctl.storage.json_storage import Record, open_store
 
@@ -255,10 +256,11 @@ class RagctlVectorStore(VectorStore):
         now = time.time_ns()
         docs, row = [], 0
         for (doc_id, text, metadata, content_hash), doc_pieces in zip(todo, pieces):
+            keys, near = chunk_signatures(doc_pieces)  # before the commit: not under the entity's lock
             docs.append(PreparedDoc(
                 path=PATH_PREFIX + doc_id, content_hash=content_hash, size=len(text.encode("utf-8")),
                 mtime_ns=now, chunks=doc_pieces, vectors=vectors[row : row + len(doc_pieces)], parser=PARSER,
-                doc_id=doc_id, extra={"metadata": metadata},
+                doc_id=doc_id, extra={"metadata": metadata}, keys=keys, near=near,
             ))
             row += len(doc_pieces)
         self.entity.commit(self._model.identity(), adds=docs, precision=self._model.precision,

@@ -179,21 +179,24 @@ class ChunkTexts:
                 self._grow_failed_at = None if _grow(conn) else max(size, 1)
 
     # ------------------------------------------------------------------ writes
-    def insert(self, rows: Sequence[Row]) -> None:
-        """Insert (id, doc_id, ord, text[, title, section]) rows and their full-text entries,
-        one transaction."""
+    def insert(self, rows: Sequence[Row], signatures: Sequence[tuple[bytes, bytes] | None] = ()) -> None:
+        """Insert (id, doc_id, ord, text[, title, section[, page, ocr]]) rows and their
+        full-text entries, one transaction. `signatures`: each row's (passage key, near
+        signature) where the caller made them (None or missing: computed here)."""
         if not rows:
             return
-        pad = {4: ("", "", None, 0), 6: (None, 0), 8: ()}
         from ragctl.passages import near_signature
 
+        pad = {4: ("", "", None, 0), 6: (None, 0), 8: ()}
         full = [(*r, *pad[len(r)]) for r in rows]
+        given = list(signatures) + [None] * (len(full) - len(signatures))
+        made = [sig if sig is not None else (passage_key(r[3]), near_signature(r[3])) for r, sig in zip(full, given)]
         with self._write(sum(len(r[3]) + len(r[4]) + len(r[5]) for r in full)) as conn:
             _fts_forget(conn, [r[0] for r in full])  # an id being replaced (never expected)
             conn.executemany(
                 "INSERT OR REPLACE INTO chunks(id, doc_id, ord, text, title, section, page, ocr, passage, near)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(*r[:7], int(bool(r[7])), passage_key(r[3]), near_signature(r[3])) for r in full])
+                [(*r[:7], int(bool(r[7])), *sig) for r, sig in zip(full, made)])
             conn.executemany(
                 "INSERT INTO chunks_fts(rowid, text, title, section) VALUES (?,?,?,?)",
                 [(r[0], r[3], r[4], r[5]) for r in full],

@@ -80,6 +80,10 @@ class PreparedDoc:
     ocr: Sequence[bool] = ()
     ocr_pages: int = 0  # pages of the file read by OCR (recorded as "ocr_pages" when > 0)
     ocr_mode: str = ""  # the --ocr mode a PDF or image was read with (recorded as "ocr")
+    # each chunk's passage key and near-duplicate signature, where the caller made them already
+    # (the parse workers); (): the commit computes them
+    keys: Sequence[bytes] = ()
+    near: Sequence[bytes] = ()
     # the doc_id a new document gets ("" : a fresh one); a replaced one keeps its record's
     doc_id: str = ""
     # more fields for its record (integrations: e.g. a LangChain document's metadata)
@@ -319,6 +323,7 @@ class EntityStore:
                 int(meta.get("next_vector_id", 0)),
             )
             new_rows: list[tuple[int, str, int, str, str, str, int | None, bool]] = []
+            signatures: list[tuple[bytes, bytes] | None] = []
             new_vectors: list[np.ndarray] = []
             new_records: list[Record] = []
             for doc, doc_id, status in accepted:
@@ -329,6 +334,8 @@ class EntityStore:
                 ocr = list(doc.ocr) or [False] * len(doc.chunks)
                 new_rows.extend((first + i, doc_id, i, text, doc.title, sections[i], pages[i], ocr[i])
                                 for i, text in enumerate(doc.chunks))
+                n = len(doc.chunks)
+                signatures.extend(zip(doc.keys, doc.near) if len(doc.keys) == len(doc.near) == n else [None] * n)
                 new_vectors.append(np.ascontiguousarray(doc.vectors, dtype=np.float32))
                 new_records.append(self._record(doc, doc_id, first))
                 result.status[doc.path] = status
@@ -338,7 +345,7 @@ class EntityStore:
             writes = bool(new_rows or changes or removes or not self._meta.exists())
             catalog_error = self._catalog_mark() if writes else ""
             # 1. chunk texts + full-text entries (superset of the index at every instant)
-            self.texts.insert(new_rows)
+            self.texts.insert(new_rows, signatures)
             # 2. one new segment, then entity.json naming it (model identity, id high-water mark)
             if new_rows:
                 self.index.add(manifest, np.array([r[0] for r in new_rows], dtype=np.int64), np.vstack(new_vectors))
