@@ -2,7 +2,8 @@
 
 One entity grows to --chunks chunks in commits of --docs documents x --per-doc chunks
 (random unit vectors of --dim, synthetic text), straight through EntityStore.commit; gc() at
-the end (the end of an ingest). Reports commit time at the start and at the end (p50, mean
+the end (the end of an ingest). Each chunk's passage key and near-duplicate signature are made
+before the timed commit, as an ingest's parse workers make them. Reports commit time at the start and at the end (p50, mean
 with compactions and folds, max), how long each commit held the entity's lock (the
 `on_lock_held` hook: the longest single hold, and the most one commit held it in total, vs the
 commit's own time: merges run outside the lock), bytes written in total (wchar of /proc/self/io: every
@@ -62,8 +63,8 @@ def main() -> None:
     written = {"segments": 0, "mapping": 0}
     real_write_segment = segments.write_segment
 
-    def counting_write_segment(path, ids, vectors, kind="flat"):
-        entry = real_write_segment(path, ids, vectors, kind)
+    def counting_write_segment(path, ids, vectors, kind="flat", **options):
+        entry = real_write_segment(path, ids, vectors, kind, **options)
         written["segments"] += Path(path).stat().st_size
         return entry
 
@@ -77,6 +78,10 @@ def main() -> None:
     model = {"name": "bench", "digest": "b" * 64, "dim": args.dim}
     rng = np.random.default_rng(0)
     n_commits = args.chunks // (args.docs * args.per_doc)
+    try:  # a release with passage keys and near-duplicate signatures (issue 26)
+        from ragctl.passages import chunk_signatures as signatures
+    except ImportError:  # an older release, for comparisons
+        signatures = None
     times: list[float] = []
     held: list[float] = []  # per commit: seconds the entity's lock was held, all holds together
     holds: list[float] = []  # every single hold of the lock
@@ -95,8 +100,11 @@ def main() -> None:
             chunks = [" ".join(WORDS[(n * 7 + i * 3 + k) % len(WORDS)] for k in range(24)) + f" doc{n} part{i}"
                       for i in range(args.per_doc)]
             path = f"dir{n % 97}/doc{n}.md"
-            docs.append(PreparedDoc(path, hashlib.sha256(path.encode()).hexdigest(), 1000, n, chunks,
-                                    vecs[d * args.per_doc:(d + 1) * args.per_doc], "bench"))
+            doc = PreparedDoc(path, hashlib.sha256(path.encode()).hexdigest(), 1000, n, chunks,
+                              vecs[d * args.per_doc:(d + 1) * args.per_doc], "bench")
+            if signatures is not None:  # made before the commit, as an ingest's parse workers do
+                doc.keys, doc.near = signatures(chunks)
+            docs.append(doc)
         log_before = (shard.with_name(shard.name + ".log").stat().st_size
                       if shard.with_name(shard.name + ".log").exists() else 0)
         shard_before = shard.stat().st_mtime_ns if shard.exists() else None

@@ -13,7 +13,8 @@ One run measures, on a generated corpus (ragctl.bench.corpus, same seed = same b
       (`ragctl.bench.standin.StandInEncoder`; never reachable from `ragctl ingest`);
    b. what the driver does per file before an actor sees it (read the bytes, sha256), in
       chunks/s at the corpus's chunks per byte;
-   c. both together, as one driver runs them (two threads, one GIL): 1 / (1/a + 1/b).
+   c. the passage lookups of reuse (ray_reuse.DriverPassages) for new content, chunks/s;
+   d. all together, as one driver runs them (threads, one GIL): 1 / (1/a + 1/b + 1/c).
 
     .venv/bin/python scripts/bench_ray.py [--entities 2 --docs 24] [--commit-docs 1600] [--json out.json]
 """
@@ -118,6 +119,49 @@ def commit_capacity(docs: list[tuple[str, str, list[str], int]], total_docs: int
             "chunks_per_s": round(chunks / took, 1), "docs_per_s": round(total_docs / took, 1)}
 
 
+def reuse_capacity(docs: list[tuple[str, str, list[str], int]], total_docs: int, entities: int,
+                   store: Path) -> dict[str, Any]:
+    """The driver's passage lookups under --ray (`ray_reuse.DriverPassages`: `admit` a batch of
+    parsed documents, then `embedded` with the vectors coming back), in batches of 32 documents
+    as the actors return them, on the store `commit_capacity` filled: every chunk made new
+    (its passage is looked up in the run's memory and in the entity's chunks.sqlite, found in
+    neither, sent to the model once, remembered)."""
+    from ragctl.bench.standin import StandInEncoder  # benchmark-only: no model
+    from ragctl.chunking import CHUNKER_VERSION
+    from ragctl.ingest.parse import OK, ParseOutcome
+    from ragctl.ingest.ray_reuse import DriverPassages
+    from ragctl.passages import chunk_signatures
+    from ragctl.storage import open_store
+
+    encoder = StandInEncoder()
+    driver = DriverPassages(open_store(store, create=False), {})
+    batches: list[list[tuple[ParseOutcome, frozenset[str]]]] = [[]]
+    chunks = 0
+    for i in range(total_docs):
+        _, rel, texts, size = docs[i % len(docs)]
+        texts = [f"{t} (new {i})" for t in texts]  # a passage no run or store has seen
+        out = ParseOutcome(f"e{i % entities}", f"new-{i}/{rel}", OK, chunks=texts, size=size, chunker=CHUNKER_VERSION)
+        out.keys, out.near = chunk_signatures(texts)  # made by the actors' parse calls in a run
+        if len(batches[-1]) == 32:
+            batches.append([])
+        batches[-1].append((out, frozenset()))
+        chunks += len(texts)
+    # every chunk is new, so an embed call's rows are the batch's chunks in order: their
+    # stand-in vectors are made before the timing
+    vectors = [encoder.encode([out.embed_text(i) for out, _ in batch for i in range(len(out.chunks))])
+               for batch in batches]
+    t0 = time.perf_counter()
+    sent = 0
+    for batch, stand_in in zip(batches, vectors):
+        _, rows, _ = driver.admit(batch)
+        assert len(rows.texts) == len(stand_in), (len(rows.texts), len(stand_in))
+        sent += len(rows.texts)
+        driver.embedded(rows, stand_in)
+    took = time.perf_counter() - t0
+    return {"docs": total_docs, "chunks": chunks, "sent_to_model": sent, "seconds": round(took, 2),
+            "chunks_per_s": round(chunks / took, 1)}
+
+
 def prepare_capacity(corpus: Path, chunks_per_byte: float, rounds: int = 5) -> dict[str, Any]:
     """What the Ray stage does per file on the driver: one bounded read and a sha256."""
     from ragctl.ingest.parse import read_snapshot
@@ -175,9 +219,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{commit['seconds']}s = {commit['chunks_per_s']} chunks/s", flush=True)
         prepare = prepare_capacity(base / "corpus", chunks_per_byte)
         print(f"driver read+hash: {prepare['mb_per_s']} MB/s = {prepare['chunks_per_s']} chunks/s", flush=True)
-        combined = 1 / (1 / commit["chunks_per_s"] + 1 / prepare["chunks_per_s"])
-        result.update(commit=commit, prepare=prepare, driver_chunks_per_s=round(combined, 1))
-        print(f"driver capacity (commit + read/hash, one process): {combined:.0f} chunks/s", flush=True)
+        reuse = reuse_capacity(docs, args.commit_docs, args.commit_entities, base / "commit")
+        print(f"driver passage lookups (new passages): {reuse['chunks']} chunks in {reuse['seconds']}s = "
+              f"{reuse['chunks_per_s']} chunks/s", flush=True)
+        combined = 1 / (1 / commit["chunks_per_s"] + 1 / prepare["chunks_per_s"] + 1 / reuse["chunks_per_s"])
+        result.update(commit=commit, prepare=prepare, reuse=reuse, driver_chunks_per_s=round(combined, 1))
+        print(f"driver capacity (commit + read/hash + passage lookups, one process): {combined:.0f} chunks/s",
+              flush=True)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     print(json.dumps(result))
