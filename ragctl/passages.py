@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ragctl.storage.chunk_texts import passage_key
@@ -127,38 +127,45 @@ class PassageGroups:
 
     `add` takes the candidate's stored passage key and signature where the store has them (a
     signature is only used when this threshold is at least the one it was made for: it then
-    holds every window needed, and maybe a few more); otherwise it computes them from the text."""
+    holds every window needed, and maybe a few more); otherwise it computes them from the text.
+    Given both, `add` needs no text: `text_of(id)` is asked for a text only when two candidates
+    are compared word by word."""
 
-    def __init__(self, threshold: float | None = None) -> None:
+    def __init__(self, threshold: float | None = None, text_of: Callable[[int], str] | None = None) -> None:
         self.threshold = NEAR_DUPLICATE if threshold is None else threshold
         self.group: dict[int, int] = {}  # candidate id -> group
         self.members: list[list[int]] = []  # group -> candidate ids, in the order they came
         self.keys: dict[int, bytes] = {}  # candidate id -> passage key
         self._by_key: dict[bytes, int] = {}
         self._sizes: list[int] = []  # group -> its first member's plain-word count
-        self._texts: list[str] = []  # group -> its first member's text
+        self._firsts: list[int] = []  # group -> its first member's id
+        self._given: dict[int, str] = {}  # texts given to `add`
+        self._text_of = text_of
         self._heads: dict[int, list[int]] = {}  # hash of the first words -> groups
         self._early: dict[int, list[int]] = {}  # hashes of early word windows -> groups
 
-    def add(self, vid: int, text: str, key: bytes | None = None, near: bytes | None = None) -> int:
+    def add(self, vid: int, text: str | None, key: bytes | None = None, near: bytes | None = None) -> int:
+        """The candidate's group. `text` may be None only with both `key` and `near` given."""
         if vid in self.group:
             return self.group[vid]
-        key = key if key is not None else passage_key(text)
+        if text is not None:
+            self._given[vid] = text
+        key = key if key is not None else passage_key(self._text(vid))
         self.keys[vid] = key
         g = self._by_key.get(key)
         if g is None:
             n, windows = 0, ()
             if self.threshold <= 1.0:
                 if near is None or self.threshold < NEAR_DUPLICATE:
-                    near = near_signature(text, min(self.threshold, NEAR_DUPLICATE))
+                    near = near_signature(self._text(vid), min(self.threshold, NEAR_DUPLICATE))
                 n, *rest = struct.unpack(f"<{len(near) // 4}I", near)
                 windows = tuple(rest)
-            g = self._nearest(n, windows, text) if windows else None
+            g = self._nearest(n, windows, vid) if windows else None
             if g is None:
                 g = len(self.members)
                 self.members.append([])
                 self._sizes.append(n)
-                self._texts.append(text)
+                self._firsts.append(vid)
                 if windows:
                     self._heads.setdefault(windows[0], []).append(g)
                     for window in set(windows):
@@ -168,17 +175,26 @@ class PassageGroups:
         self.members[g].append(vid)
         return g
 
-    def _nearest(self, n: int, windows: tuple[int, ...], text: str) -> int | None:
+    def _text(self, vid: int) -> str:
+        if vid in self._given:
+            return self._given[vid]
+        if self._text_of is None:
+            raise ValueError(f"no text for candidate {vid}")
+        return self._text_of(vid)
+
+    def _nearest(self, n: int, windows: tuple[int, ...], vid: int) -> int | None:
         found = set(self._early.get(windows[0], ()))  # inside one of them
         for window in windows:  # one of them inside this one
             found.update(self._heads.get(window, ()))
         best, best_run = None, 0.0
-        compared = words(text) if found else []
+        compared: list[str] | None = None
         for g in sorted(found):
             theirs = self._sizes[g]
             if min(n, theirs) < self.threshold * max(n, theirs) - 2:
                 continue
-            run = common_run(compared, words(self._texts[g]))
+            if compared is None:
+                compared = words(self._text(vid))
+            run = common_run(compared, words(self._text(self._firsts[g])))
             if run > best_run:
                 best, best_run = g, run
         return best if best is not None and best_run >= self.threshold else None

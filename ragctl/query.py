@@ -134,14 +134,14 @@ class Searcher:
             tlists = [searching.text_search(q, read) for q in queries]
         ranked: list[list[Ranked]] = []
         also: list[dict[int, tuple[str, ...]]] = []
-        # chunk rows read while collapsing (with their passage key and near signature), reused
-        # for the hits
-        fetched: dict[int, CandidateRow] = {}
+        # what collapsing read: candidates' (passage key, near signature), and the chunk rows it
+        # needed (reused for the hits)
+        reads = _Reads()
         for n, (vrows, trows) in enumerate(zip(vlists, tlists)):
             rows: list[Ranked]
             collapsed = None
             if collapse:
-                collapsed = self._collapsed(searching, vrows, trows, depth, fetched)
+                collapsed = self._collapsed(vrows, trows, depth, reads)
                 if (len(collapsed.vkept) < depth and len(vrows) == read) or (len(collapsed.tkept) < depth and len(trows) == read):
                     # copies filled the deeper read too: read this query's lists once more, deeper
                     deeper = read * COLLAPSE_READ_MORE
@@ -150,7 +150,7 @@ class Searcher:
                         vrows = searching.vector_search(vectors[n : n + 1], deeper)[0]
                     if mode != "vector":
                         trows = searching.text_search(queries[n], deeper)
-                    collapsed = self._collapsed(searching, vrows, trows, depth, fetched)
+                    collapsed = self._collapsed(vrows, trows, depth, reads)
                 vrows, trows = collapsed.vkept, collapsed.tkept
             if mode == "vector":
                 rows = [(i, s, rank, None) for rank, (i, s) in enumerate(vrows[:want], 1)]
@@ -165,7 +165,7 @@ class Searcher:
                 chosen, also_in = self._attributed(collapsed, [r[0] for r in rows])
             ranked.append([(chosen.get(r[0], r[0]), r[1], r[2], r[3]) for r in rows])
             also.append({chosen.get(g, g): paths for g, paths in also_in.items()})
-        rows_read = {vid: candidate[0] for vid, candidate in fetched.items()}
+        rows_read = reads.rows
         if not rerank:
             return [[with_also_in(hit, extra.get(vid, ())) for vid, hit in searching.ranked_hits(rows, rows_read)]
                     for rows, extra in zip(ranked, also)]
@@ -183,17 +183,23 @@ class Searcher:
         return with_context(self.entity, hits, budget)
 
     def _collapsed(
-        self, searching: EntitySearch, vrows: list[tuple[int, float]], trows: list[tuple[int, float]], depth: int,
-        fetched: dict[int, CandidateRow],
+        self, vrows: list[tuple[int, float]], trows: list[tuple[int, float]], depth: int, reads: _Reads,
     ) -> _Collapsed:
         """Both lists with one row per passage: its best-ranked copy stands for the group, and
-        each list is cut at `depth` distinct passages. Chunk rows are read into `fetched` as
-        the walk needs them (a list's first `depth` rows, then the rest only if copies took
-        places), so a query without copies reads no row it does not rank."""
+        each list is cut at `depth` distinct passages. Candidates' passage keys and near
+        signatures are read as the walk needs them (a list's first `depth` rows, then the rest
+        only if copies took places); a candidate's text only where it must be compared word by
+        word (a near-duplicate candidate) or has no stored signature (a store not upgraded)."""
         from ragctl.passages import PassageGroups
 
         texts = self.entity.texts
-        groups = PassageGroups()
+
+        def text_of(vid: int) -> str:
+            if vid not in reads.rows:
+                reads.rows.update(texts.fetch_rows([vid]))
+            return reads.rows.get(vid, _NO_ROW)[0]
+
+        groups = PassageGroups(text_of=text_of)
         vkept: list[tuple[int, float]] = []
         tkept: list[tuple[int, float]] = []
         vseen: set[int] = set()
@@ -201,9 +207,13 @@ class Searcher:
 
         def fetch(upto: int) -> None:
             want = {vid for vid, _ in vrows[:upto]} | {vid for vid, _ in trows[:upto]}
-            missing = sorted(want - fetched.keys())
+            missing = sorted(want - reads.signed.keys())
             if missing:
-                fetched.update(texts.fetch_candidates(missing))
+                signed = texts.signatures(missing)
+                reads.signed.update((vid, signed.get(vid, (None, None))) for vid in missing)
+                unsigned = [vid for vid in missing if None in reads.signed[vid] and vid not in reads.rows]
+                if unsigned:
+                    reads.rows.update(texts.fetch_rows(unsigned))
 
         fetch(depth)
         fetched_to = depth
@@ -218,8 +228,8 @@ class Searcher:
                 if level >= len(ranked) or len(keep) >= depth:
                     continue
                 vid, score = ranked[level]
-                row, key, near = fetched.get(vid, _MISSING)
-                g = groups.add(vid, row[0], key, near)
+                key, near = reads.signed.get(vid, (None, None))
+                g = groups.add(vid, None if key is not None and near is not None else text_of(vid), key, near)
                 if g not in seen:
                     seen.add(g)
                     keep.append((groups.members[g][0], score))
@@ -277,9 +287,16 @@ class Searcher:
                    if r.get("parser") != "langchain")  # texts given by LangChain: not files to re-chunk
 
 
-# a chunk row as a collapsing query reads it: (row, passage key, near-duplicate signature)
-CandidateRow = tuple["RowData", bytes | None, bytes | None]
-_MISSING: CandidateRow = (("", "", "", None, False), None, None)
+_NO_ROW: RowData = ("", "", "", None, False)
+
+
+class _Reads:
+    """What one search's collapsing read: each candidate's (passage key, near signature), None
+    where the store has none, and the chunk rows it needed (reused for the hits)."""
+
+    def __init__(self) -> None:
+        self.signed: dict[int, tuple[bytes | None, bytes | None]] = {}
+        self.rows: dict[int, RowData] = {}
 
 
 class _Collapsed(NamedTuple):

@@ -99,7 +99,7 @@ def commit_capacity(docs: list[tuple[str, str, list[str], int]], total_docs: int
         _, rel, texts, size = docs[i % len(docs)]
         path = f"copy-{i // len(docs)}/{rel}"
         doc = PreparedDoc(path, hashlib.sha256(path.encode()).hexdigest(), size, 1, texts, encoder.encode(texts))
-        items.append(msg.Embedded(f"e{i % entities}", doc, "stand-in"))
+        items.append(msg.Embedded(f"e{i % entities}", doc, {"backend": "stand-in"}))
         chunks += len(texts)
     stop, interrupted = threading.Event(), threading.Event()
     inbox: Channel[Any] = Channel("settled", 256, stop)

@@ -247,12 +247,6 @@ class ChunkTexts:
     def fetch_rows(self, ids: Sequence[int]) -> dict[int, RowData]:
         """id -> (text, title, section, page, ocr); title and section are "" in a database made
         before contextual chunks, page None and ocr False in one made before page numbers."""
-        return {i: row for i, (row, _, _) in self.fetch_candidates(ids, keys=False).items()}
-
-    def fetch_candidates(self, ids: Sequence[int], keys: bool = True) -> dict[int, tuple[RowData, bytes | None, bytes | None]]:
-        """id -> (row, passage key, near signature) in one read: what a query collapsing its
-        candidates needs (key and signature None in a database not upgraded yet, or `keys`
-        False: the rows alone)."""
         if not len(ids) or not self.exists():
             return {}
         with self._db(reader=True) as conn:
@@ -261,10 +255,20 @@ class ChunkTexts:
             have = self._table_columns(conn)
             columns = "text, title, section" if set(_CONTEXT_COLUMNS) <= have else "text, '', ''"
             columns += ", page, ocr" if set(_ORIGIN_COLUMNS) <= have else ", NULL, 0"
-            columns += ", passage" if keys and "passage" in have else ", NULL"
-            columns += ", near" if keys and "near" in have else ", NULL"
-            return {int(r[0]): ((r[1], r[2], r[3], r[4], bool(r[5])), r[6], r[7])
+            return {int(r[0]): (r[1], r[2], r[3], r[4], bool(r[5]))
                     for r in _select_in(conn, f"id, {columns}", "id", [int(i) for i in ids])}
+
+    def signatures(self, ids: Sequence[int]) -> dict[int, tuple[bytes | None, bytes | None]]:
+        """id -> (passage key, near signature), without the texts: what a query collapsing its
+        candidates reads (None where a database not upgraded yet has neither)."""
+        if not len(ids) or not self.exists():
+            return {}
+        with self._db(reader=True) as conn:
+            if not _has_table(conn, "chunks"):
+                return {}
+            have = self._table_columns(conn)
+            columns = ("passage" if "passage" in have else "NULL") + ", " + ("near" if "near" in have else "NULL")
+            return {int(r[0]): (r[1], r[2]) for r in _select_in(conn, f"id, {columns}", "id", [int(i) for i in ids])}
 
     def passages(self, ids: Sequence[int]) -> dict[int, bytes]:
         """id -> passage key, for rows that have one (none in a database not upgraded yet)."""
