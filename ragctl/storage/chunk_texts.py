@@ -247,28 +247,29 @@ class ChunkTexts:
     def fetch_rows(self, ids: Sequence[int]) -> dict[int, RowData]:
         """id -> (text, title, section, page, ocr); title and section are "" in a database made
         before contextual chunks, page None and ocr False in one made before page numbers."""
-        if not len(ids) or not self.exists():
-            return {}
-        with self._db(reader=True) as conn:
-            if not _has_table(conn, "chunks"):
-                return {}
-            have = self._table_columns(conn)
-            columns = "text, title, section" if set(_CONTEXT_COLUMNS) <= have else "text, '', ''"
-            columns += ", page, ocr" if set(_ORIGIN_COLUMNS) <= have else ", NULL, 0"
-            return {int(r[0]): (r[1], r[2], r[3], r[4], bool(r[5]))
-                    for r in _select_in(conn, f"id, {columns}", "id", [int(i) for i in ids])}
+        def columns(have: frozenset[str]) -> str:
+            return (("text, title, section" if set(_CONTEXT_COLUMNS) <= have else "text, '', ''")
+                    + (", page, ocr" if set(_ORIGIN_COLUMNS) <= have else ", NULL, 0"))
+
+        return {i: (r[0], r[1], r[2], r[3], bool(r[4])) for i, r in self._read_rows(ids, columns).items()}
 
     def signatures(self, ids: Sequence[int]) -> dict[int, tuple[bytes | None, bytes | None]]:
         """id -> (passage key, near signature), without the texts: what a query collapsing its
         candidates reads (None where a database not upgraded yet has neither)."""
+        def columns(have: frozenset[str]) -> str:
+            return ("passage" if "passage" in have else "NULL") + ", " + ("near" if "near" in have else "NULL")
+
+        return {i: (r[0], r[1]) for i, r in self._read_rows(ids, columns).items()}
+
+    def _read_rows(self, ids: Sequence[int], columns: Callable[[frozenset[str]], str]) -> dict[int, tuple[Any, ...]]:
+        """id -> the values of `columns(the table's columns)` for the rows that exist."""
         if not len(ids) or not self.exists():
             return {}
         with self._db(reader=True) as conn:
             if not _has_table(conn, "chunks"):
                 return {}
-            have = self._table_columns(conn)
-            columns = ("passage" if "passage" in have else "NULL") + ", " + ("near" if "near" in have else "NULL")
-            return {int(r[0]): (r[1], r[2]) for r in _select_in(conn, f"id, {columns}", "id", [int(i) for i in ids])}
+            wanted = columns(self._table_columns(conn))
+            return {int(r[0]): tuple(r[1:]) for r in _select_in(conn, f"id, {wanted}", "id", [int(i) for i in ids])}
 
     def passages(self, ids: Sequence[int]) -> dict[int, bytes]:
         """id -> passage key, for rows that have one (none in a database not upgraded yet)."""
