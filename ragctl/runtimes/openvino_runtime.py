@@ -180,13 +180,13 @@ class OpenVINORuntime:
         self.model_dir = self.f32_dir
         self.tokenizer = _load_tokenizer(spec)
         self.input_names = list(json.loads((self.f32_dir / "meta.json").read_text(encoding="utf-8"))["inputs"])
-        # the precision of the float layers: int8's are what its gate judged (bf16 where native)
+        # the precision of the layers in float: int8's as its gate judged them (INT8_ACTIVATIONS)
         activations = "bf16" if precision == "bf16" else "f32"
         if precision == "int8":
-            from ragctl.runtimes.int8 import activations_of, ensure_int8
+            from ragctl.runtimes.int8 import INT8_ACTIVATIONS, ensure_int8
 
             self.model_dir = ensure_int8(spec, self.f32_dir, self.tokenize, threads)
-            activations = activations_of(self.model_dir)
+            activations = INT8_ACTIVATIONS
         self.activations = activations
         self.meta = json.loads((self.model_dir / "meta.json").read_text(encoding="utf-8"))
         core = ov.Core()
