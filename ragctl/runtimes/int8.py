@@ -12,12 +12,13 @@ refused int8 is refused instantly next time; `--precision int8` then fails with 
 
 The gate judges the model compiled exactly as the runtime compiles it: the layers left in float
 (KEEP_FLOAT_PATTERNS, attention, layer norms) in f32 (`INFERENCE_PRECISION_HINT=f32`, recorded as
-the verdict's `activations`). Until gate version 3 the gate left the hint to OpenVINO, whose
+the verdict's `activations`). Up to gate version 2 the gate left the hint to OpenVINO, whose
 default on a CPU with native bf16 is bf16, while the runtime asked for f32: it judged another
-model than the one that ran. Running those layers in bf16 was measured and not adopted: 1.40x the
-texts per second on a 2-core AVX512-BF16 EPYC, but over the question sets' 136 questions (the
-Cargo Book and the Embedded Rust Book, with and without print pages) it lost 2 evidence hits and
-4 doc-recall hits, all on held-out halves B (docs/runtimes.md, "int8").
+model than the one that ran. Running those layers in bf16 (gate version 3, never released) was
+measured and not adopted: 1.40x the texts per second on a 2-core AVX512-BF16 EPYC, but over the
+question sets' 136 questions (the Cargo Book and the Embedded Rust Book, with and without print
+pages) it lost 2 evidence hits and 4 doc-recall hits, all on held-out halves B
+(docs/runtimes.md, "int8").
 """
 
 from __future__ import annotations
@@ -139,4 +140,3 @@ def ensure_int8(spec: ModelSpec, f32_dir: Path, tokenize: Any, threads: int) -> 
     if not verdict["passed"]:
         raise ConfigError(f"precision int8 refused by its quality gate: {verdict['reason']}")
     return path
-
