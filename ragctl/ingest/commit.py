@@ -33,6 +33,14 @@ ENTITY_FAILURES = (StorageError, OSError, sqlite3.Error)
 LOST = "no result came back from parsing/embedding (lost in the pipeline); re-run to index it"
 
 
+def faiss_on_one_thread() -> None:
+    """FAISS on the calling thread with one OpenMP thread (OpenMP's setting is per thread): the
+    threads that commit, merge or gc leave the cores to the model."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+
+
 class Maintenance:
     """Runs the merges that commits planned on a thread of its own, so the commit stage goes
     on committing (other entities' files too) while a full tier merges: one entity's big merge
@@ -78,9 +86,7 @@ class Maintenance:
             self._idle.notify_all()
 
     def _run(self) -> None:
-        import faiss
-
-        faiss.omp_set_num_threads(1)  # as on the commit thread: the cores are the model's
+        faiss_on_one_thread()
         while True:
             store, merge = self._jobs.get()
             try:
@@ -169,9 +175,7 @@ class CommitStage:
         self.maintenance = Maintenance(reporter)
 
     def run(self, inbox: Channel[Any], stop: Any, interrupted: Any) -> None:
-        import faiss
-
-        faiss.omp_set_num_threads(1)  # this thread only: flat-index adds are tiny; the cores are the model's
+        faiss_on_one_thread()  # flat-index adds are tiny
         opts = self.ctx.options
         while True:
             item = inbox.get(timeout=0.25)

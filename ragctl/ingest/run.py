@@ -33,7 +33,7 @@ from ragctl.errors import ConfigError, UsageError
 from ragctl.events import Status
 from ragctl.ingest import messages as msg
 from ragctl.ingest.channel import Channel
-from ragctl.ingest.commit import ENTITY_FAILURES, CommitStage, finish_entity
+from ragctl.ingest.commit import ENTITY_FAILURES, CommitStage, faiss_on_one_thread, finish_entity
 from ragctl.ingest.embed import EmbedStage
 from ragctl.ingest.options import IngestOptions, RunContext
 from ragctl.ingest.plan import (
@@ -261,7 +261,7 @@ class IngestRun:
             # this thread wait for the GIL (the stat per file was ~75 us instead of ~2).
             # The entity's only unit: no commit of it can be pending.
             self.plans.pop(unit.key, None)
-            _faiss_on_one_thread()  # a gc's merge here must not take the model's cores
+            faiss_on_one_thread()  # a gc's merge here must not take the model's cores
             finish_entity(store, plan.gone(), self.ctx, self.reporter)
             self._remember_tree(store, plan)
             self._release_store(eid)
@@ -397,18 +397,6 @@ class IngestRun:
                     self.interrupted.set()
                     self.stop.set()
                     self.reporter.phase("interrupted: committing what is already embedded")
-
-
-_faiss_threads_set = threading.local()
-
-
-def _faiss_on_one_thread() -> None:
-    """FAISS (a gc's merge) on this thread with one OpenMP thread, as on the commit thread."""
-    if not getattr(_faiss_threads_set, "done", False):
-        import faiss
-
-        faiss.omp_set_num_threads(1)
-        _faiss_threads_set.done = True
 
 
 def check_models(store: Any, entity_ids: Iterable[str], identity: dict[str, Any]) -> None:
