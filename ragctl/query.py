@@ -246,7 +246,7 @@ class Searcher:
         groups = collapsed.groups
         owners = self.entity.owners()
         shared = sorted({groups.group[v] for v in firsts if v in groups.group})
-        stored = self.entity.texts.holders([groups.keys[m] for g in shared for m in groups.members[g]])
+        stored = self.entity.holders([groups.keys[m] for g in shared for m in groups.members[g]])
         chosen: dict[int, int] = {}
         also_in: dict[int, tuple[str, ...]] = {}
         for g in shared:

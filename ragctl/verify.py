@@ -36,6 +36,10 @@ class EntityCheck:
     problems: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     legacy_layout: bool = False  # vectors still in a format-2 index.faiss (--repair migrates them)
+    bad_passage_sections: list[str] = field(default_factory=list)  # segments whose section disagrees with the rows
+    # segments written before passage sections (not a problem: holders are found through the SQL
+    # index meanwhile; the next ingest that writes, or --repair, gives them one)
+    without_passage_sections: int = 0
 
     @property
     def ok(self) -> bool:
@@ -48,6 +52,7 @@ class EntityCheck:
             "vectors": self.vectors,
             "orphans": self.orphans,
             "full_text": self.full_text,
+            "segments_without_passage_sections": self.without_passage_sections,
             "problems": self.problems,
             "repaired": self.repaired,
         }
@@ -143,6 +148,12 @@ def check_entity(storage: JSONStorage, entity_id: str, repair: bool = False) -> 
         if n in twice:
             check.problems.append(f"{record['path']}: a vector id is also used by {valid[twice[n]][1]['path']}")
     check.orphans = int(len(np.setdiff1d(present, refs)))
+    # the passage sections that find a passage's holders agree with the rows' keys
+    check.bad_passage_sections = passage_section_problems(store)
+    check.without_passage_sections = sum(1 for s in (store.index.manifest() or {}).get("segments", [])
+                                         if not s.get("passages"))
+    check.problems.extend(f"segment {name}: its passage section disagrees with the chunk rows' passage keys"
+                          for name in check.bad_passage_sections)
     check.legacy_layout = store.index.manifest() is None and store.index.legacy_path.exists()
     if repair:
         repaired = _repair(storage, store, entity_id, check, broken)
@@ -152,6 +163,36 @@ def check_entity(storage: JSONStorage, entity_id: str, repair: bool = False) -> 
             after.repaired = repaired
             return after
     return check
+
+
+def passage_section_problems(store: EntityStore) -> list[str]:
+    """The live segments whose passage section disagrees with their ids or with their rows'
+    passage keys (rows gone are not compared)."""
+    import numpy as np
+
+    from ragctl.storage import segments as seg
+
+    manifest = store.index.manifest()
+    bad: list[str] = []
+    for entry in (manifest or {}).get("segments", []):
+        path = store.index.dir / entry["name"]
+        try:
+            section = seg.read_segment_passages(path)
+            ids = seg.read_segment_ids(path)
+        except (OSError, StorageError):
+            continue  # a missing or unreadable segment is reported by the index check
+        if section is None:
+            continue
+        prefixes, section_ids = section
+        if not np.array_equal(np.sort(section_ids), ids):
+            bad.append(entry["name"])
+            continue
+        stored = store.texts.passages(section_ids.tolist())
+        have = np.array([int(i) in stored for i in section_ids], dtype=bool)
+        expected = seg.passage_prefixes([stored[int(i)] for i in section_ids[have]])
+        if not np.array_equal(prefixes[have], expected):
+            bad.append(entry["name"])
+    return bad
 
 
 def _repair(storage: JSONStorage, store: EntityStore, entity_id: str, check: EntityCheck, broken: dict[str, list[str]]) -> list[str]:
@@ -164,12 +205,22 @@ def _repair(storage: JSONStorage, store: EntityStore, entity_id: str, check: Ent
         for key in sorted(broken):
             for problem in broken[key]:
                 repaired.append(f"{problem}: dropped the record (re-run ingest to re-index the file)")
-    if check.orphans or broken or check.legacy_layout:
-        removed = store.gc(force=True)  # also moves a format-2 index.faiss into segments
+    if check.orphans or broken or check.legacy_layout or check.without_passage_sections:
+        # also moves a format-2 index.faiss into segments and gives segments without a passage
+        # section one
+        removed = store.gc(force=True)
         if removed:
             repaired.append(f"removed {removed} orphan vectors")
         if check.legacy_layout:
             repaired.append("moved the vectors from index.faiss into segments (store format 3)")
+        left = sum(1 for s in (store.index.manifest() or {}).get("segments", []) if not s.get("passages"))
+        if check.without_passage_sections > left:
+            repaired.append(f"segments without a passage section (written before them): "
+                            f"{check.without_passage_sections} before, {left} now")
+    if check.bad_passage_sections:
+        rebuilt = store.rebuild_passage_sections(check.bad_passage_sections)
+        repaired.append(f"rebuilt the passage sections of {rebuilt} of {len(check.bad_passage_sections)} segments"
+                        " from the chunk rows")
     if check.full_text == "missing":
         store.texts.ensure_full_text()
         repaired.append("built the full-text index")

@@ -75,3 +75,25 @@ def copy_built(root: Path, store: Path, dest: Path, tree_name: str = "docs") -> 
     shutil.copytree(root, dest / tree_name)
     shutil.copytree(store, dest / "store")
     return dest / tree_name, dest / "store"
+
+
+def strip_passage_sections(store: Path, entity: str, sql_index: bool = False) -> None:
+    """An entity as a release before passage sections wrote it: segment files without the
+    section (the bytes the old writer wrote), entity.json without the flags and, with
+    `sql_index`, the SQL index over passage keys that release kept."""
+    import sqlite3
+
+    from ragctl.fsutil import atomic_write_json, read_json
+    from ragctl.storage.segments import segment_vectors, write_segment
+
+    meta_path = store / "entities" / entity / "entity.json"
+    meta = read_json(meta_path)
+    for entry in meta["vectors"]["segments"]:
+        path = store / "entities" / entity / "segments" / entry["name"]
+        ids, vectors = segment_vectors(path)
+        write_segment(path, ids, vectors, entry.get("kind", "flat"))
+        entry.pop("passages", None)
+    atomic_write_json(meta_path, meta)
+    if sql_index:
+        with sqlite3.connect(store / "entities" / entity / "chunks.sqlite") as conn:
+            conn.execute("CREATE INDEX IF NOT EXISTS chunks_passage ON chunks(passage)")

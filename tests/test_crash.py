@@ -107,7 +107,8 @@ def add_orphan_vectors(store: Path, entity: str, ids) -> None:
     es = EntityStore(JSONStorage(store), entity)
     meta = read_json(es._meta.path)
     dim = int(meta["vectors"]["dim"])
-    es.index.add(meta["vectors"], np.asarray(ids, dtype=np.int64), unit(len(ids), dim))
+    es.index.add(meta["vectors"], np.asarray(ids, dtype=np.int64), unit(len(ids), dim),
+                 np.arange(len(ids), dtype=np.uint64))  # (a commit writes its passage section too)
     atomic_write_json(es._meta.path, meta)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import cli, make_tree
+from helpers import cli, make_tree, strip_passage_sections
 
 TOPICS = ["borrow checker", "lifetimes", "cargo workspaces", "feature flags", "build scripts", "linker arguments",
           "panic strategy", "allocator", "interrupt handlers", "memory-mapped registers", "semihosting", "probe-rs"]
@@ -101,22 +101,27 @@ def test_a_store_without_passage_keys_keeps_answering_and_is_upgraded_on_its_nex
     store = tmp_path / "store"
     ingest(root, store)
     db = store / "entities" / "e" / "chunks.sqlite"
+    strip_passage_sections(store, "e")
     with sqlite3.connect(db) as conn:  # what a store written before passage keys looks like
-        conn.execute("DROP INDEX chunks_passage")
         conn.execute("ALTER TABLE chunks DROP COLUMN passage")
     hits = query(store, "e", "Sentence 2 of section 1 explains how lifetimes behaves")
     assert "Sentence 2 of section 1 explains how lifetimes" in hits[0]["text"]
     verify_ok(store)
 
-    # the next ingest adds the column and keys every old row (one transaction), and reuses them at once
+    # the next ingest adds the column and keys every old row (one transaction), and reuses them
+    # at once; its end gives the old segments their passage sections (docs/storage.md)
     make_tree(root, {"e/b.md": page("B", TOPICS[:3])})
     row = ingest(root, store)["entities"]["e"]
     assert row["indexed"] == 1 and row["chunks_reused"] >= 2, row
     with sqlite3.connect(db) as conn:
         missing = conn.execute("SELECT count(*) FROM chunks WHERE passage IS NULL").fetchone()[0]
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert missing == 0 and "chunks_passage" in indexes
+    meta = json.loads((store / "entities" / "e" / "entity.json").read_text())
+    assert all(s.get("passages") for s in meta["vectors"]["segments"])
+    assert missing == 0 and "chunks_passage" not in indexes  # (the segments find holders now)
     verify_ok(store)
+    make_tree(root, {"e/c.md": page("C", TOPICS[:3])})
+    assert ingest(root, store)["entities"]["e"]["chunks_reused"] >= 2
 
 
 def test_a_passage_is_returned_once_by_its_most_specific_holder_with_the_others_in_also_in(tmp_path):

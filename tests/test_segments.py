@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SEGMENT_DIM, SEGMENT_MODEL, segment_doc, unit_vectors
+from helpers import SEGMENT_DIM, SEGMENT_MODEL, segment_doc, strip_passage_sections, unit_vectors
 from typer.testing import CliRunner
 
 from ragctl.cli.app import app
@@ -768,4 +768,155 @@ def test_commits_during_an_orphan_rewrite_do_not_plan_it_again(tmp_path, monkeyp
     assert not merging.is_alive() and not errors
     fresh = EntityStore(JSONStorage(root), "e")
     assert_exact(fresh, docs)
+    assert verify(root)["ok"]
+
+
+# ----------------------------------------------------------------------------- passage sections
+def shared_doc(path: str, shared: list[str], seed: int) -> PreparedDoc:
+    """A document whose chunks are `shared` passages plus one of its own."""
+    chunks = [*shared, f"{path}: a passage of its own"]
+    return PreparedDoc(path, hashlib.sha256("\n".join(chunks).encode()).hexdigest(), 10, 0, chunks, unit(len(chunks), seed))
+
+
+def entity_sharing(tmp_path: Path, passage: str, paths: list[str]) -> tuple[Path, EntityStore]:
+    """A store whose entity "e" holds documents `paths`, each holding `passage`, one commit each."""
+    root = new_store(tmp_path)
+    es = EntityStore(JSONStorage(root), "e")
+    for n, path in enumerate(paths):
+        es.commit(MODEL, [shared_doc(path, [passage], n)])
+    return root, es
+
+
+def holder_paths(es: EntityStore, text: str) -> set[str]:
+    from ragctl.storage.chunk_texts import passage_key
+
+    rows = es.holders([passage_key(text)]).get(passage_key(text), [])
+    owners = es.owners()
+    return {owners.owner(vid)["path"] for vid, _doc, _ord in rows if owners.owner(vid) is not None}
+
+
+@pytest.mark.timeout(120)
+def test_passage_holders_are_found_through_segment_sections_across_merges_without_an_sql_index(tmp_path, monkeypatch):
+    monkeypatch.setattr(segments, "FANOUT", 3)  # tier merges after a few commits
+    root = new_store(tmp_path)
+    es = EntityStore(JSONStorage(root), "e")
+    boiler = "This policy applies to every contract signed by the customer."
+    es.commit(MODEL, [shared_doc("first.md", [boiler], 1)])
+    for i in range(12):  # commits enough to merge the first segment twice
+        es.commit(MODEL, [make_doc(f"filler{i}.md")])
+    es.commit(MODEL, [shared_doc("late.md", [boiler], 2)])
+    manifest = es.index.manifest()
+    assert len(manifest["segments"]) < 14 and all(s.get("passages") for s in manifest["segments"])
+    assert max(s.get("tier", 0) for s in manifest["segments"]) >= 1  # merged segments carry sections
+    # a passage stored by another document in an earlier commit is found, with every holder
+    assert holder_paths(es, boiler) == {"first.md", "late.md"}
+    assert holder_paths(es, "late.md: a passage of its own") == {"late.md"}
+    assert holder_paths(es, "a passage nobody stored") == set()
+    # a commit adds its keys to no shared b-tree: a store made now has no SQL index over them
+    assert not es.texts.has_passage_index()
+    # an orphan rewrite (the first holder replaced) drops its keys with its vectors
+    es.commit(MODEL, [shared_doc("first.md", ["first.md has new words now"], 3)])
+    es.gc(force=True)
+    assert holder_paths(es, boiler) == {"late.md"}
+    assert verify(root)["ok"]
+
+
+@pytest.mark.timeout(120)
+def test_a_store_from_before_passage_sections_is_upgraded_by_its_gc_without_rewriting_its_vectors(tmp_path):
+    boiler = "Shared terms and conditions, pasted into many files."
+    root, es = entity_sharing(tmp_path, boiler, [f"d{i}.md" for i in range(4)])
+    strip_passage_sections(root, "e", sql_index=True)
+    old = {e["name"]: segments.segment_vectors(es.index.dir / e["name"]) for e in es.index.manifest()["segments"]}
+    es = EntityStore(JSONStorage(root), "e")  # a fresh process
+    assert es.index.passage_ids(segments.passage_prefixes([b"x" * 16])) is None  # no sections: SQL
+    assert holder_paths(es, boiler) == {f"d{i}.md" for i in range(4)}
+    assert verify(root)["ok"]
+    # a commit on the old store keeps the SQL index (a segment still has no section)...
+    es.commit(MODEL, [shared_doc("d4.md", [boiler], 4)])
+    assert es.texts.has_passage_index() and holder_paths(es, boiler) == {f"d{i}.md" for i in range(5)}
+    # ...the end of the ingest (gc) gives every old segment its section, copying its vectors
+    # byte for byte, and then drops the SQL index
+    es.gc()
+    manifest = es.index.manifest()
+    assert all(s.get("passages") for s in manifest["segments"])
+    assert not es.texts.has_passage_index()
+    after = [segments.segment_vectors(es.index.dir / e["name"]) for e in manifest["segments"]]
+    for ids, vecs in old.values():
+        match = [(a, v) for a, v in after if np.array_equal(a, ids)]
+        assert match and np.array_equal(match[0][1], vecs)
+    assert holder_paths(es, boiler) == {f"d{i}.md" for i in range(5)}
+    assert verify(root)["ok"]
+
+
+@pytest.mark.timeout(120)
+def test_verify_finds_a_passage_section_that_disagrees_with_the_rows_and_repair_rebuilds_it(tmp_path):
+    boiler = "A disclaimer every page repeats."
+    root, es = entity_sharing(tmp_path, boiler, ["a.md", "b.md"])
+    entry = es.index.manifest()["segments"][0]
+    path = es.index.dir / entry["name"]
+    ids, vecs = segments.segment_vectors(path)
+    segments.write_segment(path, ids, vecs, prefixes=np.arange(len(ids), dtype=np.uint64))  # wrong keys
+    es = EntityStore(JSONStorage(root), "e")
+    assert holder_paths(es, boiler) == {"b.md"}  # what the damage does: a holder is not found
+    report = verify(root)
+    assert not report["ok"]
+    assert any(entry["name"] in p and "passage section" in p for p in report["entities"]["e"]["problems"])
+    repaired = verify(root, "--repair")
+    assert repaired["ok"], repaired
+    assert any("passage sections" in line for line in repaired["entities"]["e"]["repaired"])
+    assert holder_paths(EntityStore(JSONStorage(root), "e"), boiler) == {"a.md", "b.md"}
+
+
+UPGRADE_KILLED = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[2])
+    from ragctl.storage import segments
+    real = segments.copy_with_passages
+
+    def copy_with_passages(source, path, prefixes):
+        entry = real(source, path, prefixes)
+        print("copied", flush=True)
+        time.sleep(120)  # killed here: the copy written, not switched in
+        return entry
+
+    segments.copy_with_passages = copy_with_passages
+    from ragctl.storage.entity import EntityStore
+    from ragctl.storage.json_storage import JSONStorage
+
+    EntityStore(JSONStorage(sys.argv[1]), "e").gc()
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_kill9_while_an_old_store_gets_its_passage_sections_leaves_it_answering_and_repair_finishes(tmp_path):
+    boiler = "The same footer, on every page."
+    paths = [f"p{i}.md" for i in range(3)]
+    root, es = entity_sharing(tmp_path, boiler, paths)
+    strip_passage_sections(root, "e", sql_index=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", UPGRADE_KILLED, str(root), str(Path(__file__).parent)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line == "copied", proc.stderr.read() if proc.poll() is not None else line
+    finally:
+        proc.kill()
+        proc.wait(30)
+    es = EntityStore(JSONStorage(root), "e")
+    assert not any(s.get("passages") for s in es.index.manifest()["segments"])  # nothing switched in
+    assert es.texts.has_passage_index() and holder_paths(es, boiler) == set(paths)
+    report = verify(root)
+    assert report["ok"] and report["entities"]["e"]["segments_without_passage_sections"] == 3
+    repaired = verify(root, "--repair")  # (as the next ingest's gc would)
+    assert repaired["ok"] and repaired["entities"]["e"]["segments_without_passage_sections"] == 0
+    assert "segments without a passage section (written before them): 3 before, 0 now" in repaired["entities"]["e"]["repaired"]
+    assert all(s.get("passages") for s in es.index.manifest()["segments"])
+    assert not es.texts.has_passage_index()
+    listed, on_disk = segment_files(root)
+    assert listed == on_disk  # the killed upgrade's copy and lock file are gone
+    assert holder_paths(EntityStore(JSONStorage(root), "e"), boiler) == set(paths)
     assert verify(root)["ok"]

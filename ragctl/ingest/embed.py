@@ -91,7 +91,7 @@ class PassageVectors:
             store.texts.ensure_passages()
             self._keyed.add(entity_id)
         chosen: dict[bytes, int] = {}
-        for key, rows in store.texts.holders(keys).items():
+        for key, rows in store.holders(keys).items():
             for vid, doc_id, _ord in rows:
                 record = records.get(doc_id)
                 if record is None or int(record.get("chunker") or 1) != chunker:

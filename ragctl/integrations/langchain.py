@@ -281,7 +281,7 @@ class RagctlVectorStore(VectorStore):
         if self.entity.texts.exists():
             owners = self.entity.owners()
             chosen: dict[bytes, int] = {}
-            for key, rows in self.entity.texts.holders(list(dict.fromkeys(keys))).items():
+            for key, rows in self.entity.holders(list(dict.fromkeys(keys))).items():
                 for vid, _doc_id, _ord in rows:
                     record = owners.owner(vid)
                     if record is not None and is_langchain_record(record):

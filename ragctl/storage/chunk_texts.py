@@ -12,11 +12,15 @@ a page image) say where a chunk comes from; a database made before them gains bo
 (NULL / 0) on its first write, without touching the full-text index.
 
 `passage` is `passage_key(text)`: the first 16 bytes of the sha256 of the chunk text with its
-white space collapsed (indexed: `chunks_passage`). The embed stage looks a new chunk's key up to
-reuse the vector of a row holding the same passage, and queries collapse hits with equal keys
-(docs/storage.md, "Passages"). A database made before it gains the column on its first write
-and every existing row its key, in that same transaction; until then readers find no holders
-and compute the keys of the hits themselves.
+white space collapsed. The embed stage looks a new chunk's key up to reuse the vector of a row
+holding the same passage, and queries collapse hits with equal keys (docs/storage.md,
+"Passages"). Its holders are found through the vector segments' passage sections
+(`EntityStore.holders`); the SQL index `chunks_passage` is kept only while a live segment
+has no section (a store made before them): a commit drops it once every segment has one
+(`insert(passage_index=False)`), as it cost a commit ~600 random page writes at 1M chunks. A
+database made before the column gains it (and the index) on its first write and every
+existing row its key, in that same transaction; until then readers find no holders and
+compute the keys of the hits themselves.
 
 `near` is `ragctl.passages.near_signature(text)`: the chunk's plain-word count and the hashes of
 its early word windows, what a query needs to find near-duplicates among its candidates without
@@ -64,6 +68,7 @@ _SCHEMA = (
     " section TEXT NOT NULL DEFAULT '', page INTEGER, ocr INTEGER NOT NULL DEFAULT 0, passage BLOB, near BLOB)"
 )
 _PASSAGE_INDEX = "CREATE INDEX IF NOT EXISTS chunks_passage ON chunks(passage)"
+_DROP_PASSAGE_INDEX = "DROP INDEX IF EXISTS chunks_passage"
 _CONTEXT_COLUMNS = ("title", "section")
 _ORIGIN_COLUMNS = {"page": "INTEGER", "ocr": "INTEGER NOT NULL DEFAULT 0"}
 _FTS_SCHEMA = (
@@ -179,10 +184,13 @@ class ChunkTexts:
                 self._grow_failed_at = None if _grow(conn) else max(size, 1)
 
     # ------------------------------------------------------------------ writes
-    def insert(self, rows: Sequence[Row], signatures: Sequence[tuple[bytes, bytes] | None] = ()) -> None:
+    def insert(self, rows: Sequence[Row], signatures: Sequence[tuple[bytes, bytes] | None] = (),
+               passage_index: bool | None = None) -> None:
         """Insert (id, doc_id, ord, text[, title, section[, page, ocr]]) rows and their
         full-text entries, one transaction. `signatures`: each row's (passage key, near
-        signature) where the caller made them (None or missing: computed here)."""
+        signature) where the caller made them (None or missing: computed here).
+        `passage_index`: create (True) or drop (False) the SQL index over passage keys in
+        that transaction (None: leave it as it is)."""
         if not rows:
             return
         from ragctl.passages import near_signature
@@ -192,6 +200,8 @@ class ChunkTexts:
         given = list(signatures) + [None] * (len(full) - len(signatures))
         made = [sig if sig is not None else (passage_key(r[3]), near_signature(r[3])) for r, sig in zip(full, given)]
         with self._write(sum(len(r[3]) + len(r[4]) + len(r[5]) for r in full)) as conn:
+            if passage_index is not None:
+                conn.execute(_PASSAGE_INDEX if passage_index else _DROP_PASSAGE_INDEX)
             _fts_forget(conn, [r[0] for r in full])  # an id being replaced (never expected)
             conn.executemany(
                 "INSERT OR REPLACE INTO chunks(id, doc_id, ord, text, title, section, page, ocr, passage, near)"
@@ -234,6 +244,24 @@ class ChunkTexts:
         with self._write():
             pass
         return True
+
+    def drop_passage_index(self) -> bool:
+        """Drop the SQL index over passage keys (every live segment has a passage section
+        now). True if there was one."""
+        if not self.exists():
+            return False
+        with self._db(reader=True) as conn:
+            if not _has_passage_index(conn):
+                return False
+        with self._write() as conn:
+            conn.execute(_DROP_PASSAGE_INDEX)
+        return True
+
+    def has_passage_index(self) -> bool:
+        if not self.exists():
+            return False
+        with self._db(reader=True) as conn:
+            return _has_passage_index(conn)
 
     def rebuild_full_text(self) -> None:
         with self._write() as conn:
@@ -281,10 +309,21 @@ class ChunkTexts:
             return {int(r[0]): bytes(r[1])
                     for r in _select_in(conn, "id, passage", "id", [int(i) for i in ids], "AND passage IS NOT NULL")}
 
+    def keyed_rows(self, ids: Sequence[int]) -> list[tuple[int, bytes, str, int]]:
+        """(id, passage key, doc_id, ord) of the rows of these ids that have a key."""
+        if not len(ids) or not self.exists():
+            return []
+        with self._db(reader=True) as conn:
+            if not _has_table(conn, "chunks") or "passage" not in self._table_columns(conn):
+                return []
+            return [(int(i), bytes(key), str(doc_id), int(ord_)) for i, key, doc_id, ord_
+                    in _select_in(conn, "id, passage, doc_id, ord", "id", [int(i) for i in ids], "AND passage IS NOT NULL")]
+
     def holders(self, keys: Sequence[bytes]) -> dict[bytes, list[tuple[int, str, int]]]:
-        """passage key -> the rows holding it: (id, doc_id, ord), oldest id first. Rows of
-        replaced or removed documents are included (the caller checks they are still mapped);
-        a database not upgraded yet has no holders."""
+        """passage key -> the rows holding it: (id, doc_id, ord), oldest id first, through the
+        SQL index (`EntityStore.holders` uses the segments' passage sections where it can).
+        Rows of replaced or removed documents are included (the caller checks they are still
+        mapped); a database not upgraded yet has no holders."""
         if not len(keys) or not self.exists():
             return {}
         with self._db(reader=True) as conn:
@@ -423,10 +462,15 @@ def _has_passage(conn: sqlite3.Connection) -> bool:
 
 def _add_passage_column(conn: sqlite3.Connection) -> None:
     """Inside a write transaction: a database made before passage keys gains the column, every
-    row its key (computed from its text), and the index; all or nothing with the write."""
+    row its key (computed from its text), and the index (its segments have no passage
+    sections); all or nothing with the write."""
     if not _has_passage(conn):
         _add_computed_column(conn, "passage", passage_key)
-    conn.execute(_PASSAGE_INDEX)
+        conn.execute(_PASSAGE_INDEX)
+
+
+def _has_passage_index(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'chunks_passage'").fetchone() is not None
 
 
 def _add_near_column(conn: sqlite3.Connection) -> None:

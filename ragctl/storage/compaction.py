@@ -5,10 +5,13 @@ so writers and readers of the entity wait only for the plan and the switch, neve
 reading, k-means or HNSW building in between:
 
   plan    (lock held)  which segments become one (`plan_jobs`: segments holding orphans, kind
-                       changes; `tier_job`: a full tier) and the ids to keep; the merge's
+                       changes, segments without a passage section; `tier_job`: a full tier)
+                       and the ids to keep; the merge's
                        `.merge-<token>.lock` is created and flock'ed, naming its inputs
   write   (no lock)    read the inputs, drop ids not kept, write `.merge-<token>-<n>.seg`
-                       (atomic_write: fsynced before it gets that name)
+                       (atomic_write: fsynced before it gets that name) with the inputs'
+                       passage sections merged (an input without one: its rows' keys, read
+                       from chunks.sqlite; a job only adding a section copies the payload)
   switch  (lock held)  each job whose inputs are all still listed: its output is renamed to
                        its final name, the directory fsynced, then the caller writes
                        entity.json with the inputs replaced by the output (segments added
@@ -53,13 +56,15 @@ class Job:
     output: Path | None = None  # the written output until it is renamed (None: nothing left)
     entry: dict[str, Any] | None = None  # the output's manifest entry
     dropped: int = 0  # ids of the inputs not kept
+    rekey: bool = False  # only to add a passage section: the payload is copied as it is
 
 
 def plan_jobs(seg_dir: Path, segments: list[dict[str, Any]], kind: str, keep: np.ndarray | None,
-              full: bool) -> list[Job]:
+              full: bool, rekey: bool = False) -> list[Job]:
     """Rewrites of single segments that hold ids not in `keep` (when given) and, when `full`,
     of segments not of the kind they should be; then (full, approximate kind) the flat
-    segments merged into one approximate segment once together they reach its size."""
+    segments merged into one approximate segment once together they reach its size; then
+    (full, `rekey`) copies of the other segments without a passage section, with one."""
     import numpy as np
 
     jobs: list[Job] = []
@@ -85,7 +90,16 @@ def plan_jobs(seg_dir: Path, segments: list[dict[str, Any]], kind: str, keep: np
         if len(small) > 1 and count >= seg.APPROX_SEGMENT_MIN:
             tier = max(seg.tier_for(count), max(int(s.get("tier", 0)) for s in small))
             jobs.append(Job([s["name"] for s in small], tier))
+    if rekey:
+        planned = {n for job in jobs for n in job.inputs}
+        jobs.extend(Job([s["name"]], int(s.get("tier", 0)), rekey=True)
+                    for s in segments if not s.get("passages") and s["name"] not in planned)
     return jobs
+
+
+def keyed(manifest: dict[str, Any] | None) -> bool:
+    """Every live segment of the manifest has a passage section (an entity with none: True)."""
+    return manifest is not None and all(s.get("passages") for s in manifest.get("segments", []))
 
 
 def tier_job(seg_dir: Path, segments: list[dict[str, Any]]) -> Job | None:
@@ -111,7 +125,8 @@ class Merge:
     discarded one by one. Create it under the entity lock; `close()` it in every case."""
 
     def __init__(self, seg_dir: Path, jobs: list[Job], kind: str, keep: np.ndarray | None = None,
-                 keep_below: int = 0, stray_rows: np.ndarray | None = None) -> None:
+                 keep_below: int = 0, stray_rows: np.ndarray | None = None,
+                 prefixes_of: Callable[[np.ndarray], np.ndarray | None] | None = None) -> None:
         import uuid
 
         self.dir = Path(seg_dir)
@@ -120,6 +135,9 @@ class Merge:
         self.keep = keep  # sorted ids referenced at plan time (None: keep everything)...
         self.keep_below = keep_below  # ...deciding only for ids below the plan's watermark
         self.stray_rows = stray_rows  # chunk rows nothing referenced at plan time
+        # the passage prefixes of ids (aligned; None when a row has no key) for inputs written
+        # without a passage section
+        self.prefixes_of = prefixes_of
         self.token = uuid.uuid4().hex[:16]
         self.lock_path = marker_path(self.dir, self.token)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -130,8 +148,13 @@ class Merge:
         import numpy as np
 
         for n, job in enumerate(self.jobs):
+            out = self.dir / f"{MERGE_PREFIX}{self.token}-{n}.seg"
             try:
+                if job.rekey:
+                    self._rekey(job, out)
+                    continue
                 parts = [seg.segment_vectors(self.dir / name) for name in job.inputs]
+                prefixes = self._input_prefixes(job.inputs, [p[0] for p in parts])
             except FileNotFoundError:
                 continue  # compacted by another process meanwhile: discarded at the switch
             ids = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
@@ -140,11 +163,11 @@ class Merge:
                 mask = (ids >= self.keep_below) | np.isin(ids, self.keep)
                 job.dropped = int(len(ids) - mask.sum())
                 ids, vecs = ids[mask], vecs[mask]
+                prefixes = None if prefixes is None else prefixes[mask]
             if len(ids):
                 use = self.kind if len(ids) >= seg.APPROX_SEGMENT_MIN else "flat"
-                out = self.dir / f"{MERGE_PREFIX}{self.token}-{n}.seg"
                 try:
-                    job.entry = seg.write_segment(out, ids, vecs, use, make_dirs=False)
+                    job.entry = seg.write_segment(out, ids, vecs, use, make_dirs=False, prefixes=prefixes)
                 except StorageError as exc:
                     if isinstance(exc.__cause__, FileNotFoundError):
                         continue  # removed meanwhile (the entity deleted, or a writer that does not know merges in progress)
@@ -152,6 +175,41 @@ class Merge:
                 job.entry["tier"] = job.tier
                 job.output = out
             job.written = True
+
+    def _input_prefixes(self, inputs: list[str], ids: list[np.ndarray]) -> np.ndarray | None:
+        """The passage prefixes of the inputs' vectors, aligned with their ids (each input's in
+        id order): from their passage sections, or their rows' keys; None if one is missing."""
+        import numpy as np
+
+        out = []
+        for name, input_ids in zip(inputs, ids):
+            section = seg.read_segment_passages(self.dir / name)
+            if section is not None:
+                prefixes, section_ids = section
+                out.append(prefixes[np.argsort(section_ids, kind="stable")])  # section ids = input ids, permuted
+                continue
+            found = self.prefixes_of(input_ids) if self.prefixes_of is not None else None
+            if found is None:
+                return None
+            out.append(found)
+        return np.concatenate(out) if out else np.empty(0, np.uint64)
+
+    def _rekey(self, job: Job, out: Path) -> None:
+        """A segment without a passage section copied with one (its rows' keys); left as it is
+        (the job discarded) where a row has no key."""
+        source = self.dir / job.inputs[0]
+        prefixes = self.prefixes_of(seg.read_segment_ids(source)) if self.prefixes_of is not None else None
+        if prefixes is None:
+            return
+        try:
+            job.entry = seg.copy_with_passages(source, out, prefixes)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                return  # removed meanwhile (as in write)
+            raise
+        job.entry["tier"] = job.tier
+        job.output = out
+        job.written = True
 
     def switch(self, meta: dict[str, Any], write_meta: Callable[[dict[str, Any]], None],
                new_name: Callable[[int], str]) -> list[Job]:

@@ -42,14 +42,14 @@ from ragctl.ids import validate_entity_id
 from ragctl.parsing.textutil import one_line
 from ragctl.storage import catalog, compaction
 from ragctl.storage import segments as seg
-from ragctl.storage.chunk_texts import ChunkTexts
+from ragctl.storage.chunk_texts import ChunkTexts, passage_key
 from ragctl.storage.entity_meta import EntityMeta
 from ragctl.storage.json_storage import JSONStorage, Record, record_shards
 from ragctl.storage.layout import MAPPING_COLLECTION, StoreLayout
 from ragctl.storage.mapping_log import ShardView, apply_entry
 from ragctl.storage.owners import Owners, referenced_ids
 from ragctl.storage.search import EntitySearch, Hit
-from ragctl.storage.segments import SegmentedIndex, effective_kind
+from ragctl.storage.segments import SegmentedIndex, effective_kind, passage_prefixes
 from ragctl.storage.vector_index import file_signature
 
 if TYPE_CHECKING:
@@ -324,6 +324,7 @@ class EntityStore:
             )
             new_rows: list[tuple[int, str, int, str, str, str, int | None, bool]] = []
             signatures: list[tuple[bytes, bytes] | None] = []
+            keys: list[bytes] = []
             new_vectors: list[np.ndarray] = []
             new_records: list[Record] = []
             for doc, doc_id, status in accepted:
@@ -336,6 +337,7 @@ class EntityStore:
                                 for i, text in enumerate(doc.chunks))
                 n = len(doc.chunks)
                 signatures.extend(zip(doc.keys, doc.near) if len(doc.keys) == len(doc.near) == n else [None] * n)
+                keys.extend(doc.keys if len(doc.keys) == n else [passage_key(text) for text in doc.chunks])
                 new_vectors.append(np.ascontiguousarray(doc.vectors, dtype=np.float32))
                 new_records.append(self._record(doc, doc_id, first))
                 result.status[doc.path] = status
@@ -344,11 +346,14 @@ class EntityStore:
             # 0. the store catalog marks the entity pending before anything changes (catalog.py)
             writes = bool(new_rows or changes or removes or not self._meta.exists())
             catalog_error = self._catalog_mark() if writes else ""
-            # 1. chunk texts + full-text entries (superset of the index at every instant)
-            self.texts.insert(new_rows, signatures)
-            # 2. one new segment, then entity.json naming it (model identity, id high-water mark)
+            # 1. chunk texts + full-text entries (superset of the index at every instant); the
+            # SQL index over passage keys only while a segment has no passage section
+            self.texts.insert(new_rows, signatures, passage_index=not compaction.keyed(manifest))
+            # 2. one new segment with its passage section, then entity.json naming it (model
+            # identity, id high-water mark)
             if new_rows:
-                self.index.add(manifest, np.array([r[0] for r in new_rows], dtype=np.int64), np.vstack(new_vectors))
+                self.index.add(manifest, np.array([r[0] for r in new_rows], dtype=np.int64), np.vstack(new_vectors),
+                               passage_prefixes(keys))
                 fsync_dir(self.index.dir)
             if new_rows or changes or removes or not self._meta.exists():
                 meta["vectors"] = manifest
@@ -538,7 +543,8 @@ class EntityStore:
                     raw_ids = faiss.vector_to_array(old.id_map).astype(np.int64)
                     flat: Any = faiss.downcast_index(old.index)
                     vectors = faiss.vector_to_array(flat.codes).view(np.float32)
-                    self.index.add(manifest, raw_ids, vectors.reshape(len(raw_ids), old.d))
+                    self.index.add(manifest, raw_ids, vectors.reshape(len(raw_ids), old.d),
+                                   self._prefixes_of(raw_ids))
                     fsync_dir(self.index.dir)
                 meta["vectors"] = manifest
                 self._meta.replace(meta)  # the switch
@@ -582,11 +588,15 @@ class EntityStore:
             # rows nothing references (orphans' texts, interrupted commits): deleted once the
             # orphans' segments are rewritten
             stray = np.setdiff1d(self.texts.row_ids(), keep, assume_unique=True)
-        jobs = compaction.plan_jobs(self.index.dir, segments, kind, keep if after is None else None, full)
+        # a full pass gives segments written before passage sections one (rows keyed first)
+        rekey = full and not compaction.keyed(manifest) and self.texts.exists()
+        if rekey:
+            self.texts.ensure_passages()
+        jobs = compaction.plan_jobs(self.index.dir, segments, kind, keep if after is None else None, full, rekey)
         if not jobs:
             jobs = [job for job in [compaction.tier_job(self.index.dir, segments)] if job is not None]
         if jobs:
-            return compaction.Merge(self.index.dir, jobs, kind, keep, keep_below, stray)
+            return compaction.Merge(self.index.dir, jobs, kind, keep, keep_below, stray, self._prefixes_of)
         if full:
             if manifest.get("kind") != kind:
                 meta["vectors"] = {**manifest, "kind": kind}
@@ -609,6 +619,8 @@ class EntityStore:
                     applied = merge.switch(meta, self._meta.replace, self.index.new_name)
                     if applied:
                         self._remove_garbage(meta)
+                        if compaction.keyed(meta.get("vectors")):
+                            self.texts.drop_passage_index()  # (a no-op read once it is gone)
                     if merge.stray_rows is not None and len(applied) == len(merge.jobs):
                         self.texts.delete(merge.stray_rows.tolist())  # every orphan's segment rewritten
                     dropped += sum(job.dropped for job in applied)
@@ -626,6 +638,48 @@ class EntityStore:
                 merge.close()
             merge = following
         return dropped
+
+    def _prefixes_of(self, ids: Any) -> Any:
+        """The passage prefixes of these ids' rows (aligned), or None if a row has no key."""
+        stored = self.texts.passages(ids)
+        if len(stored) < len(ids):
+            return None
+        return passage_prefixes([stored[int(i)] for i in ids])
+
+    def holders(self, keys: Sequence[bytes]) -> dict[bytes, list[tuple[int, str, int]]]:
+        """passage key -> the rows holding it: (id, doc_id, ord), oldest id first, found through
+        the live segments' passage sections (the SQL index where a segment has none). Rows of
+        replaced or removed documents can be included: the caller checks they are mapped."""
+        unique = list(dict.fromkeys(bytes(k) for k in keys))
+        if not unique:
+            return {}
+        ids = self.index.passage_ids(passage_prefixes(unique))
+        if ids is None:
+            return self.texts.holders(unique)
+        wanted = set(unique)
+        out: dict[bytes, list[tuple[int, str, int]]] = {}
+        for vid, key, doc_id, ord_ in sorted(self.texts.keyed_rows(ids.tolist())):
+            if key in wanted:  # a prefix matched: the full key decides
+                out.setdefault(key, []).append((vid, doc_id, ord_))
+        return out
+
+    def rebuild_passage_sections(self, names: Sequence[str]) -> int:
+        """`verify --repair`: give these segments their passage sections again, from their
+        rows' keys (marked unkeyed in entity.json, then rewritten by a full gc). Returns how
+        many are keyed afterwards."""
+        with self._held():
+            meta = self._meta.read()
+            manifest = self.index.manifest(meta)
+            if meta is None or not manifest:
+                return 0
+            for entry in manifest.get("segments", []):
+                if entry["name"] in names:
+                    entry.pop("passages", None)
+            keyed_before = sum(1 for s in manifest.get("segments", []) if s.get("passages"))
+            self._meta.replace(meta)
+        self.gc(force=True)
+        after = self.index.manifest() or {}
+        return sum(1 for s in after.get("segments", []) if s.get("passages")) - keyed_before
 
     def _remove_garbage(self, meta: dict[str, Any]) -> None:
         """Segment files the manifest does not name (inputs of this or an interrupted

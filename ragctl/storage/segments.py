@@ -11,9 +11,20 @@ segment costs one small load and a compaction costs loading only its output. Par
 mutated after they are built, so searches need no lock while another thread refreshes.
 
 Segment file: `RSEG0001`, u32 header length, header JSON {dim, count, kind, ...}, the ids
-(int64, ascending), then the payload: raw float32 vectors (kind "flat") or a serialized FAISS
-index over the same vectors and ids (kind "ivf": IndexIVFFlat, inner product; "hnsw":
-IndexIDMap2(IndexHNSWFlat)). Ids are readable without the payload (orphan checks at compaction).
+(int64, ascending), the passage section where the header says `"passages": true`, then the
+payload: raw float32 vectors (kind "flat") or a serialized FAISS index over the same vectors and
+ids (kind "ivf": IndexIVFFlat, inner product; "hnsw": IndexIDMap2(IndexHNSWFlat)). Ids are
+readable without the payload (orphan checks at compaction).
+
+Passage section (docs/storage.md, "Passages"): each vector's passage prefix - the first 8 bytes
+of its chunk's passage key as a big-endian u64 - sorted ascending, then the ids in that same
+order (int64): 16 bytes a vector. It is what finds the stored holders of a passage: a sorted
+run per segment, written with the segment and merged by the compactions that already rewrite
+segments outside the lock, so a commit adds its keys to no shared b-tree (an SQL index over
+random 16-byte keys dirtied ~600 pages per 640-chunk commit at 1M chunks). A prefix is a
+candidate only: the caller compares the row's full key. Segments written before the section
+existed have none (`passage_ids` then answers None and callers use the SQL index); a full gc
+gives them one by copying the file with the section added (`copy_with_passages`).
 
 Compaction: tiered with fanout FANOUT - when a tier holds FANOUT segments they are merged into
 one segment of the next tier, dropping orphans - so each vector is rewritten once per tier it
@@ -34,6 +45,7 @@ import os
 import struct
 import threading
 import uuid
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,12 +82,24 @@ def effective_kind(requested: str, total: int) -> str:
 
 
 # --------------------------------------------------------------------------- segment files
+def passage_prefixes(keys: Sequence[bytes]) -> np.ndarray:
+    """The u64 prefixes (first 8 bytes, big-endian) of 16-byte passage keys."""
+    import numpy as np
+
+    if not len(keys):
+        return np.empty(0, np.uint64)
+    return np.frombuffer(b"".join(bytes(k[:8]) for k in keys), dtype=">u8").astype(np.uint64)
+
+
 def write_segment(path: Path, ids: np.ndarray, vectors: np.ndarray, kind: str = "flat",
-                  make_dirs: bool = True) -> dict[str, Any]:
-    """Write a segment atomically; returns its manifest entry (without the tier)."""
+                  make_dirs: bool = True, prefixes: np.ndarray | None = None) -> dict[str, Any]:
+    """Write a segment atomically; returns its manifest entry (without the tier). `prefixes`:
+    each vector's passage prefix (aligned with `ids`): the segment gets its passage section."""
     import numpy as np
 
     order = np.argsort(ids, kind="stable")
+    if prefixes is not None:
+        prefixes = np.asarray(prefixes, dtype=np.uint64)[order]
     ids = np.ascontiguousarray(ids[order], dtype=np.int64)
     vectors = np.ascontiguousarray(vectors[order], dtype=np.float32)
     count, dim = vectors.shape
@@ -87,17 +111,49 @@ def write_segment(path: Path, ids: np.ndarray, vectors: np.ndarray, kind: str = 
         import faiss
 
         payload = faiss.serialize_index(index)
+    data = memoryview(payload).cast("B")
+    return _write_file(path, header, ids, prefixes, lambda handle: handle.write(data), make_dirs)
+
+
+def _write_file(path: Path, header: dict[str, Any], ids: np.ndarray, prefixes: np.ndarray | None,
+                write_payload: Callable[[Any], Any], make_dirs: bool) -> dict[str, Any]:
+    import numpy as np
+
+    header = {k: v for k, v in header.items() if k != "passages"}
+    if prefixes is not None:
+        header["passages"] = True
     head = json.dumps(header, sort_keys=True).encode()
 
     def fill(handle: Any) -> None:
         handle.write(MAGIC + struct.pack("<I", len(head)) + head)
         handle.write(ids.tobytes())
-        handle.write(memoryview(payload).cast("B"))
+        if prefixes is not None:
+            by_prefix = np.argsort(prefixes, kind="stable")
+            handle.write(np.ascontiguousarray(prefixes[by_prefix], dtype="<u8").tobytes())
+            handle.write(np.ascontiguousarray(ids[by_prefix], dtype="<i8").tobytes())
+        write_payload(handle)
 
     atomic_write(path, fill, sync_dir=False, make_dirs=make_dirs)
-    entry = {"name": path.name, "count": int(count), "kind": kind,
+    count = len(ids)
+    entry = {"name": path.name, "count": int(count), "kind": header["kind"],
              "min_id": int(ids[0]) if count else 0, "max_id": int(ids[-1]) if count else -1}
+    if prefixes is not None:
+        entry["passages"] = True
     return entry
+
+
+def copy_with_passages(source: Path, path: Path, prefixes: np.ndarray) -> dict[str, Any]:
+    """Write `path`: the segment `source` (vectors, ids, index payload byte for byte) with the
+    passage section `prefixes` (aligned with its ids) - the upgrade of a segment written
+    before the section existed, without rebuilding its index. Returns its manifest entry."""
+    import shutil
+
+    with open(source, "rb") as fh:
+        header, offset = _read_header(fh, source)
+        ids = read_segment_ids(source)
+        fh.seek(_payload_at(header, offset))  # (a section it had is replaced by this one)
+        return _write_file(path, header, ids, prefixes, lambda handle: shutil.copyfileobj(fh, handle, 1 << 20),
+                           make_dirs=False)
 
 
 def _read_header(fh: Any, path: Path) -> tuple[dict[str, Any], int]:
@@ -107,6 +163,42 @@ def _read_header(fh: Any, path: Path) -> tuple[dict[str, Any], int]:
     (n,) = struct.unpack("<I", start[8:])
     header = json.loads(fh.read(n))
     return header, 12 + n
+
+
+def _payload_at(header: dict[str, Any], offset: int) -> int:
+    """Where the payload starts in a file whose header ends at `offset`."""
+    count = int(header["count"])
+    return offset + 8 * count + (16 * count if header.get("passages") else 0)
+
+
+def read_segment_passages(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(sorted passage prefixes, their ids) of a segment, or None where it has no section."""
+    import numpy as np
+
+    with open(path, "rb") as fh:
+        header, offset = _read_header(fh, path)
+        if not header.get("passages"):
+            return None
+        count = int(header["count"])
+        fh.seek(offset + 8 * count)
+        prefixes = np.fromfile(fh, dtype="<u8", count=count).astype(np.uint64)
+        ids = np.fromfile(fh, dtype="<i8", count=count).astype(np.int64)
+    if len(prefixes) != count or len(ids) != count:
+        raise StorageError(f"{path}: truncated segment")
+    return prefixes, ids
+
+
+def find_passages(section: tuple[np.ndarray, np.ndarray], wanted: np.ndarray) -> np.ndarray:
+    """The ids of a passage section whose prefix is one of `wanted` (sorted, unique)."""
+    import numpy as np
+
+    prefixes, ids = section
+    lo = np.searchsorted(prefixes, wanted, side="left")
+    hi = np.searchsorted(prefixes, wanted, side="right")
+    hit = hi > lo
+    if not hit.any():
+        return np.empty(0, np.int64)
+    return np.concatenate([ids[a:b] for a, b in zip(lo[hit], hi[hit])])
 
 
 def read_segment_ids(path: Path) -> np.ndarray:
@@ -122,11 +214,12 @@ def read_segment(path: Path) -> tuple[dict[str, Any], np.ndarray, Any]:
     import numpy as np
 
     with open(path, "rb") as fh:
-        header, _ = _read_header(fh, path)
+        header, offset = _read_header(fh, path)
         count, dim = header["count"], header["dim"]
         ids = np.fromfile(fh, dtype=np.int64, count=count)
         if len(ids) != count:
             raise StorageError(f"{path}: truncated segment")
+        fh.seek(_payload_at(header, offset))
         if header["kind"] == "flat" or count == 0:
             vectors = np.fromfile(fh, dtype=np.float32, count=count * dim)
             if len(vectors) != count * dim:
@@ -273,6 +366,7 @@ class Part:
     index: Any  # faiss index with ids
     ids: Any  # np.ndarray int64, sorted
     kind: str
+    passages: tuple[Any, Any] | None = None  # its passage section (sorted prefixes, ids), if it has one
 
 
 class UnionIndex:
@@ -348,7 +442,7 @@ def _part(path: Path) -> Part:
             index.add_with_ids(payload, ids)
     else:
         index = payload
-    return Part(path.name, index, ids, header["kind"])
+    return Part(path.name, index, ids, header["kind"], read_segment_passages(path))
 
 
 class SegmentedIndex:
@@ -363,6 +457,7 @@ class SegmentedIndex:
         self._union: tuple[tuple[str, ...], UnionIndex] | None = None
         self._lock = threading.Lock()
         self._legacy: Any = None
+        self._sections: dict[str, tuple[Any, Any] | None] = {}  # passage sections read by passage_ids
 
     # ------------------------------------------------------------------ reading
     def manifest(self, meta: dict[str, Any] | None = None) -> dict[str, Any] | None:
@@ -446,7 +541,8 @@ class SegmentedIndex:
                     pos = np.searchsorted(ids, inside)
                     ok = pos < count
                     ok[ok] = ids[pos[ok]] == inside[ok]
-                    vecs = np.memmap(path, dtype=np.float32, mode="r", offset=offset + 8 * count, shape=(count, dim))
+                    vecs = np.memmap(path, dtype=np.float32, mode="r", offset=_payload_at(header, offset),
+                                     shape=(count, dim))
                     for vid, p in zip(inside[ok], pos[ok]):
                         out[int(vid)] = np.array(vecs[p], dtype=np.float32)
                     del ids, vecs
@@ -464,6 +560,44 @@ class SegmentedIndex:
         except (FileNotFoundError, StorageError, ValueError):
             return {}
         return out
+
+    def passage_ids(self, prefixes: np.ndarray) -> np.ndarray | None:
+        """The ids of the live vectors whose passage prefix is one of `prefixes` (candidates:
+        the caller compares full keys), from the segments' passage sections - those of the
+        parts a search loaded, else read once per segment and kept (16 bytes a vector). None
+        where a live segment has no section (written before it) or the entity has no
+        manifest yet (format <= 2): the caller asks the SQL index instead."""
+        import numpy as np
+
+        wanted = np.unique(np.asarray(prefixes, dtype=np.uint64))
+        for _attempt in range(20):
+            manifest = self.manifest()
+            if manifest is None:
+                return None if self.legacy_path.exists() else np.empty(0, np.int64)
+            names = [s["name"] for s in manifest.get("segments", [])]
+            try:
+                sections = [self._section(name) for name in names]
+            except FileNotFoundError:
+                continue  # a compaction replaced segments meanwhile
+            with self._lock:
+                self._sections = {n: self._sections[n] for n in names if n in self._sections}
+            if any(section is None for section in sections):
+                return None
+            found = [find_passages(section, wanted) for section in sections if section is not None]
+            return np.concatenate(found) if found else np.empty(0, np.int64)
+        return None
+
+    def _section(self, name: str) -> tuple[Any, Any] | None:
+        with self._lock:
+            part = self._parts.get(name)
+            if part is not None:
+                return part.passages
+            if name in self._sections:
+                return self._sections[name]
+        section = read_segment_passages(self.dir / name)
+        with self._lock:
+            self._sections[name] = section
+        return section
 
     @staticmethod
     def ids(index: Any) -> np.ndarray:
@@ -485,10 +619,12 @@ class SegmentedIndex:
     def new_name(self, first_id: int) -> str:
         return f"{first_id:012d}-{uuid.uuid4().hex[:8]}.seg"
 
-    def add(self, manifest: dict[str, Any], ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Write one segment for a commit and name it in `manifest` (the caller writes entity.json)."""
+    def add(self, manifest: dict[str, Any], ids: np.ndarray, vectors: np.ndarray,
+            prefixes: np.ndarray | None = None) -> None:
+        """Write one segment for a commit (with its passage section where `prefixes` are given)
+        and name it in `manifest` (the caller writes entity.json)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        entry = write_segment(self.dir / self.new_name(int(ids[0])), ids, vectors)
+        entry = write_segment(self.dir / self.new_name(int(ids[0])), ids, vectors, prefixes=prefixes)
         entry["tier"] = tier_for(entry["count"])
         manifest.setdefault("segments", []).append(entry)
         manifest["dim"] = int(vectors.shape[1])
