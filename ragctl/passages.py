@@ -141,8 +141,13 @@ class PassageGroups:
         self._firsts: list[int] = []  # group -> its first member's id
         self._given: dict[int, str] = {}  # texts given to `add`
         self._text_of = text_of
-        self._heads: dict[int, list[int]] = {}  # hash of the first words -> groups
-        self._early: dict[int, list[int]] = {}  # hashes of early word windows -> groups
+        # each group's first member's early word windows (its head first), and every group's
+        # heads and early windows together: a candidate sharing none of them with the groups
+        # (most) is told apart with two set operations, not a dict lookup per window
+        self._windows: list[frozenset[int]] = []
+        self._heads: list[int | None] = []
+        self._all_heads: set[int] = set()
+        self._all_early: set[int] = set()
 
     def add(self, vid: int, text: str | None, key: bytes | None = None, near: bytes | None = None) -> int:
         """The candidate's group. `text` may be None only with both `key` and `near` given."""
@@ -154,22 +159,26 @@ class PassageGroups:
         self.keys[vid] = key
         g = self._by_key.get(key)
         if g is None:
-            n, windows = 0, ()
+            n = 0
+            windows: tuple[int, ...] = ()
             if self.threshold <= 1.0:
                 if near is None or self.threshold < NEAR_DUPLICATE:
                     near = near_signature(self._text(vid), min(self.threshold, NEAR_DUPLICATE))
                 n, *rest = struct.unpack(f"<{len(near) // 4}I", near)
                 windows = tuple(rest)
-            g = self._nearest(n, windows, vid) if windows else None
+            maybe_near = bool(windows) and (windows[0] in self._all_early or not self._all_heads.isdisjoint(windows))
+            g = self._nearest(n, windows, vid) if maybe_near else None
             if g is None:
                 g = len(self.members)
                 self.members.append([])
                 self._sizes.append(n)
                 self._firsts.append(vid)
+                early: frozenset[int] = frozenset(windows)
+                self._windows.append(early)
+                self._heads.append(windows[0] if windows else None)
                 if windows:
-                    self._heads.setdefault(windows[0], []).append(g)
-                    for window in set(windows):
-                        self._early.setdefault(window, []).append(g)
+                    self._all_heads.add(windows[0])
+                    self._all_early.update(early)
             self._by_key[key] = g
         self.group[vid] = g
         self.members[g].append(vid)
@@ -183,12 +192,14 @@ class PassageGroups:
         return self._text_of(vid)
 
     def _nearest(self, n: int, windows: tuple[int, ...], vid: int) -> int | None:
-        found = set(self._early.get(windows[0], ()))  # inside one of them
-        for window in windows:  # one of them inside this one
-            found.update(self._heads.get(window, ()))
+        mine = set(windows)
+        # groups it may lie inside (its head among their early windows), or that may lie inside
+        # it (their head among its windows)
+        found = [g for g, (early, head) in enumerate(zip(self._windows, self._heads))
+                 if windows[0] in early or (head is not None and head in mine)]
         best, best_run = None, 0.0
         compared: list[str] | None = None
-        for g in sorted(found):
+        for g in found:
             theirs = self._sizes[g]
             if min(n, theirs) < self.threshold * max(n, theirs) - 2:
                 continue

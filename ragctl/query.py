@@ -115,7 +115,7 @@ class Searcher:
             raise UsageError(f"unknown search mode {mode!r} (one of {', '.join(MODES)})")
         if not queries:
             return []
-        with self.entity.texts.reading():
+        with self.entity.reading():
             return self._search(queries, k, mode, rerank, collapse)
 
     def _search(self, queries: list[str], k: int, mode: str, rerank: bool, collapse: bool) -> list[list[Hit]]:
@@ -246,7 +246,7 @@ class Searcher:
         groups = collapsed.groups
         owners = self.entity.owners()
         shared = sorted({groups.group[v] for v in firsts if v in groups.group})
-        stored = self.entity.holders([groups.keys[m] for g in shared for m in groups.members[g]])
+        stored = self.entity.holder_ids([groups.keys[m] for g in shared for m in groups.members[g]], groups.keys)
         chosen: dict[int, int] = {}
         also_in: dict[int, tuple[str, ...]] = {}
         for g in shared:
@@ -254,7 +254,7 @@ class Searcher:
             holders: dict[int, dict[str, Any]] = {}
             exact: dict[int, dict[str, Any]] = {}  # holders of the best-ranked copy's very text
             for member in groups.members[g]:
-                for vid in [member] + [row[0] for row in stored.get(groups.keys[member], [])]:
+                for vid in [member, *stored.get(groups.keys[member], ())]:
                     record = owners.owner(vid)
                     if record is not None:
                         holders[vid] = record

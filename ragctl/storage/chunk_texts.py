@@ -131,6 +131,7 @@ class ChunkTexts:
                 yield
             finally:
                 self._session.conn = None
+                self._session.columns = self._session.full_text = None
 
     @contextmanager
     def _db(self, reader: bool = False) -> Iterator[sqlite3.Connection]:
@@ -294,9 +295,10 @@ class ChunkTexts:
         if not len(ids) or not self.exists():
             return {}
         with self._db(reader=True) as conn:
-            if not _has_table(conn, "chunks"):
+            have = self._chunk_columns(conn)
+            if have is None:
                 return {}
-            wanted = columns(self._table_columns(conn))
+            wanted = columns(have)
             return {int(r[0]): tuple(r[1:]) for r in _select_in(conn, f"id, {wanted}", "id", [int(i) for i in ids])}
 
     def passages(self, ids: Sequence[int]) -> dict[int, bytes]:
@@ -304,7 +306,7 @@ class ChunkTexts:
         if not len(ids) or not self.exists():
             return {}
         with self._db(reader=True) as conn:
-            if not _has_table(conn, "chunks") or "passage" not in self._table_columns(conn):
+            if "passage" not in (self._chunk_columns(conn) or ()):
                 return {}
             return {int(r[0]): bytes(r[1])
                     for r in _select_in(conn, "id, passage", "id", [int(i) for i in ids], "AND passage IS NOT NULL")}
@@ -314,7 +316,7 @@ class ChunkTexts:
         if not len(ids) or not self.exists():
             return []
         with self._db(reader=True) as conn:
-            if not _has_table(conn, "chunks") or "passage" not in self._table_columns(conn):
+            if "passage" not in (self._chunk_columns(conn) or ()):
                 return []
             return [(int(i), bytes(key), str(doc_id), int(ord_)) for i, key, doc_id, ord_
                     in _select_in(conn, "id, passage, doc_id, ord", "id", [int(i) for i in ids], "AND passage IS NOT NULL")]
@@ -327,7 +329,7 @@ class ChunkTexts:
         if not len(keys) or not self.exists():
             return {}
         with self._db(reader=True) as conn:
-            if not _has_table(conn, "chunks") or "passage" not in self._table_columns(conn):
+            if "passage" not in (self._chunk_columns(conn) or ()):
                 return {}
             out: dict[bytes, list[tuple[int, str, int]]] = {}
             unique = list(dict.fromkeys(bytes(k) for k in keys))
@@ -377,22 +379,49 @@ class ChunkTexts:
         if not terms or limit < 1 or not self.exists():
             return []
         with self._db(reader=True) as conn:
-            ready = _has_table(conn, "chunks_vocab")
+            ready = self._full_text(conn) is not None
         if not ready:
             self.ensure_full_text()  # a format-1 store: no full-text index yet (built once)
         with self._db(reader=True) as conn:
-            if not _has_table(conn, "chunks_vocab"):
+            with_context = self._full_text(conn)
+            if with_context is None:
                 return []
             df = self._document_frequencies(conn, sorted({p for t in terms for p in t}))
             chosen = choose_terms(terms, df, self._row_count(conn))
             if not chosen:
                 return []
-            rank = "bm25(chunks_fts, {}, {}, {})".format(*FTS_WEIGHTS) if _fts_has_context(conn) else "rank"
+            rank = "bm25(chunks_fts, {}, {}, {})".format(*FTS_WEIGHTS) if with_context else "rank"
             rows = conn.execute(
                 f"SELECT rowid, {rank} AS score FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY score, rowid LIMIT ?",
                 (match_expression(chosen), limit),
             ).fetchall()
         return [(int(i), -float(r)) for i, r in rows]
+
+    def _full_text(self, conn: sqlite3.Connection) -> bool | None:
+        """None: no full-text index yet; else whether it indexes the context columns. Inside
+        `reading()` looked up once for the session."""
+        session = self._session
+        if getattr(session, "conn", None) is conn and getattr(session, "full_text", None) is not None:
+            known: bool = session.full_text
+            return known
+        found = _fts_has_context(conn) if _has_table(conn, "chunks_vocab") else None
+        if found is not None and getattr(session, "conn", None) is conn:
+            session.full_text = found
+        return found
+
+    def _chunk_columns(self, conn: sqlite3.Connection) -> frozenset[str] | None:
+        """The chunks table's columns, None where it does not exist yet; inside `reading()`
+        looked up once for the session (a query reads four or five times)."""
+        session = self._session
+        if getattr(session, "conn", None) is conn and getattr(session, "columns", None) is not None:
+            columns: frozenset[str] = session.columns
+            return columns
+        if not _has_table(conn, "chunks"):
+            return None
+        columns = self._table_columns(conn)
+        if getattr(session, "conn", None) is conn:
+            session.columns = columns
+        return columns
 
     def _table_columns(self, conn: sqlite3.Connection) -> frozenset[str]:
         """The chunks table's columns, read once per database version."""

@@ -30,7 +30,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +162,7 @@ class EntityStore:
         self.index_kind = index_kind
         self._mem_lock = threading.Lock()
         self._owners: tuple[tuple[Any, ...], Owners] | None = None
+        self._reader = threading.local()  # .owners: the records a search of this thread reads (`reading`)
         # the committer's private view of the shard + log, and its lookups (used under the lock)
         self._view: ShardView | None = None
         self._lookup = _Lookup()
@@ -192,12 +193,38 @@ class EntityStore:
 
     def load_index(self, dim: int | None = None) -> Any:
         """The searchable union of the entity's segments (segments.UnionIndex: ntotal, d,
-        search), a format-2 entity's single FAISS index, an empty one of `dim`, or None."""
-        return self.index.load(dim)
+        search), a format-2 entity's single FAISS index, an empty one of `dim`, or None.
+        Inside `reading()`, the one loaded first in it."""
+        pinned = getattr(self._reader, "index", None)
+        if pinned is not None:
+            return pinned
+        index = self.index.load(dim)
+        if getattr(self._reader, "owners", None) is not None:
+            self._reader.index = index
+        return index
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """One search's reads: inside it, this thread sees one version of the records (`owners()`
+        is read once: a search asks for it three or four times, ~0.1 ms each), the vectors'
+        union it loads first (`load_index`; passage lookups use its parts), and one SQLite
+        connection (`ChunkTexts.reading`). Nests."""
+        if getattr(self._reader, "owners", None) is not None:
+            yield
+            return
+        with self.texts.reading():
+            self._reader.owners = self.owners()
+            try:
+                yield
+            finally:
+                self._reader.owners = self._reader.index = None
 
     def owners(self) -> Owners:
         """Vector id -> record, rebuilt only when the records changed (the shard view gives a
         new dict per change; the legacy file is keyed by its signature)."""
+        pinned: Owners | None = getattr(self._reader, "owners", None)
+        if pinned is not None:
+            return pinned
         legacy_sig = file_signature(self.storage.legacy_path(MAPPING_COLLECTION))
         shard = self.storage.read_shard(MAPPING_COLLECTION, self.entity_id) if self.storage.enable_sharding else None
         cached = self._owners
@@ -646,6 +673,14 @@ class EntityStore:
             return None
         return passage_prefixes([stored[int(i)] for i in ids])
 
+    def _passage_ids(self, keys: list[bytes]) -> Any:
+        """Candidate holder ids of these keys from the passage sections (those of the union a
+        search in `reading()` loaded, else the live segments'); None: a segment has none."""
+        pinned = getattr(self._reader, "index", None)
+        if isinstance(pinned, seg.UnionIndex):
+            return pinned.passage_ids(passage_prefixes(keys))
+        return self.index.passage_ids(passage_prefixes(keys))
+
     def holders(self, keys: Sequence[bytes]) -> dict[bytes, list[tuple[int, str, int]]]:
         """passage key -> the rows holding it: (id, doc_id, ord), oldest id first, found through
         the live segments' passage sections (the SQL index where a segment has none). Rows of
@@ -653,7 +688,7 @@ class EntityStore:
         unique = list(dict.fromkeys(bytes(k) for k in keys))
         if not unique:
             return {}
-        ids = self.index.passage_ids(passage_prefixes(unique))
+        ids = self._passage_ids(unique)
         if ids is None:
             return self.texts.holders(unique)
         wanted = set(unique)
@@ -661,6 +696,31 @@ class EntityStore:
         for vid, key, doc_id, ord_ in sorted(self.texts.keyed_rows(ids.tolist())):
             if key in wanted:  # a prefix matched: the full key decides
                 out.setdefault(key, []).append((vid, doc_id, ord_))
+        return out
+
+    def holder_ids(self, keys: Sequence[bytes], known: Mapping[int, bytes]) -> dict[bytes, list[int]]:
+        """passage key -> the ids holding it, ascending, as `holders` finds them; `known`: ids
+        whose key the caller has read already (a query's candidates), not read again."""
+        unique = list(dict.fromkeys(bytes(k) for k in keys))
+        if not unique:
+            return {}
+        ids = self._passage_ids(unique)
+        if ids is None:
+            return {key: [row[0] for row in rows] for key, rows in self.texts.holders(unique).items()}
+        wanted = set(unique)
+        found: list[tuple[int, bytes]] = []
+        unread = []
+        for vid in ids.tolist():
+            key = known.get(vid)
+            if key is None:
+                unread.append(vid)
+            else:
+                found.append((vid, key))
+        found.extend((vid, key) for vid, key, _doc, _ord in self.texts.keyed_rows(unread))
+        out: dict[bytes, list[int]] = {}
+        for vid, key in sorted(found):
+            if key in wanted:  # a prefix matched: the full key decides
+                out.setdefault(key, []).append(vid)
         return out
 
     def rebuild_passage_sections(self, names: Sequence[str]) -> int:

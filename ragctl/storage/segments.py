@@ -423,6 +423,16 @@ class UnionIndex:
                 return part.index.reconstruct(int(vector_id))
         raise KeyError(vector_id)
 
+    def passage_ids(self, prefixes: np.ndarray) -> np.ndarray | None:
+        """`SegmentedIndex.passage_ids` over these parts (None if one has no passage section)."""
+        import numpy as np
+
+        if any(part.passages is None for part in self.parts):
+            return None
+        wanted = np.unique(np.asarray(prefixes, dtype=np.uint64))
+        found = [find_passages(part.passages, wanted) for part in self.parts if part.passages is not None]
+        return np.concatenate(found) if found else np.empty(0, np.int64)
+
     def all_ids(self) -> np.ndarray:
         import numpy as np
 
