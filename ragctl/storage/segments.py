@@ -188,17 +188,22 @@ def read_segment_passages(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     return prefixes, ids
 
 
-def find_passages(section: tuple[np.ndarray, np.ndarray], wanted: np.ndarray) -> np.ndarray:
-    """The ids of a passage section whose prefix is one of `wanted` (sorted, unique)."""
+def find_passages(sections: Sequence[tuple[np.ndarray, np.ndarray] | None], prefixes: np.ndarray) -> np.ndarray | None:
+    """The ids, in these passage sections, whose prefix is one of `prefixes`; None if one of
+    the segments has no section (the caller then asks the SQL index)."""
     import numpy as np
 
-    prefixes, ids = section
-    lo = np.searchsorted(prefixes, wanted, side="left")
-    hi = np.searchsorted(prefixes, wanted, side="right")
-    hit = hi > lo
-    if not hit.any():
-        return np.empty(0, np.int64)
-    return np.concatenate([ids[a:b] for a, b in zip(lo[hit], hi[hit])])
+    if any(section is None for section in sections):
+        return None
+    wanted = np.unique(np.asarray(prefixes, dtype=np.uint64))
+    found: list[np.ndarray] = []
+    for section in sections:
+        assert section is not None
+        sorted_prefixes, ids = section
+        lo = np.searchsorted(sorted_prefixes, wanted, side="left")
+        hi = np.searchsorted(sorted_prefixes, wanted, side="right")
+        found.extend(ids[a:b] for a, b in zip(lo[hi > lo], hi[hi > lo]))
+    return np.concatenate(found) if found else np.empty(0, np.int64)
 
 
 def read_segment_ids(path: Path) -> np.ndarray:
@@ -425,13 +430,7 @@ class UnionIndex:
 
     def passage_ids(self, prefixes: np.ndarray) -> np.ndarray | None:
         """`SegmentedIndex.passage_ids` over these parts (None if one has no passage section)."""
-        import numpy as np
-
-        if any(part.passages is None for part in self.parts):
-            return None
-        wanted = np.unique(np.asarray(prefixes, dtype=np.uint64))
-        found = [find_passages(part.passages, wanted) for part in self.parts if part.passages is not None]
-        return np.concatenate(found) if found else np.empty(0, np.int64)
+        return find_passages([part.passages for part in self.parts], prefixes)
 
     def all_ids(self) -> np.ndarray:
         import numpy as np
@@ -579,7 +578,6 @@ class SegmentedIndex:
         manifest yet (format <= 2): the caller asks the SQL index instead."""
         import numpy as np
 
-        wanted = np.unique(np.asarray(prefixes, dtype=np.uint64))
         for _attempt in range(20):
             manifest = self.manifest()
             if manifest is None:
@@ -591,10 +589,7 @@ class SegmentedIndex:
                 continue  # a compaction replaced segments meanwhile
             with self._lock:
                 self._sections = {n: self._sections[n] for n in names if n in self._sections}
-            if any(section is None for section in sections):
-                return None
-            found = [find_passages(section, wanted) for section in sections if section is not None]
-            return np.concatenate(found) if found else np.empty(0, np.int64)
+            return find_passages(sections, prefixes)
         return None
 
     def _section(self, name: str) -> tuple[Any, Any] | None:
