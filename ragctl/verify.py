@@ -181,8 +181,8 @@ def passage_section_problems(store: EntityStore) -> list[str]:
             ids = seg.read_segment_ids(path)
         except (OSError, StorageError):
             continue  # a missing or unreadable segment is reported by the index check
-        if section is None:
-            continue
+        if section is None or not entry.get("passages"):
+            continue  # none, or one the manifest does not vouch for (not used; rewritten by the next gc)
         prefixes, section_ids = section
         if not np.array_equal(np.sort(section_ids), ids):
             bad.append(entry["name"])
@@ -205,7 +205,9 @@ def _repair(storage: JSONStorage, store: EntityStore, entity_id: str, check: Ent
         for key in sorted(broken):
             for problem in broken[key]:
                 repaired.append(f"{problem}: dropped the record (re-run ingest to re-index the file)")
-    if check.orphans or broken or check.legacy_layout or check.without_passage_sections:
+    if check.bad_passage_sections:
+        store.distrust_passage_sections(check.bad_passage_sections)  # rewritten by the gc below
+    if check.orphans or broken or check.legacy_layout or check.without_passage_sections or check.bad_passage_sections:
         # also moves a format-2 index.faiss into segments and gives segments without a passage
         # section one
         removed = store.gc(force=True)
@@ -214,13 +216,12 @@ def _repair(storage: JSONStorage, store: EntityStore, entity_id: str, check: Ent
         if check.legacy_layout:
             repaired.append("moved the vectors from index.faiss into segments (store format 3)")
         left = sum(1 for s in (store.index.manifest() or {}).get("segments", []) if not s.get("passages"))
-        if check.without_passage_sections > left:
+        if check.bad_passage_sections:
+            repaired.append(f"{len(check.bad_passage_sections)} passage sections that disagreed with the chunk rows:"
+                            f" rewritten from the rows ({left} segments without a section now)")
+        elif check.without_passage_sections > left:
             repaired.append(f"segments without a passage section (written before them): "
                             f"{check.without_passage_sections} before, {left} now")
-    if check.bad_passage_sections:
-        rebuilt = store.rebuild_passage_sections(check.bad_passage_sections)
-        repaired.append(f"rebuilt the passage sections of {rebuilt} of {len(check.bad_passage_sections)} segments"
-                        " from the chunk rows")
     if check.full_text == "missing":
         store.texts.ensure_full_text()
         repaired.append("built the full-text index")

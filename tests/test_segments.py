@@ -840,6 +840,8 @@ def test_a_store_from_before_passage_sections_is_upgraded_by_its_gc_without_rewr
     manifest = es.index.manifest()
     assert all(s.get("passages") for s in manifest["segments"])
     assert not es.texts.has_passage_index()
+    # (a file with a section has its own magic: a release from before sections refuses it)
+    assert {(es.index.dir / e["name"]).read_bytes()[:8] for e in manifest["segments"]} == {segments.MAGIC_PASSAGES}
     after = [segments.segment_vectors(es.index.dir / e["name"]) for e in manifest["segments"]]
     for ids, vecs in old.values():
         match = [(a, v) for a, v in after if np.array_equal(a, ids)]
@@ -849,13 +851,19 @@ def test_a_store_from_before_passage_sections_is_upgraded_by_its_gc_without_rewr
 
 
 @pytest.mark.timeout(120)
-def test_verify_finds_a_passage_section_that_disagrees_with_the_rows_and_repair_rebuilds_it(tmp_path):
+@pytest.mark.parametrize("with_orphans", [False, True])
+def test_verify_finds_a_passage_section_that_disagrees_with_the_rows_and_repair_rebuilds_it(tmp_path, with_orphans):
     boiler = "A disclaimer every page repeats."
-    root, es = entity_sharing(tmp_path, boiler, ["a.md", "b.md"])
+    root = new_store(tmp_path)
+    es = EntityStore(JSONStorage(root), "e")
+    es.commit(MODEL, [shared_doc("a.md", [boiler], 1), shared_doc("c.md", ["c.md says its own thing"], 3)])
+    es.commit(MODEL, [shared_doc("b.md", [boiler], 2)])
     entry = es.index.manifest()["segments"][0]
     path = es.index.dir / entry["name"]
     ids, vecs = segments.segment_vectors(path)
     segments.write_segment(path, ids, vecs, prefixes=np.arange(len(ids), dtype=np.uint64))  # wrong keys
+    if with_orphans:  # the damaged segment is also one the repair's gc rewrites to drop orphans
+        es.commit(MODEL, [shared_doc("c.md", ["c.md was edited"], 4)])
     es = EntityStore(JSONStorage(root), "e")
     assert holder_paths(es, boiler) == {"b.md"}  # what the damage does: a holder is not found
     report = verify(root)
@@ -863,7 +871,8 @@ def test_verify_finds_a_passage_section_that_disagrees_with_the_rows_and_repair_
     assert any(entry["name"] in p and "passage section" in p for p in report["entities"]["e"]["problems"])
     repaired = verify(root, "--repair")
     assert repaired["ok"], repaired
-    assert any("passage sections" in line for line in repaired["entities"]["e"]["repaired"])
+    assert any("1 passage sections that disagreed" in line for line in repaired["entities"]["e"]["repaired"])
+    assert repaired["entities"]["e"]["segments_without_passage_sections"] == 0
     assert holder_paths(EntityStore(JSONStorage(root), "e"), boiler) == {"a.md", "b.md"}
 
 

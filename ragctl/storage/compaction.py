@@ -126,7 +126,8 @@ class Merge:
 
     def __init__(self, seg_dir: Path, jobs: list[Job], kind: str, keep: np.ndarray | None = None,
                  keep_below: int = 0, stray_rows: np.ndarray | None = None,
-                 prefixes_of: Callable[[np.ndarray], np.ndarray | None] | None = None) -> None:
+                 prefixes_of: Callable[[np.ndarray], np.ndarray | None] | None = None,
+                 keyed: frozenset[str] = frozenset()) -> None:
         import uuid
 
         self.dir = Path(seg_dir)
@@ -135,9 +136,10 @@ class Merge:
         self.keep = keep  # sorted ids referenced at plan time (None: keep everything)...
         self.keep_below = keep_below  # ...deciding only for ids below the plan's watermark
         self.stray_rows = stray_rows  # chunk rows nothing referenced at plan time
-        # the passage prefixes of ids (aligned; None when a row has no key) for inputs written
-        # without a passage section
+        # the passage prefixes of ids (aligned; None when a row has no key) for inputs without a
+        # passage section the manifest vouches for (`keyed`, at plan time)
         self.prefixes_of = prefixes_of
+        self.keyed = keyed
         self.token = uuid.uuid4().hex[:16]
         self.lock_path = marker_path(self.dir, self.token)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -178,12 +180,13 @@ class Merge:
 
     def _input_prefixes(self, inputs: list[str], ids: list[np.ndarray]) -> np.ndarray | None:
         """The passage prefixes of the inputs' vectors, aligned with their ids (each input's in
-        id order): from their passage sections, or their rows' keys; None if one is missing."""
+        id order): from their passage sections where the manifest vouches for them, else from
+        their rows' keys; None if one is missing."""
         import numpy as np
 
         out = []
         for name, input_ids in zip(inputs, ids):
-            section = seg.read_segment_passages(self.dir / name)
+            section = seg.read_segment_passages(self.dir / name) if name in self.keyed else None
             if section is not None:
                 prefixes, section_ids = section
                 out.append(prefixes[np.argsort(section_ids, kind="stable")])  # section ids = input ids, permuted

@@ -623,7 +623,8 @@ class EntityStore:
         if not jobs:
             jobs = [job for job in [compaction.tier_job(self.index.dir, segments)] if job is not None]
         if jobs:
-            return compaction.Merge(self.index.dir, jobs, kind, keep, keep_below, stray, self._prefixes_of)
+            keyed = frozenset(s["name"] for s in segments if s.get("passages"))
+            return compaction.Merge(self.index.dir, jobs, kind, keep, keep_below, stray, self._prefixes_of, keyed)
         if full:
             if manifest.get("kind") != kind:
                 meta["vectors"] = {**manifest, "kind": kind}
@@ -723,23 +724,20 @@ class EntityStore:
                 out.setdefault(key, []).append(vid)
         return out
 
-    def rebuild_passage_sections(self, names: Sequence[str]) -> int:
-        """`verify --repair`: give these segments their passage sections again, from their
-        rows' keys (marked unkeyed in entity.json, then rewritten by a full gc). Returns how
-        many are keyed afterwards."""
+    def distrust_passage_sections(self, names: Sequence[str]) -> None:
+        """`verify --repair`: take the manifest's mark off these segments' passage sections
+        (they disagree with the rows). Lookups then use the SQL index for the entity (the next
+        commit recreates it), merges read those segments' keys from the rows, and the next
+        full gc writes them a section again."""
         with self._held():
             meta = self._meta.read()
             manifest = self.index.manifest(meta)
             if meta is None or not manifest:
-                return 0
+                return
             for entry in manifest.get("segments", []):
                 if entry["name"] in names:
                     entry.pop("passages", None)
-            keyed_before = sum(1 for s in manifest.get("segments", []) if s.get("passages"))
             self._meta.replace(meta)
-        self.gc(force=True)
-        after = self.index.manifest() or {}
-        return sum(1 for s in after.get("segments", []) if s.get("passages")) - keyed_before
 
     def _remove_garbage(self, meta: dict[str, Any]) -> None:
         """Segment files the manifest does not name (inputs of this or an interrupted

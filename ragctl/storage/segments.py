@@ -10,7 +10,9 @@ FAISS index per segment) are cached in memory and reused across manifest version
 segment costs one small load and a compaction costs loading only its output. Parts are never
 mutated after they are built, so searches need no lock while another thread refreshes.
 
-Segment file: `RSEG0001`, u32 header length, header JSON {dim, count, kind, ...}, the ids
+Segment file: `RSEG0001` (`RSEG0002` where it has a passage section, so that a release from
+before sections refuses the file rather than read the section as vectors), u32 header length,
+header JSON {dim, count, kind, ...}, the ids
 (int64, ascending), the passage section where the header says `"passages": true`, then the
 payload: raw float32 vectors (kind "flat") or a serialized FAISS index over the same vectors and
 ids (kind "ivf": IndexIVFFlat, inner product; "hnsw": IndexIDMap2(IndexHNSWFlat)). Ids are
@@ -22,9 +24,11 @@ order (int64): 16 bytes a vector. It is what finds the stored holders of a passa
 run per segment, written with the segment and merged by the compactions that already rewrite
 segments outside the lock, so a commit adds its keys to no shared b-tree (an SQL index over
 random 16-byte keys dirtied ~600 pages per 640-chunk commit at 1M chunks). A prefix is a
-candidate only: the caller compares the row's full key. Segments written before the section
-existed have none (`passage_ids` then answers None and callers use the SQL index); a full gc
-gives them one by copying the file with the section added (`copy_with_passages`).
+candidate only: the caller compares the row's full key. A section is used only where the
+segment's manifest entry says `"passages": true` (`verify --repair` takes the mark off one that
+disagrees with the rows). Segments written before the section existed have none (`passage_ids`
+then answers None and callers use the SQL index); a full gc gives them one by copying the file
+with the section added (`copy_with_passages`).
 
 Compaction: tiered with fanout FANOUT - when a tier holds FANOUT segments they are merged into
 one segment of the next tier, dropping orphans - so each vector is rewritten once per tier it
@@ -59,6 +63,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 MAGIC = b"RSEG0001"
+# a file with a passage section: a release that predates sections refuses it ("not a vector
+# segment") instead of reading the section as vectors
+MAGIC_PASSAGES = b"RSEG0002"
 FANOUT = 16
 TIER_BASE = 1000  # a new segment's tier: floor(log_FANOUT(count / TIER_BASE)), at least 0
 ORPHAN_SHARE = 0.2  # orphans above this share of the vectors trigger a compaction...
@@ -125,7 +132,7 @@ def _write_file(path: Path, header: dict[str, Any], ids: np.ndarray, prefixes: n
     head = json.dumps(header, sort_keys=True).encode()
 
     def fill(handle: Any) -> None:
-        handle.write(MAGIC + struct.pack("<I", len(head)) + head)
+        handle.write((MAGIC if prefixes is None else MAGIC_PASSAGES) + struct.pack("<I", len(head)) + head)
         handle.write(ids.tobytes())
         if prefixes is not None:
             by_prefix = np.argsort(prefixes, kind="stable")
@@ -158,7 +165,7 @@ def copy_with_passages(source: Path, path: Path, prefixes: np.ndarray) -> dict[s
 
 def _read_header(fh: Any, path: Path) -> tuple[dict[str, Any], int]:
     start = fh.read(12)
-    if len(start) != 12 or start[:8] != MAGIC:
+    if len(start) != 12 or start[:8] not in (MAGIC, MAGIC_PASSAGES):
         raise StorageError(f"{path}: not a vector segment")
     (n,) = struct.unpack("<I", start[8:])
     header = json.loads(fh.read(n))
@@ -379,10 +386,11 @@ class UnionIndex:
 
     Quacks like the FAISS index it replaces where callers need it: `ntotal`, `d`, `search()`."""
 
-    def __init__(self, parts: list[Part], dim: int) -> None:
+    def __init__(self, parts: list[Part], dim: int, keyed: frozenset[str] = frozenset()) -> None:
         self.parts = parts
         self.d = dim
         self.ntotal = sum(len(p.ids) for p in parts)
+        self.keyed = keyed  # the parts whose passage section the manifest vouches for
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import numpy as np
@@ -429,8 +437,9 @@ class UnionIndex:
         raise KeyError(vector_id)
 
     def passage_ids(self, prefixes: np.ndarray) -> np.ndarray | None:
-        """`SegmentedIndex.passage_ids` over these parts (None if one has no passage section)."""
-        return find_passages([part.passages for part in self.parts], prefixes)
+        """`SegmentedIndex.passage_ids` over these parts (None if one has no passage section
+        that the manifest vouches for)."""
+        return find_passages([part.passages if part.name in self.keyed else None for part in self.parts], prefixes)
 
     def all_ids(self) -> np.ndarray:
         import numpy as np
@@ -463,7 +472,7 @@ class SegmentedIndex:
         self.legacy_path = Path(legacy_path)  # format <= 2: one index.faiss
         self.path = self.legacy_path  # kept for callers that name the index file in messages
         self._parts: dict[str, Part] = {}
-        self._union: tuple[tuple[str, ...], UnionIndex] | None = None
+        self._union: tuple[tuple[tuple[str, ...], frozenset[str]], UnionIndex] | None = None
         self._lock = threading.Lock()
         self._legacy: Any = None
         self._sections: dict[str, tuple[Any, Any] | None] = {}  # passage sections read by passage_ids
@@ -506,8 +515,9 @@ class SegmentedIndex:
 
     def _union_of(self, manifest: dict[str, Any], dim: int | None) -> UnionIndex:
         names = tuple(s["name"] for s in manifest.get("segments", []))
+        keyed = frozenset(s["name"] for s in manifest.get("segments", []) if s.get("passages"))
         with self._lock:
-            if self._union is not None and self._union[0] == names:
+            if self._union is not None and self._union[0] == (names, keyed):
                 return self._union[1]
             parts = []
             for name in names:
@@ -517,8 +527,8 @@ class SegmentedIndex:
                 parts.append(part)
             self._parts = {p.name: p for p in parts}
             d = int(manifest.get("dim") or dim or (parts[0].index.d if parts else 0))
-            union = UnionIndex(parts, d)
-            self._union = (names, union)
+            union = UnionIndex(parts, d, keyed)
+            self._union = ((names, keyed), union)
             return union
 
     def vectors_of(self, wanted: Any) -> dict[int, np.ndarray]:
@@ -584,7 +594,10 @@ class SegmentedIndex:
                 return None if self.legacy_path.exists() else np.empty(0, np.int64)
             names = [s["name"] for s in manifest.get("segments", [])]
             try:
-                sections = [self._section(name) for name in names]
+                # a section counts only where the manifest vouches for it: `verify --repair`
+                # takes the mark off a section that disagrees with the rows before rewriting it
+                sections = [self._section(s["name"]) if s.get("passages") else None
+                            for s in manifest.get("segments", [])]
             except FileNotFoundError:
                 continue  # a compaction replaced segments meanwhile
             with self._lock:
