@@ -154,6 +154,40 @@ def test_a_passage_is_returned_once_by_its_most_specific_holder_with_the_others_
     assert all(h.also_in == () for h in raw)
 
 
+def test_a_searcher_that_met_no_copies_reads_shallow_and_returns_the_same_hits(tmp_path, monkeypatch):
+    """After SHALLOW_AFTER queries without copies a searcher reads each list only `depth` deep;
+    a query that then meets copies reads again, so its hits are those of a deep read."""
+    from ragctl import query as query_module
+    from ragctl.query import Searcher
+    from ragctl.storage.search import EntitySearch
+
+    chapter = page("Ownership", TOPICS[:4])
+    everything = page("The whole book", TOPICS[4:10], start=10) + "\n" + "\n".join(
+        section(i, t) for i, t in enumerate(TOPICS[:4]))
+    root = make_tree(tmp_path / "docs", {"book/ownership.md": chapter, "book/print.md": everything,
+                                         "book/other.md": page("Other", TOPICS[6:12], start=30)})
+    store = tmp_path / "store"
+    ingest(root, store)
+    questions = [f"Sentence {j} of section {i} explains how {t} behaves" for i, t in enumerate(TOPICS[:10]) for j in (1, 4)]
+    deep, shallow = Searcher(store, "book"), Searcher(store, "book")
+    depths: list[int] = []  # the first read's depth of each vector search
+    real = EntitySearch.vector_search
+    monkeypatch.setattr(EntitySearch, "vector_search", lambda self, v, depth: depths.append(depth) or real(self, v, depth))
+    for mode in ("hybrid", "vector", "text"):
+        for question in questions:
+            deep._clean_run = 0  # always the deep read
+            shallow._clean_run = query_module.SHALLOW_AFTER  # always the shallow first read
+            want = deep.search([question], 3, mode)[0]
+            got = shallow.search([question], 3, mode)[0]
+            assert [(h.path, h.chunk, h.also_in, round(h.score, 6)) for h in got] == \
+                   [(h.path, h.chunk, h.also_in, round(h.score, 6)) for h in want], (mode, question)
+    depth = query_module.MIN_DEPTH
+    # every read happened: the deep one, the shallow one, and the shallow one's read again
+    # after meeting copies (as deep as the deep one's would go)
+    again = depth * query_module.COLLAPSE_READ * query_module.COLLAPSE_READ_MORE
+    assert {depth * query_module.COLLAPSE_READ, depth, again} <= set(depths), sorted(set(depths))
+
+
 NOTICE = ("Refunds are issued to the original payment method within ten business days after the returned item "
           "reaches our warehouse and passes inspection. Items must be unused, in their original packaging, and "
           "accompanied by the receipt or order number. Shipping costs are not refunded unless the item arrived "
