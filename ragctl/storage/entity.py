@@ -162,7 +162,7 @@ class EntityStore:
         self.index_kind = index_kind
         self._mem_lock = threading.Lock()
         self._owners: tuple[tuple[Any, ...], Owners] | None = None
-        self._reader = threading.local()  # .owners: the records a search of this thread reads (`reading`)
+        self._reader = threading.local()  # .owners, .index: what a search of this thread reads (`reading`)
         # the committer's private view of the shard + log, and its lookups (used under the lock)
         self._view: ShardView | None = None
         self._lookup = _Lookup()
