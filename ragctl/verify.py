@@ -152,8 +152,8 @@ def check_entity(storage: JSONStorage, entity_id: str, repair: bool = False) -> 
     check.bad_passage_sections = passage_section_problems(store)
     check.without_passage_sections = sum(1 for s in (store.index.manifest() or {}).get("segments", [])
                                          if not s.get("passages"))
-    check.problems.extend(f"segment {name}: its passage section disagrees with the chunk rows' passage keys"
-                          for name in check.bad_passage_sections)
+    check.problems.extend(f"segment {name}: its passage section is missing or disagrees with the chunk rows'"
+                          " passage keys" for name in check.bad_passage_sections)
     check.legacy_layout = store.index.manifest() is None and store.index.legacy_path.exists()
     if repair:
         repaired = _repair(storage, store, entity_id, check, broken)
@@ -166,8 +166,8 @@ def check_entity(storage: JSONStorage, entity_id: str, repair: bool = False) -> 
 
 
 def passage_section_problems(store: EntityStore) -> list[str]:
-    """The live segments whose passage section disagrees with their ids or with their rows'
-    passage keys (rows gone are not compared)."""
+    """The live segments whose passage section entity.json vouches for but which is missing or
+    disagrees with their ids or with their rows' passage keys (rows gone are not compared)."""
     import numpy as np
 
     from ragctl.storage import segments as seg
@@ -181,8 +181,11 @@ def passage_section_problems(store: EntityStore) -> list[str]:
             ids = seg.read_segment_ids(path)
         except (OSError, StorageError):
             continue  # a missing or unreadable segment is reported by the index check
-        if section is None or not entry.get("passages"):
+        if not entry.get("passages"):
             continue  # none, or one the manifest does not vouch for (not used; rewritten by the next gc)
+        if section is None:  # lookups fall back to SQL, which no commit indexes while the mark is there
+            bad.append(entry["name"])
+            continue
         prefixes, section_ids = section
         if not np.array_equal(np.sort(section_ids), ids):
             bad.append(entry["name"])
@@ -217,8 +220,8 @@ def _repair(storage: JSONStorage, store: EntityStore, entity_id: str, check: Ent
             repaired.append("moved the vectors from index.faiss into segments (store format 3)")
         left = sum(1 for s in (store.index.manifest() or {}).get("segments", []) if not s.get("passages"))
         if check.bad_passage_sections:
-            repaired.append(f"{len(check.bad_passage_sections)} passage sections that disagreed with the chunk rows:"
-                            f" rewritten from the rows ({left} segments without a section now)")
+            repaired.append(f"{len(check.bad_passage_sections)} passage sections missing or disagreeing with the"
+                            f" chunk rows: rewritten from the rows ({left} segments without a section now)")
         elif check.without_passage_sections > left:
             repaired.append(f"segments without a passage section (written before them): "
                             f"{check.without_passage_sections} before, {left} now")

@@ -97,3 +97,25 @@ def strip_passage_sections(store: Path, entity: str, sql_index: bool = False) ->
     if sql_index:
         with sqlite3.connect(store / "entities" / entity / "chunks.sqlite") as conn:
             conn.execute("CREATE INDEX IF NOT EXISTS chunks_passage ON chunks(passage)")
+
+
+def drop_vectors(store: Path, entity: str, ids: Any) -> None:
+    """Delete vectors behind the store's back, as a lost write would: the segments holding them
+    are rewritten without them (their passage sections too)."""
+    import numpy as np
+
+    from ragctl.fsutil import atomic_write_json, read_json
+    from ragctl.storage.segments import read_segment_passages, segment_vectors, write_segment
+
+    meta_path = store / "entities" / entity / "entity.json"
+    meta = read_json(meta_path)
+    for entry in meta["vectors"]["segments"]:
+        path = store / "entities" / entity / "segments" / entry["name"]
+        sid, vecs = segment_vectors(path)
+        section = read_segment_passages(path)
+        prefixes = None if section is None else section[0][np.argsort(section[1], kind="stable")]
+        keep = ~np.isin(sid, np.asarray(list(ids), dtype=np.int64))
+        written = write_segment(path, sid[keep], vecs[keep], prefixes=None if prefixes is None else prefixes[keep])
+        entry["count"] = int(written["count"])
+    atomic_write_json(meta_path, meta)
+

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import RAGCTL, make_tree
+from helpers import RAGCTL, drop_vectors, make_tree
 from typer.testing import CliRunner
 
 from ragctl.cli.app import app
@@ -135,23 +135,6 @@ def test_stats_table_goes_to_stderr_in_a_real_process(ingested, tmp_path):
     assert json.loads(proc.stdout)["entities"]["bistro"]["documents"] == 3
 
 
-def _drop_vectors(store: Path, entity: str, ids: list[int]) -> None:
-    """Delete vectors behind the store's back (rewrites the segments holding them)."""
-    import numpy as np
-
-    from ragctl.fsutil import atomic_write_json, read_json
-    from ragctl.storage.segments import segment_vectors, write_segment
-
-    meta_path = store / "entities" / entity / "entity.json"
-    meta = read_json(meta_path)
-    for entry in meta["vectors"]["segments"]:
-        path = store / "entities" / entity / "segments" / entry["name"]
-        sid, vecs = segment_vectors(path)
-        keep = ~np.isin(sid, np.asarray(ids, dtype=np.int64))
-        entry["count"] = int(write_segment(path, sid[keep], vecs[keep])["count"])
-    atomic_write_json(meta_path, meta)
-
-
 def test_verify_repair_reports_exactly_what_it_repaired_and_what_it_did_not(ingested, tmp_path):
     store, _ = ingested
     copy = tmp_path / "store"
@@ -161,7 +144,7 @@ def test_verify_repair_reports_exactly_what_it_repaired_and_what_it_did_not(inge
     by_path = {r["path"]: (k, r) for k, r in records.items()}
     # repairable: boats.md's vector is gone from the index (the record is dropped, re-indexed later)
     boats_key, boats = by_path["boats.md"]
-    _drop_vectors(copy, "bistro", [int(boats["first_vector_id"]) + i for i in range(int(boats["chunk_count"]))])
+    drop_vectors(copy, "bistro", [int(boats["first_vector_id"]) + i for i in range(int(boats["chunk_count"]))])
     # not repairable: a record without its "name" field (the word "missing" is in its problem)
     report_key, _ = by_path["report [final].txt"]
     del records[report_key]["name"]

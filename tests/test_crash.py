@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import cli, copy_built, make_tree
+from helpers import cli, copy_built, drop_vectors, make_tree
 
 from ragctl.errors import StorageError
 from ragctl.fsutil import atomic_write_bytes
@@ -82,21 +82,6 @@ def shard(store: Path, entity: str) -> dict[str, dict]:
     from ragctl.storage.mapping_log import load_shard_view
 
     return {r["path"]: r for r in load_shard_view(store / C / f"{entity}.json").values()}
-
-
-def drop_vectors(store: Path, entity: str, ids) -> None:
-    """Delete vectors behind the store's back (rewrites the segments holding them)."""
-    from ragctl.fsutil import atomic_write_json, read_json
-    from ragctl.storage.segments import segment_vectors, write_segment
-
-    meta_path = store / "entities" / entity / "entity.json"
-    meta = read_json(meta_path)
-    for entry in meta["vectors"]["segments"]:
-        path = store / "entities" / entity / "segments" / entry["name"]
-        sid, vecs = segment_vectors(path)
-        keep = ~np.isin(sid, np.asarray(list(ids), dtype=np.int64))
-        entry["count"] = int(write_segment(path, sid[keep], vecs[keep])["count"])
-    atomic_write_json(meta_path, meta)
 
 
 def add_orphan_vectors(store: Path, entity: str, ids) -> None:

@@ -851,6 +851,24 @@ def test_a_store_from_before_passage_sections_is_upgraded_by_its_gc_without_rewr
 
 
 @pytest.mark.timeout(120)
+def test_a_segment_marked_with_a_section_that_its_file_lacks_is_reported_and_repaired(tmp_path):
+    boiler = "The same footer again."
+    root, es = entity_sharing(tmp_path, boiler, ["a.md", "b.md"])
+    entry = es.index.manifest()["segments"][0]
+    path = es.index.dir / entry["name"]
+    ids, vecs = segments.segment_vectors(path)
+    segments.write_segment(path, ids, vecs)  # the file loses its section; entity.json still marks it
+    report = verify(root)
+    assert not report["ok"] and any(entry["name"] in p for p in report["entities"]["e"]["problems"])
+    assert holder_paths(EntityStore(JSONStorage(root), "e"), boiler) == {"a.md", "b.md"}  # (SQL: correct)
+    repaired = verify(root, "--repair")
+    assert repaired["ok"], repaired
+    es = EntityStore(JSONStorage(root), "e")
+    assert es.index.passage_ids(segments.passage_prefixes([b"x" * 16])) is not None  # sections again
+    assert holder_paths(es, boiler) == {"a.md", "b.md"}
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("with_orphans", [False, True])
 def test_verify_finds_a_passage_section_that_disagrees_with_the_rows_and_repair_rebuilds_it(tmp_path, with_orphans):
     boiler = "A disclaimer every page repeats."
@@ -871,7 +889,7 @@ def test_verify_finds_a_passage_section_that_disagrees_with_the_rows_and_repair_
     assert any(entry["name"] in p and "passage section" in p for p in report["entities"]["e"]["problems"])
     repaired = verify(root, "--repair")
     assert repaired["ok"], repaired
-    assert any("1 passage sections that disagreed" in line for line in repaired["entities"]["e"]["repaired"])
+    assert any("1 passage sections missing or disagreeing" in line for line in repaired["entities"]["e"]["repaired"])
     assert repaired["entities"]["e"]["segments_without_passage_sections"] == 0
     assert holder_paths(EntityStore(JSONStorage(root), "e"), boiler) == {"a.md", "b.md"}
 
