@@ -131,7 +131,7 @@ class Searcher:
         depth = max(MIN_DEPTH, 2 * want) if mode == "hybrid" else want
         # with collapsing, each list is read deeper so that `depth` distinct passages remain
         # (unless the recent queries met no copies at all: SHALLOW_AFTER)
-        shallow = getattr(self, "_clean_run", 0) >= SHALLOW_AFTER
+        shallow = self._clean_run >= SHALLOW_AFTER
         read = depth * COLLAPSE_READ if collapse and not shallow else depth
         vlists: list[list[tuple[int, float]]] = [[] for _ in queries]
         tlists: list[list[tuple[int, float]]] = [[] for _ in queries]
@@ -161,7 +161,7 @@ class Searcher:
                         trows = searching.text_search(queries[n], deeper)
                     collapsed = self._collapsed(vrows, trows, depth, reads)
                 copies = len(collapsed.groups.group) > len(collapsed.groups.members)
-                self._clean_run = 0 if copies else getattr(self, "_clean_run", 0) + 1
+                self._clean_run = 0 if copies else self._clean_run + 1
                 vrows, trows = collapsed.vkept, collapsed.tkept
             if mode == "vector":
                 rows = [(i, s, rank, None) for rank, (i, s) in enumerate(vrows[:want], 1)]

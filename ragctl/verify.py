@@ -175,14 +175,14 @@ def passage_section_problems(store: EntityStore) -> list[str]:
     manifest = store.index.manifest()
     bad: list[str] = []
     for entry in (manifest or {}).get("segments", []):
+        if not entry.get("passages"):
+            continue  # none, or one the manifest does not vouch for (not used; rewritten by the next gc)
         path = store.index.dir / entry["name"]
         try:
             section = seg.read_segment_passages(path)
             ids = seg.read_segment_ids(path)
         except (OSError, StorageError):
             continue  # a missing or unreadable segment is reported by the index check
-        if not entry.get("passages"):
-            continue  # none, or one the manifest does not vouch for (not used; rewritten by the next gc)
         if section is None:  # lookups fall back to SQL, which no commit indexes while the mark is there
             bad.append(entry["name"])
             continue

@@ -336,6 +336,7 @@ def part_latency(work: Path, chunks: int, queries: int = 200) -> dict[str, Any]:
     searcher = Searcher.__new__(Searcher)
     searcher.entity = EntityStore(open_store(store, create=False), "big")
     searcher._rerank = None
+    searcher._clean_run = 0
     texts = [gen.text(int(rng.integers(8, 16)), query=True) for _ in range(queries)]
     vectors = bq.unit(rng, queries)
     for text in texts[:20]:

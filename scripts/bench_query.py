@@ -106,6 +106,7 @@ def main() -> None:
     searcher = Searcher.__new__(Searcher)  # no model: the query vectors are given
     searcher.entity = EntityStore(open_store(args.store, create=False), "big")
     searcher._rerank = None
+    searcher._clean_run = 0
     if args.rerank:
         from ragctl.embedding import load_embedder
         from ragctl.model_config import ModelConfig

@@ -249,11 +249,8 @@ class ChunkTexts:
     def drop_passage_index(self) -> bool:
         """Drop the SQL index over passage keys (every live segment has a passage section
         now). True if there was one."""
-        if not self.exists():
+        if not self.has_passage_index():
             return False
-        with self._db(reader=True) as conn:
-            if not _has_passage_index(conn):
-                return False
         with self._write() as conn:
             conn.execute(_DROP_PASSAGE_INDEX)
         return True
@@ -398,30 +395,28 @@ class ChunkTexts:
         return [(int(i), -float(r)) for i, r in rows]
 
     def _full_text(self, conn: sqlite3.Connection) -> bool | None:
-        """None: no full-text index yet; else whether it indexes the context columns. Inside
-        `reading()` looked up once for the session."""
-        session = self._session
-        if getattr(session, "conn", None) is conn and getattr(session, "full_text", None) is not None:
-            known: bool = session.full_text
-            return known
-        found = _fts_has_context(conn) if _has_table(conn, "chunks_vocab") else None
-        if found is not None and getattr(session, "conn", None) is conn:
-            session.full_text = found
+        """None: no full-text index yet; else whether it indexes the context columns."""
+        found: bool | None = self._per_session(
+            conn, "full_text", lambda c: _fts_has_context(c) if _has_table(c, "chunks_vocab") else None)
         return found
 
     def _chunk_columns(self, conn: sqlite3.Connection) -> frozenset[str] | None:
-        """The chunks table's columns, None where it does not exist yet; inside `reading()`
-        looked up once for the session (a query reads four or five times)."""
-        session = self._session
-        if getattr(session, "conn", None) is conn and getattr(session, "columns", None) is not None:
-            columns: frozenset[str] = session.columns
-            return columns
-        if not _has_table(conn, "chunks"):
-            return None
-        columns = self._table_columns(conn)
-        if getattr(session, "conn", None) is conn:
-            session.columns = columns
+        """The chunks table's columns, None where it does not exist yet."""
+        columns: frozenset[str] | None = self._per_session(
+            conn, "columns", lambda c: self._table_columns(c) if _has_table(c, "chunks") else None)
         return columns
+
+    def _per_session(self, conn: sqlite3.Connection, name: str, compute: Callable[[sqlite3.Connection], Any]) -> Any:
+        """`compute(conn)`; inside `reading()`, on its connection, computed once for the session
+        (a query reads four or five times) unless it was None (not there yet)."""
+        session = self._session
+        mine = getattr(session, "conn", None) is conn
+        if mine and getattr(session, name, None) is not None:
+            return getattr(session, name)
+        value = compute(conn)
+        if mine and value is not None:
+            setattr(session, name, value)
+        return value
 
     def _table_columns(self, conn: sqlite3.Connection) -> frozenset[str]:
         """The chunks table's columns, read once per database version."""
