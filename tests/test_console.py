@@ -403,6 +403,32 @@ def test_delete_a_document_then_the_entity_each_after_a_confirmation(page: Any, 
         assert c.get("/api/entities/doomed/files").status_code == 404
 
 
+def test_overlapping_renders_of_one_view_list_each_row_once(page: Any, console_server: Server) -> None:
+    """A sign-in's route and a navigation's hashchange (or quick clicks) can render one view twice at once;
+    each render clears its tables and awaits the server. Only the latest may write: no row twice."""
+    with console_server.client(ADMIN) as c:
+        job = upload(c, "twice", [("a.md", b"# A\n\nthe lighthouse keeper's log\n"),
+                                  ("b.md", b"# B\n\nthe ferry timetable\n")], wait=True).json()
+        assert [f["status"] for f in job["files"]] == ["indexed", "indexed"]
+    sign_in(page, ADMIN)
+    wait_for(page, lambda: "globex" in entity_rows(page), "the entity list")
+    page.execute_script("location.hash = '#/entity/twice';"
+                        "for (let i = 0; i < 3; i++) window.dispatchEvent(new HashChangeEvent('hashchange'));")
+    jobs = "return document.querySelectorAll('#jobs-table tbody tr').length"
+    wait_for(page, lambda: file_rows(page) and page.execute_script(jobs), "the documents and the jobs")
+    time.sleep(1.0)  # every overlapping render has had its answer by now
+    assert file_rows(page) == ["a.md", "b.md"]
+    assert page.execute_script(jobs) == 1
+
+    page.execute_script("location.hash = '#/entities';"
+                        "for (let i = 0; i < 3; i++) window.dispatchEvent(new HashChangeEvent('hashchange'));")
+    wait_for(page, lambda: "twice" in entity_rows(page), "the entity list again")
+    time.sleep(1.0)
+    rows = entity_rows(page)
+    assert len(rows) == len(set(rows)) and {"globex", "twice"} <= set(rows), rows
+    assert severe_logs(page) == []
+
+
 def test_a_tenant_token_sees_only_its_entities(page: Any, console_server: Server) -> None:
     with console_server.client(ADMIN) as c:
         upload(c, "acme", [("tenant.md", b"# Tenant\n\nacme's own note about anchors\n")], wait=True)

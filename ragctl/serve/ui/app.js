@@ -16,7 +16,20 @@
 
   const $ = (id) => document.getElementById(id);
   const state = { authRequired: null, view: null, upload: [], uploading: false, jobs: new Map(), polling: false,
-    flash: null };
+    flash: null, renders: {} };
+
+  /**
+   * Claims a region of the page (a table, the search results) for one render and returns "is this render
+   * still the latest of that region?". Two renders of one view can overlap: the sign-in's route and the
+   * hashchange of a navigation made meanwhile, or two quick clicks. Each clears its table, then awaits the
+   * server; without this check both would append their rows (every document listed twice), and a slow
+   * older answer could overwrite a newer one. A render that is no longer the latest writes nothing more.
+   */
+  function claim(region) {
+    const ticket = (state.renders[region] || 0) + 1;
+    state.renders[region] = ticket;
+    return () => state.renders[region] === ticket;
+  }
 
   /* ---------- DOM helpers: text only ---------- */
 
@@ -212,7 +225,9 @@
     const q = params.get("q") || "";
     const page = Math.max(0, parseInt(params.get("page") || "0", 10) || 0);
     $("entities-q").value = q;
+    const latest = claim("entities");
     const data = await api("GET", `/api/entities?offset=${page * PAGE}&limit=${PAGE}&q=${enc(q)}`);
+    if (!latest()) return;
     let ids = Object.keys(data.entities || {}).sort();
     let total;
     if (typeof data.total === "number") {
@@ -287,6 +302,7 @@
     $("entity-upload").setAttribute("href", `#/upload?entity=${enc(id)}`);
     $("entity-search").setAttribute("href", `#/search?entity=${enc(id)}`);
     $("entity-delete").onclick = () => deleteEntity(id);
+    const latest = claim("files");
     const body = $("files-table").tBodies[0];
     clear(body);
     $("entity-summary").textContent = "Loading…";
@@ -298,6 +314,7 @@
       if (params.get("path")) page = Math.floor((await locate(id, params.get("path"))) / PAGE);
       data = await filesPage(id, page * PAGE, PAGE);
     } catch (err) {
+      if (!latest()) return;
       if (err instanceof ApiError && err.status === 404) {
         $("entity-summary").textContent = "This entity has no documents (yet: an upload may still be indexing).";
         pager("files", 0, 0, () => "#/entities");
@@ -306,6 +323,7 @@
       $("entity-summary").textContent = "";
       throw err;
     }
+    if (!latest()) return;
     let found = null;
     for (const f of data.files) {
       const row = el("tr", { "data-doc": f.doc_id },
@@ -332,10 +350,12 @@
 
   /** The entity's last 10 upload jobs, each with its files' counts and the reasons of those not indexed. */
   async function showJobs(id) {
+    const latest = claim("jobs");
     const body = $("jobs-table").tBodies[0];
     clear(body);
     $("jobs-summary").textContent = "";
     const data = await api("GET", `/api/entities/${enc(id)}/jobs?limit=10`);
+    if (!latest()) return;
     for (const job of data.jobs) {
       const counts = {};
       for (const f of job.files) counts[f.status || "waiting"] = (counts[f.status || "waiting"] || 0) + 1;
@@ -669,14 +689,17 @@
   }
 
   async function runSearch(entity, query, mode, k) {
+    const latest = claim("search");
     $("search-summary").textContent = "Searching…";
     let data;
     try {
       data = await api("POST", `/api/entities/${enc(entity)}/search`, { query, k, mode });
     } catch (err) {
+      if (!latest()) return;
       $("search-summary").textContent = "";
       throw err;
     }
+    if (!latest()) return;
     const words = queryWords(query);
     const list = $("search-results");
     clear(list);
