@@ -226,6 +226,8 @@ def test_int8_refused_with_one_line_when_its_gate_fails(ov, monkeypatch):
 @pytest.mark.slow
 def test_real_int8_is_either_within_the_gate_or_refused(killed_cache):
     pytest.importorskip("nncf")
+    from ragctl.runtimes import int8
+
     try:
         e = LocalEmbedder(resolve_model(None), ModelConfig(precision="int8", device="cpu", batch_size=8, backend="openvino"))
     except ConfigError as exc:
@@ -237,8 +239,49 @@ def test_real_int8_is_either_within_the_gate_or_refused(killed_cache):
     d = e.describe()
     verdict = json.loads((Path(d["model_cache"]) / "meta.json").read_text(encoding="utf-8"))["gate"]
     assert d["activations"] == verdict["activations"] == "f32"
+    # the first recipe (every MatMul in int8) passed on the packaged model: the FFN down-projections run
+    # on int8 inputs, not in float as under the fallback recipe
+    assert verdict["recipe"] == int8.RECIPES[0].name
+    assert ffn_down_precisions(e) <= {"u8", "i8"}
     ref = load_embedder(ModelConfig(backend="torch", precision="fp32", device="cpu", batch_size=8)).encode(TEXTS)
     assert float((e.encode(TEXTS) * ref).sum(axis=1).min()) >= 0.99
     # auto takes int8 once its gate has passed (the verdict is cached: no second quantisation)
     auto = LocalEmbedder(resolve_model(None), ModelConfig(device="cpu", batch_size=8))
     assert (auto.backend, auto.precision, auto.precision_note) == ("openvino", "int8", None)
+
+
+def ffn_down_precisions(embedder: LocalEmbedder) -> set[str]:
+    """The precisions the CPU plugin runs the FFN down-projections (`layer.N.output.dense`) in."""
+    ops = embedder._runtime.compiled.get_runtime_model().get_ops()  # type: ignore[union-attr]
+    return {str(op.get_rt_info()["runtimePrecision"].astype(str)) for op in ops
+            if ".output.dense" in op.get_friendly_name() and "attention" not in op.get_friendly_name()
+            and "FullyConnected" in str(op.get_rt_info()["layerType"].astype(str))}
+
+
+@pytest.mark.slow
+def test_int8_falls_back_to_its_next_recipe_when_the_first_fails_its_gate(killed_cache, monkeypatch):
+    """A model whose all-int8 recipe fails the gate gets the next one (FFN down-projections in float),
+    with both verdicts in the cached meta; the saved model is the one that passed."""
+    pytest.importorskip("nncf")
+    from ragctl.runtimes import int8
+
+    real_gate = int8.gate
+    calls = []
+
+    def first_refused(*args, **kwargs):
+        verdict = real_gate(*args, **kwargs)
+        calls.append(verdict)
+        if len(calls) == 1:
+            verdict.update(passed=False, reason="min cosine to fp32 0.9800 < 0.99 on 90 held-out chunks")
+        return verdict
+
+    monkeypatch.setattr(int8, "GATE_VERSION", 98)  # a cache entry of its own
+    monkeypatch.setattr(int8, "gate", first_refused)
+    e = LocalEmbedder(resolve_model(None), ModelConfig(precision="int8", device="cpu", batch_size=8, backend="openvino"))
+    meta = json.loads((Path(e.describe()["model_cache"]) / "meta.json").read_text(encoding="utf-8"))
+    assert [t["recipe"] for t in meta["tried"]] == [r.name for r in int8.RECIPES[:2]]
+    assert [t["passed"] for t in meta["tried"]] == [False, True]
+    assert meta["gate"] == meta["tried"][1]
+    assert ffn_down_precisions(e) == {"f32"}  # the fallback's model was saved, not the refused one
+    ref = load_embedder(ModelConfig(backend="torch", precision="fp32", device="cpu", batch_size=8)).encode(TEXTS)
+    assert float((e.encode(TEXTS) * ref).sum(axis=1).min()) >= 0.99
