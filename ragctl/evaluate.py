@@ -135,7 +135,7 @@ def warm_up(searcher: Searcher, query: str, modes: list[str], k: int, rerank: bo
 
 def evaluate(
     store: Path, entity_id: str, *, sample: int = 50, k: int = 5, modes: list[str] | None = None,
-    seed: int = 0, model: str | None = None, config: ModelConfig | None = None,
+    seed: int = 0, model: str | None = None, config: ModelConfig | None = None, per_document: bool = True,
 ) -> EvalReport:
     modes = check_modes(modes)
     if sample < 1 or k < 1:
@@ -162,7 +162,7 @@ def evaluate(
     for mode in modes:
         score = report.modes[mode] = ModeScore()
         started = time.perf_counter()
-        results = searcher.search(sentences, k, mode)
+        results = searcher.search(sentences, k, mode, per_document=per_document)
         score.seconds = time.perf_counter() - started
         for sentence, relevant, hits in zip(sentences, docs_with, results):
             _score(score, sentence, relevant, hits)
@@ -252,19 +252,24 @@ class QuestionOutcome:
 
 
 def score_question(question: Question, hits: Sequence[Hit], k: int | None = None,
-                   budget: int = EVIDENCE_WORDS) -> QuestionOutcome:
-    """Score one ranked chunk list (best first, at least max(k, 10) deep when there are enough
+                   budget: int = EVIDENCE_WORDS, top: Sequence[Hit] | None = None) -> QuestionOutcome:
+    """Score one ranked hit list (best first, at least max(k, 10) deep when there are enough
     chunks) against a question's answering documents and evidence; with `k`, also whether the
-    evidence lies within the first `budget` words of the top k texts (`evidence_within`)."""
+    evidence lies within the first `budget` words of the top k texts (`evidence_within`).
+    `top`: the top k as a search for k returns them (per-document hits share a budget of words
+    that depends on k, so a deeper search's first k differ): ranks within k and the evidence
+    come from it, ranks beyond k and nDCG from `hits`."""
     relevant = question.relevance
-    first = next((rank for rank, hit in enumerate(hits, 1) if hit.path in relevant), None)
+    shown = list(hits[:k] if top is None or k is None else top[:k])
+    ranked = shown + list(hits[len(shown):])
+    first = next((rank for rank, hit in enumerate(ranked, 1) if hit.path in relevant), None)
     evidence_rank = None
     in_budget = None
     if question.evidence is not None:
         needle = normalize_text(question.evidence)
-        evidence_rank = next((rank for rank, hit in enumerate(hits, 1) if needle in normalize_text(hit.text)), None)
+        evidence_rank = next((rank for rank, hit in enumerate(ranked, 1) if needle in normalize_text(hit.text)), None)
         if k is not None:
-            in_budget = evidence_within(question.evidence, [h.text for h in hits[:k]], budget)
+            in_budget = evidence_within(question.evidence, [h.text for h in shown], budget)
     return QuestionOutcome(first, evidence_rank, ndcg(ranked_documents([h.path for h in hits]), relevant), in_budget)
 
 
@@ -380,9 +385,11 @@ def unreachable_evidence(questions: Sequence[Question], entity: Any) -> list[str
 def evaluate_questions(
     store: Path, entity_id: str, questions_file: Path, *, k: int = 5, modes: list[str] | None = None,
     config: ModelConfig | None = None, searcher: Searcher | None = None, rerank: bool = False,
+    per_document: bool = True,
 ) -> QuestionReport:
     """Run a question set against an entity in each mode (one batch of queries per mode);
-    `rerank`: with the rerank stage (ragctl.rerank) after each mode."""
+    `rerank`: with the rerank stage (ragctl.rerank) after each mode; `per_document`: hits as
+    `ragctl query` returns them by default (False: k chunks, `--per-chunk`)."""
     modes = check_modes(modes)
     if k < 1:
         raise UsageError("k must be at least 1")
@@ -399,10 +406,12 @@ def evaluate_questions(
     for mode in modes:
         score = report.modes[mode] = QuestionModeScore(k)
         started = time.perf_counter()
-        results = searcher.search(texts, depth, mode, rerank=rerank)
+        # what a search for k returns (timed); a deeper one for nDCG@10
+        tops = searcher.search(texts, k, mode, rerank=rerank, per_document=per_document)
         score.seconds = time.perf_counter() - started
-        for question, hits in zip(questions, results):
-            score.add(question, score_question(question, hits, k))
+        results = searcher.search(texts, depth, mode, rerank=rerank, per_document=per_document) if depth > k else tops
+        for question, hits, top in zip(questions, results, tops):
+            score.add(question, score_question(question, hits, k, top=top))
     return report
 
 

@@ -95,19 +95,21 @@ class EntityRAGManager:
     def add_documents(self, entity_id: str, paths: list[str | os.PathLike[str]], **options: Any) -> IngestReport:
         return self.add_documents_parallel({entity_id: paths}, **options)
 
-    def query(self, entity_id: str, text: str, k: int = 5, mode: str = "hybrid", rerank: bool = False) -> list[Hit]:
-        """Top-k chunks; mode "hybrid" (default: rank fusion of both), "vector" or "text";
-        `rerank`: re-score the top candidates passage by passage (ragctl.rerank)."""
-        return self.query_many(entity_id, [text], k, mode, rerank)[0]
+    def query(self, entity_id: str, text: str, k: int = 5, mode: str = "hybrid", rerank: bool = False,
+              per_document: bool = True) -> list[Hit]:
+        """Top-k hits, as `ragctl query`: per document (the default; `per_document=False`: k
+        chunks); mode "hybrid" (default: rank fusion of both), "vector" or "text"; `rerank`:
+        re-score the top candidates passage by passage (ragctl.rerank)."""
+        return self.query_many(entity_id, [text], k, mode, rerank, per_document)[0]
 
     def query_many(self, entity_id: str, texts: list[str], k: int = 5, mode: str = "hybrid",
-                   rerank: bool = False) -> list[list[Hit]]:
+                   rerank: bool = False, per_document: bool = True) -> list[list[Hit]]:
         from ragctl.query import Searcher
 
         searcher = self._searchers.get(entity_id)
         if searcher is None:
             searcher = self._searchers[entity_id] = Searcher(self.store, entity_id, self.model_config)
-        return searcher.search(texts, k, mode, rerank=rerank)
+        return searcher.search(texts, k, mode, rerank=rerank, per_document=per_document)
 
     def cleanup_entity(self, entity_id: str) -> None:
         """Drop this process's in-memory caches for the entity (nothing on disk changes)."""

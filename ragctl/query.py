@@ -17,8 +17,8 @@ from ragctl.rerank import RERANK_DEPTH, Candidate, PassageReranker
 from ragctl.storage.entity import EntityStore, open_entity
 from ragctl.storage.search import RRF_K, EntitySearch, Hit, Ranked, fuse
 
-__all__ = ["CONTEXT_WORDS_MAX", "MODES", "RRF_K", "Hit", "Searcher", "fuse", "hit_json", "model_for_entity",
-           "with_context"]
+__all__ = ["CONTEXT_WORDS_MAX", "DOCUMENT_WORDS_PER_HIT", "MODES", "RRF_K", "Hit", "Searcher", "fuse", "hit_json",
+           "model_for_entity", "per_document_hits", "with_context"]
 
 if TYPE_CHECKING:
     from ragctl.model_config import Embedder
@@ -38,6 +38,14 @@ COLLAPSE_READ_MORE = 4
 # copies saves the deeper read (~0.3 ms a hybrid query at 100k chunks). Its first query reads deep.
 SHALLOW_AFTER = 16
 CONTEXT_WORDS_MAX = 5000  # a hit grown to its neighbours (context_words): at most this many words
+# A per-document hit (the default) may grow to this many words on average, with its document's
+# next-best matching chunks: issue 26's reader budget, 750 words for a top 5 (not tuned on any
+# question set); `context_words` > 0 sets it instead
+DOCUMENT_WORDS_PER_HIT = 150
+# per-document hits are cut from this many times k chunk hits: at most k documents, fewer when
+# fewer documents hold those chunks (a document that holds most of them carries more of its text:
+# the other documents rank below them; docs/retrieval.md, "Per-document hits")
+PER_DOCUMENT_READ = 2
 ALSO_IN_MAX = 50  # paths listed in a hit's also_in (a boilerplate passage may be in thousands of files)
 # weights of the two lists in the fusion (docs/retrieval.md: tuned on question sets)
 VECTOR_WEIGHT = 1.0
@@ -104,16 +112,26 @@ class Searcher:
         return None if self._embedder is None else embedded_by(self._embedder.describe())
 
     def search(self, queries: list[str], k: int = 5, mode: str = "hybrid", rerank: bool = False,
-               collapse: bool = True, context_words: int = 0) -> list[list[Hit]]:
-        """Top-k hits per query. `rerank`: the top RERANK_DEPTH candidates of the mode are
-        re-scored passage by passage (ragctl.rerank) and the best k kept. `collapse` (the
-        default): a passage held by several documents, or near-duplicated, is one hit,
+               collapse: bool = True, context_words: int = 0, per_document: bool = True) -> list[list[Hit]]:
+        """Top-k hits per query. `per_document` (the default): the documents of the top 2k
+        chunks, at most k, each hit the best chunk of one document plus, up to a word budget
+        shared by the hits, the document's next-best matching chunks among those 2k (see
+        `per_document_hits`; the budget is k x `context_words`, or k x DOCUMENT_WORDS_PER_HIT
+        when that is 0); `per_document=False`: k chunks, a document's chunks each a hit of its
+        own. `rerank`: the top RERANK_DEPTH candidates of the mode are re-scored passage by
+        passage (ragctl.rerank) and the best kept. `collapse` (the default): a passage held by several documents, or near-duplicated, is one hit,
         attributed to its most specific holder, the others listed in `also_in`; no top k holds
         the same passage twice (`collapse=False`: every chunk as stored, for comparisons).
-        `context_words` > 0: each hit's text is its chunk plus the neighbouring chunks of its
-        document up to that many words (see `with_context`)."""
+        Chunk hits with `context_words` > 0: each hit's text is its chunk plus the neighbouring
+        chunks of its document up to that many words (see `with_context`)."""
+        if per_document:
+            if k < 1:
+                raise UsageError("k must be at least 1")
+            budget = k * (context_words or DOCUMENT_WORDS_PER_HIT)
+            results = self.search(queries, PER_DOCUMENT_READ * k, mode, rerank, collapse, per_document=False)
+            return [per_document_hits(hits, k, budget) for hits in results]
         if context_words:
-            results = self.search(queries, k, mode, rerank, collapse)
+            results = self.search(queries, k, mode, rerank, collapse, per_document=False)
             return [self.with_context(hits, context_words) for hits in results]
         if k < 1:
             raise UsageError("k must be at least 1")
@@ -408,6 +426,56 @@ def with_context(entity: EntityStore, hits: list[Hit], budget: int) -> list[Hit]
     return out
 
 
+def per_document_hits(hits: list[Hit], k: int, budget: int) -> list[Hit]:
+    """At most k documents from a ranked list of chunk hits (best first, 2k of them): each
+    document's best-ranked chunk is its hit, in the order of those chunks; then the words left
+    of `budget` (counted over all k hits) go to the same documents' next-ranked chunks, in rank
+    order (a chunk that would pass the budget is left out, a shorter one after it may fit). A
+    hit's text is its chunks in document order, consecutive ones without the words they share
+    (their overlap); `chunks` lists them, `also_in` joins theirs. Issue 26: a document's second
+    chunk no longer takes the place of another document, and still reaches the reader inside
+    its document's hit (docs/retrieval.md, "Per-document hits")."""
+    from dataclasses import replace
+
+    groups: list[list[Hit]] = []
+    slot: dict[str, int] = {}
+    for hit in hits:
+        if hit.doc_id not in slot and len(groups) < k:
+            slot[hit.doc_id] = len(groups)
+            groups.append([hit])
+    words = sum(len(g[0].text.split()) for g in groups)
+    for hit in hits:
+        n = slot.get(hit.doc_id)
+        if n is None or hit is groups[n][0]:
+            continue
+        size = len(hit.text.split())
+        if words + size <= budget:
+            groups[n].append(hit)
+            words += size
+    out = []
+    for group in groups:
+        head = group[0]
+        if len(group) == 1:
+            out.append(head)
+            continue
+        ordered = sorted(group, key=lambda h: h.chunk)
+        parts = [ordered[0].text]
+        previous = ordered[0]
+        for hit in ordered[1:]:
+            text = hit.text
+            if hit.chunk == previous.chunk + 1:  # consecutive chunks: their overlap once
+                words_of = hit.text.split()
+                rest = _after_overlap(previous.text.split(), words_of)
+                if len(rest) < len(words_of):
+                    text = " ".join(rest)
+            if text:
+                parts.append(text)
+            previous = hit
+        also = tuple(dict.fromkeys(p for h in group for p in h.also_in if p != head.path))[:ALSO_IN_MAX]
+        out.append(replace(head, text="\n\n".join(parts), chunks=tuple(h.chunk for h in ordered), also_in=also))
+    return out
+
+
 # fewer words in common than this are taken for a coincidence ("... and the" / "the crate is"),
 # not the overlap of consecutive chunks (~20 words), and nothing is trimmed
 MIN_OVERLAP_WORDS = 4
@@ -449,4 +517,5 @@ def hit_json(hit: Hit) -> dict[str, Any]:
         "page": hit.page,
         "ocr": hit.ocr,
         "also_in": list(hit.also_in),
+        "chunks": list(hit.chunks or (hit.chunk,)),
     }

@@ -170,7 +170,7 @@ def evaluate(store: Path, entity: str, questions: list[Any], collapse: bool, mod
     from ragctl.query import Searcher
 
     searcher = Searcher(store, entity)
-    results = searcher.search([q.text for q in questions], k, mode, collapse=collapse)
+    results = searcher.search([q.text for q in questions], k, mode, collapse=collapse, per_document=False)
     n = len(questions)
     ev = [q for q in questions if q.evidence]
     doc = mrr = evid = 0.0
@@ -301,7 +301,7 @@ def part_context(work: Path) -> dict[str, Any]:
         for entity in (book, f"{book}-noprint"):
             searcher = Searcher(work / "store", entity)
             for label, k, budget in (("k5", 5, 0), ("k7", 7, 0), ("k5+context146", 5, 146), ("k5+context200", 5, 200)):
-                results = searcher.search([q.text for q in questions], k, "hybrid", context_words=budget)
+                results = searcher.search([q.text for q in questions], k, "hybrid", context_words=budget, per_document=False)
                 ev = [(q, hits) for q, hits in zip(questions, results) if q.evidence]
                 hit = sum(any(normalize_text(q.evidence or "") in normalize_text(h.text) for h in hits) for q, hits in ev)
                 words = sum(len(h.text.split()) for hits in results for h in hits) / len(results)
@@ -340,7 +340,7 @@ def part_latency(work: Path, chunks: int, queries: int = 200) -> dict[str, Any]:
     texts = [gen.text(int(rng.integers(8, 16)), query=True) for _ in range(queries)]
     vectors = bq.unit(rng, queries)
     for text in texts[:20]:
-        searcher.search([text], 5, "text")
+        searcher.search([text], 5, "text", per_document=False)
     out: dict[str, Any] = {"chunks": chunks}
     for mode in ("vector", "text", "hybrid"):
         times: dict[bool, list[float]] = {False: [], True: []}
@@ -348,7 +348,7 @@ def part_latency(work: Path, chunks: int, queries: int = 200) -> dict[str, Any]:
             searcher._encode = lambda qs, v=vectors[i : i + 1]: v  # type: ignore[method-assign]
             for collapse in ((False, True) if i % 2 else (True, False)):
                 t0 = time.perf_counter()
-                searcher.search([text], 5, mode, collapse=collapse)
+                searcher.search([text], 5, mode, collapse=collapse, per_document=False)
                 times[collapse].append(1000 * (time.perf_counter() - t0))
         for collapse, t in times.items():
             out[f"{mode}/{'collapse' if collapse else 'plain'}"] = {

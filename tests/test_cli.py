@@ -151,7 +151,9 @@ def test_batch_queries_from_file_and_stdin(ingested, tmp_path):
     result = run_cli("query", "globex", "--queries", questions, "--store", store, "--json", "-k", "2")
     out = json_out(result)
     assert [q["query"] for q in out["queries"]] == ["Kubernetes cluster outage", "TPS report cover sheet"]
-    assert all(len(q["results"]) == 2 for q in out["queries"])
+    # per document: the documents of the top 4 chunks, at most 2, each once
+    assert all(1 <= len(q["results"]) <= 2 for q in out["queries"])
+    assert all(len({h["path"] for h in q["results"]}) == len(q["results"]) for q in out["queries"])
     result = run_cli("query", "initech", "--queries", "-", "--store", store, "--json", input="TPS report cover sheet\n")
     out = json_out(result)
     assert "tps" in out["queries"][0]["results"][0]["path"].lower() or "TPS" in out["queries"][0]["results"][0]["text"]

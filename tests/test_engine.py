@@ -420,7 +420,7 @@ def test_a_script_without_a_main_guard_can_call_the_library(tmp_path):
         f"manager = get_entity_rag_manager({str(tmp_path / 'ragstore')!r})\n"
         f"report = manager.add_documents_parallel({{'acme': {files!r}}})\n"
         "print('RESULT', report.entities['acme'].indexed, len(report.failures), report.error)\n"
-        "print('HITS', len(manager.query('acme', 'what is this about', k=3)))\n",
+        "print('HITS', len(manager.query('acme', 'what is this about', k=3, per_document=False)))\n",
         encoding="utf-8",
     )
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=150)

@@ -182,8 +182,8 @@ def test_context_words_grow_an_ingested_hit_with_its_neighbours_and_repeat_no_wo
     a, b = (held(chunks[first + c])[len(held(chunks[first + c])) // 2] for c in (2, 3))
     query = f"{a} {b}"
     store.add_texts([f"A note on {a} that the caller added by hand"], ids=["note"])
-    plain = store.similarity_search(query, k=3, mode="text")
-    grown = store.similarity_search(query, k=3, mode="text", context_words=300)
+    plain = store.similarity_search(query, k=3, mode="text", per_document=False)
+    grown = store.similarity_search(query, k=3, mode="text", context_words=300, per_document=False)
     assert [(d.id, d.metadata.get("chunk")) for d in grown] == [(d.id, d.metadata.get("chunk")) for d in plain]
     files = [(before, after) for before, after in zip(plain, grown) if after.id != "note"]
     assert sorted(after.metadata["chunk"] for _, after in files) == [2, 3]
@@ -201,10 +201,16 @@ def test_context_words_grow_an_ingested_hit_with_its_neighbours_and_repeat_no_wo
     assert next(d for d in grown if d.id == "note").page_content == f"A note on {a} that the caller added by hand"
 
     # the store's default, and a retriever's search_kwargs: the same documents
-    by_default = RagctlVectorStore(store_dir, "ref", context_words=300)
+    by_default = RagctlVectorStore(store_dir, "ref", context_words=300, per_document=False)
     assert by_default.similarity_search(query, k=3, mode="text") == grown
-    assert store.as_retriever(search_kwargs={"k": 3, "mode": "text", "context_words": 300}).invoke(query) == grown
+    assert store.as_retriever(search_kwargs={"k": 3, "mode": "text", "context_words": 300,
+                                             "per_document": False}).invoke(query) == grown
     assert by_default.similarity_search(query, k=3, mode="text", context_words=0) == plain
+    # per document (the store's default; context_words: the budget, words a result): each
+    # document once, both sentences still found
+    per_doc = store.similarity_search(query, k=3, mode="text", context_words=300)
+    assert len({d.id for d in per_doc}) == len(per_doc)
+    assert {a, b} <= {n for d in per_doc for n in held(d.page_content)}
     for bad in (-1, 5001, True, "300"):
         with pytest.raises(UsageError, match="context_words must be an integer between 0 and 5000"):
             store.similarity_search(query, mode="text", context_words=bad)

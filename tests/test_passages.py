@@ -135,7 +135,7 @@ def test_a_passage_is_returned_once_by_its_most_specific_holder_with_the_others_
     ingest(root, store)
     for mode in ("hybrid", "vector", "text"):
         hits = query(store, "book", "Sentence 4 of section 2 explains how cargo workspaces behaves", "-k", "5",
-                     "--mode", mode)
+                     "--mode", mode, "--per-chunk")
         assert hits[0]["path"] == "ownership.md", (mode, hits[0])  # the chapter: fewest chunks
         assert hits[0]["also_in"] == ["mirror/print-copy.md", "print.md"], (mode, hits[0])
         passages = [" ".join(h["text"].split()) for h in hits]
@@ -395,8 +395,8 @@ def test_context_words_grow_a_hit_with_its_neighbours_and_repeat_no_words(tmp_pa
     root = make_tree(tmp_path / "docs", {"ref/long.md": "# Long\n\n## One section\n\n" + " ".join(sentences) + "\n"})
     store = tmp_path / "store"
     assert ingest(root, store)["entities"]["ref"]["chunks"] >= 4
-    plain = query(store, "ref", "Fact number 60 says", "-k", "2", "--mode", "text")
-    grown = query(store, "ref", "Fact number 60 says", "-k", "2", "--mode", "text", "--context-words", "400")
+    plain = query(store, "ref", "Fact number 60 says", "-k", "2", "--mode", "text", "--per-chunk")
+    grown = query(store, "ref", "Fact number 60 says", "-k", "2", "--mode", "text", "--context-words", "400", "--per-chunk")
     assert [h["chunk"] for h in grown] == [h["chunk"] for h in plain]  # the same hits, more text
     for before, after in zip(plain, grown):
         assert before["text"] in after["text"] and len(after["text"].split()) <= 400
@@ -406,6 +406,74 @@ def test_context_words_grow_a_hit_with_its_neighbours_and_repeat_no_words(tmp_pa
     # a neighbour's overlap with the chunk is taken once: the sentences are consecutive
     first = [int(s.split()[2]) for s in sentences if s in grown[0]["text"]]
     assert first == list(range(first[0], first[0] + len(first)))
+
+
+def _per_document_tree(tmp_path: Path) -> tuple[Path, str]:
+    """One long page whose twelve sections all answer the query, three short pages that mention
+    it once among other words (their chunks rank below every section of the long page)."""
+    other = " ".join(f"Unrelated sentence {j} about gardening, soil and weather in spring." for j in range(2))
+    files = {"ref/long.md": page("Long", ["borrow checker"] * 12)}
+    files.update({f"ref/{name}.md": f"# {name}\n\n{other} Once, the borrow checker behaves. {other}\n"
+                  for name in ("x", "y", "z")})
+    # pages without the query's words (a word in more than half of the chunks is not searched)
+    files.update({f"ref/notes/n{i}.md": f"# Note {i}\n\nCompost heap number {i} needs turning.\n" for i in range(16)})
+    root = make_tree(tmp_path / "docs", files)
+    store = tmp_path / "store"
+    ingest(root, store)
+    return store, "borrow checker behaves"
+
+
+def test_per_document_hits_give_a_document_one_slot_and_carry_its_next_best_chunks(tmp_path):
+    """The default: the documents of the top 2k chunks, at most k; a document's next-ranked chunks
+    go inside its own hit (within the shared budget, 150 words a hit), never in the slot of
+    another document; --per-chunk: k chunks."""
+    store, question = _per_document_tree(tmp_path)
+    chunks = query(store, "ref", question, "-k", "40", "--mode", "text", "--per-chunk")
+    by_chunk = {h["chunk"]: h["text"] for h in chunks if h["path"] == "long.md"}
+    assert [h["path"] for h in chunks[:12]] == ["long.md"] * 12  # the long page's sections rank first
+    assert {h["path"] for h in chunks[12:15]} == {"x.md", "y.md", "z.md"}
+
+    def holds(hit: dict[str, Any], n: int) -> bool:  # a chunk's end is in the hit (its start may be overlap)
+        return " ".join(by_chunk[n].split()[-12:]) in " ".join(hit["text"].split())
+
+    # k = 3: the top 6 chunks are all the long page's, so one hit, carrying the page's best chunks
+    # in document order within 3 x 150 words
+    (one,) = query(store, "ref", question, "-k", "3", "--mode", "text")
+    assert one["path"] == "long.md" and one["chunk"] == chunks[0]["chunk"]
+    assert one["chunks"] == sorted(one["chunks"]) and len(one["chunks"]) >= 3
+    assert set(one["chunks"]) <= {h["chunk"] for h in chunks[:6]}
+    assert all(holds(one, n) for n in one["chunks"]) and len(one["text"].split()) <= 3 * 150
+    # k = 8: the top 16 chunks are the long page's twelve and the three short pages: four hits,
+    # the long page's carrying its next-best chunks, each short page's its one chunk
+    docs = query(store, "ref", question, "-k", "8", "--mode", "text")
+    assert [h["path"] for h in docs][0] == "long.md" and {h["path"] for h in docs[1:]} == {"x.md", "y.md", "z.md"}
+    assert len(docs[0]["chunks"]) >= 2 and all(holds(docs[0], n) for n in docs[0]["chunks"])
+    assert all(h["chunks"] == [h["chunk"]] for h in docs[1:])
+    assert sum(len(h["text"].split()) for h in docs) <= 8 * 150
+    # a smaller budget (--context-words: words a hit) leaves room for no second chunk
+    small = query(store, "ref", question, "-k", "8", "--mode", "text", "--context-words", "30")
+    assert [h["path"] for h in small] == [h["path"] for h in docs]
+    assert all(h["chunks"] == [h["chunk"]] for h in small)
+
+
+def test_per_document_hits_reach_http_mcp_and_langchain_alike(tmp_path):
+    from ragctl.integrations.langchain import RagctlVectorStore
+    from ragctl.integrations.mcp_server import StoreTools
+    from ragctl.serve.schemas import SearchRequest
+
+    assert SearchRequest(query="q").per_document is True  # HTTP's default is the CLI's
+    store, question = _per_document_tree(tmp_path)
+    cli_hits = query(store, "ref", question, "-k", "8", "--mode", "text")
+    assert len(cli_hits) == 4 and len(cli_hits[0]["chunks"]) >= 2
+    mcp = StoreTools(store).search("ref", question, k=8, mode="text").hits
+    assert [(h.path, h.chunks, h.text) for h in mcp] == [(h["path"], h["chunks"], h["text"]) for h in cli_hits]
+    lc = RagctlVectorStore(store, "ref").similarity_search(question, k=8, mode="text")
+    assert [(d.metadata["source"], d.metadata.get("chunks", [d.metadata["chunk"]]), d.page_content) for d in lc] == [
+        (h["path"], h["chunks"], h["text"]) for h in cli_hits]
+    per_chunk = RagctlVectorStore(store, "ref", per_document=False).similarity_search(question, k=3, mode="text")
+    assert [d.metadata["source"] for d in per_chunk] == ["long.md"] * 3
+    mcp_chunks = StoreTools(store).search("ref", question, k=3, mode="text", per_document=False).hits
+    assert [h.path for h in mcp_chunks] == ["long.md"] * 3
 
 
 def test_the_langchain_store_embeds_a_repeated_passage_once(tmp_path):

@@ -42,19 +42,20 @@ def test_passages_group_sentences():
 @pytest.mark.timeout(180)
 def test_rerank_is_deterministic_and_stays_within_the_fused_candidates(store):
     searcher = Searcher(store, "garden")
-    fused = searcher.search(QUERIES, k=RERANK_DEPTH)
-    plain = searcher.search(QUERIES, k=3)
-    first = searcher.search(QUERIES, k=3, rerank=True)
-    again = Searcher(store, "garden").search(QUERIES, k=3, rerank=True)  # a cold cache: same order
+    fused = searcher.search(QUERIES, k=RERANK_DEPTH, per_document=False)
+    plain = searcher.search(QUERIES, k=3, per_document=False)
+    first = searcher.search(QUERIES, k=3, rerank=True, per_document=False)
+    again = Searcher(store, "garden").search(QUERIES, k=3, rerank=True, per_document=False)  # a cold cache: same order
     key = [[(h.doc_id, h.chunk, round(h.score, 6)) for h in row] for row in first]
     assert key == [[(h.doc_id, h.chunk, round(h.score, 6)) for h in row] for row in again]
-    assert key == [[(h.doc_id, h.chunk, round(h.score, 6)) for h in row] for row in searcher.search(QUERIES, 3, rerank=True)]
+    assert key == [[(h.doc_id, h.chunk, round(h.score, 6)) for h in row]
+                   for row in searcher.search(QUERIES, 3, rerank=True, per_document=False)]
     for row, candidates in zip(first, fused):
         assert len(row) == min(3, len(candidates))
         assert {(h.doc_id, h.chunk) for h in row} <= {(h.doc_id, h.chunk) for h in candidates}
         assert [h.score for h in row] == sorted((h.score for h in row), reverse=True)
         assert all(h.vector_rank or h.text_rank for h in row)  # where it came from is kept
-    assert plain == searcher.search(QUERIES, k=3)  # rerank off: the fused order, untouched
+    assert plain == searcher.search(QUERIES, k=3, per_document=False)  # rerank off: the fused order, untouched
     assert first[0][0].path == "tomatoes.md"
     assert first[1][0].path == "roses.md"
 

@@ -282,11 +282,17 @@ def test_search_grows_hits_to_their_neighbours_within_a_word_budget(server: Serv
     sections = "\n\n".join(f"## Step {i}\n\n" + " ".join(f"word{i}x{j}" for j in range(120)) for i in range(6))
     with server.client() as c:
         assert upload(c, "ctx", [("guide.md", ("# Guide\n\n" + sections).encode())], wait=True).status_code == 200
-        plain = c.post("/api/entities/ctx/search", json={"query": "word3x5", "k": 1, "mode": "text"}).json()["results"]
+        plain = c.post("/api/entities/ctx/search", json={"query": "word3x5", "k": 1, "mode": "text",
+                                                         "per_document": False}).json()["results"]
         grown = c.post("/api/entities/ctx/search", json={"query": "word3x5", "k": 1, "mode": "text",
-                                                         "context_words": 400}).json()["results"]
+                                                         "per_document": False, "context_words": 400}).json()["results"]
         assert "word3x5" in plain[0]["text"] and "word3x5" in grown[0]["text"]
         assert len(plain[0]["text"].split()) < len(grown[0]["text"].split()) <= 400
+        # per document (the default): the two chunks that match are one hit, in document order
+        both = c.post("/api/entities/ctx/search", json={"query": "word4x7 word3x5", "k": 2, "mode": "text"}).json()["results"]
+        assert [h["path"] for h in both] == ["guide.md"] and len(both[0]["chunks"]) == 2
+        assert both[0]["chunks"] == sorted(both[0]["chunks"]) and both[0]["chunk"] in both[0]["chunks"]
+        assert both[0]["text"].index("word3x5") < both[0]["text"].index("word4x7")
         bad = c.post("/api/entities/ctx/search", json={"query": "word3x5", "context_words": "400"})
         assert bad.status_code == 422
 

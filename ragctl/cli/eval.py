@@ -38,6 +38,10 @@ def eval_command(
     ),
     sample: int = typer.Option(50, "--sample", min=1, help="Without --questions: sentences sampled from the entity's chunks."),
     k: int = typer.Option(5, "-k", "--k", min=1, help="Top-k cut-off."),
+    per_document: bool = typer.Option(
+        True, "--per-document/--per-chunk",
+        help="Hits as `ragctl query` returns them: documents (the default) or chunks (--per-chunk).",
+    ),
     mode: str = typer.Option("all", "--mode", help="all, or a comma-separated list of modes (hybrid, vector, text, ...)."),
     seed: int = typer.Option(0, "--seed", help="Without --questions: sampling seed (same seed, same queries)."),
     store: Path = StoreOption,
@@ -55,11 +59,12 @@ def eval_command(
     validate_entity_id(entity)
     modes = _modes(mode)
     if questions is not None:
-        _questions(entity, questions, k, modes, store, json_out, model_config)
+        _questions(entity, questions, k, modes, store, json_out, model_config, per_document)
         return
     from ragctl.evaluate import evaluate, format_table
 
-    report = evaluate(store_path(store), entity, sample=sample, k=k, modes=modes, seed=seed, config=model_config)
+    report = evaluate(store_path(store), entity, sample=sample, k=k, modes=modes, seed=seed, config=model_config,
+                      per_document=per_document)
     if json_out:
         print_json(report.to_json())
         return
@@ -68,11 +73,12 @@ def eval_command(
 
 
 def _questions(entity: str, questions: Path, k: int, modes: list[str], store: Path | None, json_out: bool,
-               model_config: ModelConfig) -> None:
+               model_config: ModelConfig, per_document: bool = True) -> None:
     from ragctl.cli.common import stderr
     from ragctl.evaluate import evaluate_questions, format_question_table
 
-    report = evaluate_questions(store_path(store), entity, questions, k=k, modes=modes, config=model_config)
+    report = evaluate_questions(store_path(store), entity, questions, k=k, modes=modes, config=model_config,
+                                per_document=per_document)
     if report.evidence_unreachable:
         stderr.print(
             f"warning: {len(report.evidence_unreachable)} evidence snippet(s) are in no chunk of their answering "

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 def query_command(
     entity: str = typer.Argument(..., help="Entity to search (only its documents are searched)."),
     text: str = typer.Argument(None, help="Query text (or use --queries).", show_default=False),
-    k: int = typer.Option(5, "-k", min=1, help="Number of chunks to return."),
+    k: int = typer.Option(5, "-k", min=1, help="Number of hits: at most k documents, those of the top 2k chunks (the default), or k chunks with --per-chunk."),
     queries: str = typer.Option(None, "--queries", help="File with one query per line ('-' for stdin)."),
     store: Path = StoreOption,
     mode: str = typer.Option(
@@ -32,15 +32,22 @@ def query_command(
         help="Experimental: re-score the top 12 candidates passage by passage with the entity's model "
              "(slower; not better on our question sets yet, docs/retrieval.md).",
     ),
+    per_document: bool = typer.Option(
+        True, "--per-document/--per-chunk",
+        help="Each hit a document: its best chunk plus its next-best matching chunks among the top "
+             "2k, within a budget of 150 words a hit (--context-words sets it); --per-chunk: each hit "
+             "one chunk, a document's chunks each a hit of their own.",
+    ),
     context_words: int = typer.Option(
         0, "--context-words", min=0,
-        help="Grow each hit to its chunk plus neighbouring chunks of its document, up to N words "
-             "(no words repeated across hits); 0: the chunk alone.",
+        help="Per-document hits: their word budget, N a hit (0: 150). Per-chunk hits: grow each to "
+             "its chunk plus neighbouring chunks of its document, up to N words (no words repeated "
+             "across hits); 0: the chunk alone.",
     ),
     json_out: bool = JsonOption,
     model_config: ModelConfig = None,  # type: ignore[assignment]  # filled in by @model_options
 ) -> None:
-    """Top-k chunks of one entity for a query (or a batch of queries, one model load)."""
+    """Top-k documents (or chunks) of one entity for a query (or a batch of queries, one model load)."""
     from ragctl.ids import validate_entity_id
     from ragctl.query import MODES, Searcher, hit_json
 
@@ -60,7 +67,7 @@ def query_command(
             fail("the query text is empty", EXIT_USAGE)
         batch = [text]
     searcher = Searcher(store_path(store), entity, model_config)
-    results = searcher.search(batch, k, mode, rerank=rerank, context_words=context_words)
+    results = searcher.search(batch, k, mode, rerank=rerank, context_words=context_words, per_document=per_document)
     stale = searcher.stale_documents()
     if stale:
         typer.echo(f"note: {stale} document(s) of {entity!r} were indexed before contextual chunks (no title or "

@@ -179,10 +179,14 @@ class RagctlVectorStore(VectorStore):
     model's, and an entity recorded with another model is refused (ConfigError).
 
     Searches take `mode` = "vector" (cosine; `similarity_search`'s default), "text" (bm25 over
-    the full-text index) or "hybrid" (reciprocal rank fusion; `as_retriever`'s default), and
-    `context_words` (default: the store's `context_words`, 0): a hit on an ingested file's chunk
-    is grown to its neighbouring chunks up to that many words, no words repeated across hits
-    (`ragctl query --context-words`). A document written through this class is returned whole.
+    the full-text index) or "hybrid" (reciprocal rank fusion; `as_retriever`'s default),
+    `per_document` (default: the store's, True) and `context_words` (default: the store's, 0), as
+    `ragctl query` takes them: per-document results are the documents of the best 2k passages,
+    at most k, an ingested file's best chunk plus its next-best matching chunks within a budget
+    of k x `context_words` words (0: 150 a result; metadata `chunks` lists them);
+    `per_document=False`: k chunks, each grown to its neighbouring chunks up to `context_words`
+    words, no words repeated across results. A document written through this class is
+    returned whole.
     """
 
     def __init__(
@@ -193,9 +197,11 @@ class RagctlVectorStore(VectorStore):
         *,
         config: ModelConfig | None = None,
         context_words: int = 0,
+        per_document: bool = True,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.context_words = _checked_context_words(context_words)  # searches' default
+        self.per_document = _checked_per_document(per_document)  # searches' default
         self.entity = EntityStore(open_store(self.store_dir, create=True), entity)
         self._model: _Model = _bind_model(self.entity, embedding, config)
         self.reused = 0  # pieces of the last add_texts batch that took a stored vector (passages)
@@ -341,14 +347,15 @@ class RagctlVectorStore(VectorStore):
 
     def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
         """Top-k documents and their scores: cosine (vector), bm25 (text) or the RRF score
-        (hybrid); `mode` defaults to "vector"; `context_words` to the store's."""
+        (hybrid); `mode` defaults to "vector"; `context_words` and `per_document` to the store's."""
         mode = kwargs.pop("mode", "vector")
         context_words = _checked_context_words(kwargs.pop("context_words", self.context_words))
+        per_document = _checked_per_document(kwargs.pop("per_document", self.per_document))
         _refuse_options("similarity_search", kwargs)
         if mode not in MODES:
             raise UsageError(f"unknown search mode {mode!r} (one of {', '.join(MODES)})")
         vector = self._model.embed_query(query) if mode != "text" else None
-        return self._search(query, vector, k, mode, context_words)
+        return self._search(query, vector, k, mode, context_words, per_document)
 
     def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
         return [doc for doc, _ in self.similarity_search_with_score_by_vector(embedding, k, **kwargs)]
@@ -361,12 +368,13 @@ class RagctlVectorStore(VectorStore):
         if kwargs.pop("mode", "vector") != "vector":
             raise UsageError("a search by vector has only the mode 'vector'")
         context_words = _checked_context_words(kwargs.pop("context_words", self.context_words))
+        per_document = _checked_per_document(kwargs.pop("per_document", self.per_document))
         _refuse_options("similarity_search_by_vector", kwargs)
         vector = np.asarray([embedding], dtype=np.float32)
         dim = self._model.dim
         if vector.ndim != 2 or (dim is not None and vector.shape[1] != dim):
             raise UsageError(f"the query vector has {vector.shape[-1]} dimensions; the entity's model has {dim}")
-        return self._search(None, normalised(vector), k, "vector", context_words)
+        return self._search(None, normalised(vector), k, "vector", context_words, per_document)
 
     def _select_relevance_score_fn(self) -> Any:
         return lambda cosine: max(0.0, min(1.0, (1.0 + cosine) / 2.0))
@@ -386,20 +394,51 @@ class RagctlVectorStore(VectorStore):
 
     def _search(
         self, query: str | None, vector: np.ndarray | None, k: int, mode: str, context_words: int = 0,
+        per_document: bool = True,
     ) -> list[tuple[Document, float]]:
         if not isinstance(k, int) or k < 1:
             raise UsageError(f"k must be a positive integer, not {k!r}")
-        from ragctl.query import MIN_DEPTH
+        from ragctl.query import DOCUMENT_WORDS_PER_HIT, MIN_DEPTH, PER_DOCUMENT_READ
 
-        depth = max(MIN_DEPTH, 2 * k) if mode == "hybrid" else k
+        want = PER_DOCUMENT_READ * k if per_document else k  # per document: cut from 2k passages
+        depth = max(MIN_DEPTH, 2 * want) if mode == "hybrid" else want
         while True:
             ranked = self._ranked(query, vector, depth, mode)
-            picked = self._pick(ranked, k)
-            # a document of several chunks counts once: look deeper until k or the end
-            if len(picked) >= k or len(ranked) < depth:
+            picked = self._pick(ranked, want)
+            # a passage held by several chunks counts once: look deeper until enough or the end
+            if len(picked) >= want or len(ranked) < depth:
                 break
             depth *= 4
+        if per_document:
+            return self._per_document(self._materialised(picked), k, k * (context_words or DOCUMENT_WORDS_PER_HIT))
         return self._materialise(picked, context_words)
+
+    @staticmethod
+    def _per_document(found: list[tuple[Record, int, Document, float]], k: int,
+                      budget: int) -> list[tuple[Document, float]]:
+        """At most k documents from the 2k ranked results, as `ragctl query` makes them
+        (`ragctl.query.per_document_hits`): an ingested file's best result carries its
+        next-best matching chunks too, within `budget` words over all k (metadata `chunks`);
+        a document written through this class is one result already, whole."""
+        from ragctl.query import Hit, per_document_hits
+
+        by_key: dict[tuple[str, int], tuple[Document, float]] = {}
+        hits = []
+        for record, vid, doc, score in found:
+            chunk = 0 if is_langchain_record(record) else vid - int(record["first_vector_id"])
+            key = (str(record["doc_id"]), chunk)
+            by_key[key] = (doc, score)
+            hits.append(Hit(doc_id=key[0], path=str(record["path"]), score=score, text=doc.page_content, chunk=chunk,
+                            also_in=tuple(doc.metadata.get("also_in", ())) if not is_langchain_record(record) else ()))
+        out = []
+        for hit in per_document_hits(hits, k, budget):
+            doc, score = by_key[(hit.doc_id, hit.chunk)]
+            if hit.chunks:  # more than one chunk of an ingested file
+                doc = doc.model_copy(update={"page_content": hit.text, "metadata": {
+                    **doc.metadata, "chunks": list(hit.chunks),
+                    **({"also_in": list(hit.also_in)} if hit.also_in else {})}})
+            out.append((doc, score))
+        return out
 
     def _ranked(self, query: str | None, vector: np.ndarray | None, depth: int, mode: str) -> list[tuple[int, float]]:
         from ragctl.query import RRF_K, TEXT_WEIGHT, VECTOR_WEIGHT, fuse
@@ -451,6 +490,12 @@ class RagctlVectorStore(VectorStore):
     def _materialise(
         self, picked: list[tuple[Record, int, float, tuple[str, ...]]], context_words: int = 0,
     ) -> list[tuple[Document, float]]:
+        return [(doc, score) for _, _, doc, score in self._materialised(picked, context_words)]
+
+    def _materialised(
+        self, picked: list[tuple[Record, int, float, tuple[str, ...]]], context_words: int = 0,
+    ) -> list[tuple[Record, int, Document, float]]:
+        """(record, vector id, LangChain document, score) of each pick still there."""
         wanted = [v for record, vid, _, _ in picked
                   for v in (_vector_ids(record) if is_langchain_record(record) else [vid])]
         rows = self.entity.texts.fetch_rows(wanted)
@@ -475,7 +520,7 @@ class RagctlVectorStore(VectorStore):
             if doc is not None:  # None: deleted (and collected) since the search
                 if also_in:  # the other documents holding this passage (collapsed into this one)
                     doc.metadata["also_in"] = list(also_in)
-                out.append((doc, float(score)))
+                out.append((record, vid, doc, float(score)))
         return out
 
     def _grown(self, picked: list[tuple[Record, int, float, tuple[str, ...]]], texts: dict[int, str],
@@ -505,13 +550,14 @@ class RagctlVectorStore(VectorStore):
         entity: str | None = None,
         config: ModelConfig | None = None,
         context_words: int = 0,
+        per_document: bool = True,
         **kwargs: Any,
     ) -> Self:
         """A store over `store_dir`/`entity` (both required keywords) holding `texts`."""
         if store_dir is None or entity is None:
             raise UsageError("RagctlVectorStore.from_texts needs store_dir= and entity=")
         _refuse_options("from_texts", kwargs)
-        store = cls(store_dir, entity, embedding, config=config, context_words=context_words)
+        store = cls(store_dir, entity, embedding, config=config, context_words=context_words, per_document=per_document)
         store.add_texts(texts, metadatas, ids=ids)
         return store
 
@@ -651,6 +697,12 @@ def _checked_context_words(value: object) -> int:
 
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= CONTEXT_WORDS_MAX:
         raise UsageError(f"context_words must be an integer between 0 and {CONTEXT_WORDS_MAX}, not {value!r}")
+    return value
+
+
+def _checked_per_document(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise UsageError(f"per_document must be True or False, not {value!r}")
     return value
 
 

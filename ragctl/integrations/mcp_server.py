@@ -71,11 +71,12 @@ class SearchHit(BaseModel):
     doc_id: str = Field(description="The document's stable id (get_document takes it too).")
     title: str = Field(description="The document's title; empty when not known.")
     section: str = Field(description="Heading path of the chunk inside the document; empty when not known.")
-    chunk: int = Field(description="0-based position of this chunk in its document.")
+    chunk: int = Field(description="0-based position of the best-ranked chunk in its document.")
+    chunks: list[int] = Field(default_factory=list, description="0-based positions of the document's chunks in `text`, in document order.")
     page: int | None = Field(None, description="The page the chunk starts on (PDF pages, image frames); null when the format has no pages.")
     ocr: bool = Field(False, description="True when the chunk's text was recognised from a scanned page or image (OCR): expect recognition errors.")
     score: float = Field(description="Rank-fusion score (hybrid), cosine (vector) or bm25 (text); higher is better.")
-    text: str = Field(description="The chunk's text.")
+    text: str = Field(description="The text of the hit's chunks (see chunks), in document order.")
     also_in: list[str] = Field(default_factory=list, description="Paths of the other documents holding the same passage "
                                "(or a near-duplicate); this hit is its most specific holder.")
 
@@ -163,7 +164,7 @@ class StoreTools:
 
     # ------------------------------------------------------------------ search
     def search(self, entity: str, query: str, k: int = DEFAULT_K, mode: str = "hybrid",
-               context_words: int = 0) -> SearchResult:
+               context_words: int = 0, per_document: bool = True) -> SearchResult:
         self._entity(entity)
         if not isinstance(query, str) or not query.strip():
             raise UsageError("query must be non-empty text")
@@ -176,13 +177,16 @@ class StoreTools:
             self._require_full_text(searcher.entity)
         if not 0 <= context_words <= CONTEXT_WORDS_MAX:
             raise UsageError(f"context_words must be between 0 and {CONTEXT_WORDS_MAX}, not {context_words}")
-        hits = searcher.search([query], k, mode, context_words=context_words)[0]
+        if not isinstance(per_document, bool):
+            raise UsageError(f"per_document must be true or false, not {per_document!r}")
+        hits = searcher.search([query], k, mode, context_words=context_words, per_document=per_document)[0]
         return SearchResult(entity=entity, query=query, mode=mode, hits=[
             SearchHit(
                 rank=rank, path=hit.path, doc_id=hit.doc_id,
                 title=getattr(hit, "title", ""), section=getattr(hit, "section", ""),
                 chunk=hit.chunk, page=getattr(hit, "page", None), ocr=bool(getattr(hit, "ocr", False)),
                 score=round(float(hit.score), 6), text=hit.text, also_in=list(getattr(hit, "also_in", ())),
+                chunks=list(getattr(hit, "chunks", ()) or (hit.chunk,)),
             )
             for rank, hit in enumerate(hits, 1)
         ])
@@ -288,17 +292,20 @@ def build_server(tools: StoreTools, log_level: str = "WARNING") -> MCPServer[Any
     def search(
         entity: Annotated[str, Field(description="Entity id, from list_entities.")],
         query: Annotated[str, Field(description="What to look for, in natural language or keywords.")],
-        k: Annotated[int, Field(description="How many chunks to return.",
+        k: Annotated[int, Field(description="How many hits to return: documents, or chunks with per_document false.",
                                 json_schema_extra={"minimum": 1, "maximum": K_MAX})] = DEFAULT_K,
         mode: Annotated[str, Field(description="hybrid (both rankings fused), vector (meaning) or text (keywords, bm25).",
                                    json_schema_extra={"enum": list(MODES)})] = "hybrid",
-        context_words: Annotated[int, Field(description="Grow each hit to its chunk plus the neighbouring chunks of its "
-                                                        "document, up to this many words (no words repeated across hits); "
-                                                        "0: the chunk alone.",
+        context_words: Annotated[int, Field(description="Per-document hits: their word budget, this many words a hit "
+                                                        "(0: 150). Per-chunk hits: grow each to its chunk plus the "
+                                                        "neighbouring chunks of its document, up to this many words (no "
+                                                        "words repeated across hits); 0: the chunk alone.",
                                             json_schema_extra={"minimum": 0, "maximum": CONTEXT_WORDS_MAX})] = 0,
+        per_document: Annotated[bool, Field(description="Each hit a document (its best chunk plus its next-best matching "
+                                                        "chunks, within the budget); false: each hit one chunk.")] = True,
     ) -> SearchResult:
-        """Search one entity's documents: the top-k chunks for a query, each with its document's path, section, score and text."""
-        return answer(tools.search, entity, query, k, mode, context_words)
+        """Search one entity's documents: the top-k documents for a query, each with its path, section, score and the text of its best matching chunks."""
+        return answer(tools.search, entity, query, k, mode, context_words, per_document)
 
     @server.tool(annotations=read_only)
     def get_document(

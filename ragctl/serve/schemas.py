@@ -156,9 +156,13 @@ class SearchRequest(_Request):
     mode: Literal["hybrid", "vector", "text"] = "hybrid"
     rerank: bool = Field(False, description="experimental: re-score the top candidates passage by passage "
                                             "(docs/retrieval.md; slower, no measured gain yet)")
-    context_words: int = Field(0, ge=0, le=5000, description="grow each hit to its chunk plus the neighbouring "
-                                                            "chunks of its document, up to this many words (no words "
-                                                            "repeated across hits); 0: the chunk alone")
+    per_document: bool = Field(True, description="each hit a document: its best chunk plus its next-best matching "
+                                                 "chunks, within a budget of 150 words a hit (context_words sets it); "
+                                                 "false: each hit one chunk, a document's chunks each a hit of their own")
+    context_words: int = Field(0, ge=0, le=5000, description="per-document hits: their word budget, this many words "
+                                                            "a hit (0: 150); per-chunk hits: grow each to its chunk plus "
+                                                            "the neighbouring chunks of its document, up to this many "
+                                                            "words (no words repeated across hits); 0: the chunk alone")
 
 
 class SearchHit(_Body):
@@ -176,6 +180,8 @@ class SearchHit(_Body):
     ocr: bool = Field(False, description="the chunk's text was recognised from a page image (OCR)")
     also_in: list[str] = Field(default_factory=list, description="paths of the other documents holding the same "
                                "passage (or a near-duplicate): collapsed into this hit, which is its most specific holder")
+    chunks: list[int] = Field(default_factory=list, description="the positions of the document's chunks whose texts "
+                              "`text` holds, in document order (`chunk` is the best-ranked of them)")
 
 
 class SearchResults(_Body):

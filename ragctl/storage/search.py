@@ -56,6 +56,10 @@ class Hit:
     # paths of the other documents holding the same passage (or a near-duplicate of it), when
     # the query collapsed them into this hit (ragctl.passages); this hit is the most specific holder
     also_in: tuple[str, ...] = ()
+    # a per-document hit (the default of Searcher.search): the positions of the document's
+    # chunks whose texts `text` holds, in document order (`chunk` is the best-ranked of them);
+    # () for a hit of one chunk
+    chunks: tuple[int, ...] = ()
 
 
 def fuse(

@@ -718,7 +718,8 @@
     if (hit.title) meta.push(`title: ${hit.title}`);
     if (hit.section) meta.push(`section: ${hit.section}`);
     if (hit.page !== undefined && hit.page !== null) meta.push(`page ${hit.page}`);
-    meta.push(`chunk ${hit.chunk}`);
+    const chunks = Array.isArray(hit.chunks) && hit.chunks.length > 1 ? hit.chunks : null;
+    meta.push(chunks ? `chunks ${chunks.join(", ")} (best ${hit.chunk})` : `chunk ${hit.chunk}`);
     if (hit.ocr) meta.push("OCR");
     if (hit.vector_rank) meta.push(`vector #${hit.vector_rank}`);
     if (hit.text_rank) meta.push(`text #${hit.text_rank}`);
