@@ -268,8 +268,13 @@ def test_int8_falls_back_to_its_next_recipe_when_the_first_fails_its_gate(killed
     pytest.importorskip("nncf")
     from ragctl.runtimes import int8
 
-    real_gate = int8.gate
+    real_gate, real_quantize = int8.gate, int8.quantize
     calls = []
+    asked = []
+
+    def quantize(nncf, model, batches, subset_size, recipe):  # the refused first recipe is not built
+        asked.append(recipe.name)
+        return model if recipe == int8.RECIPES[0] else real_quantize(nncf, model, batches, subset_size, recipe)
 
     def first_refused(*args, **kwargs):
         verdict = real_gate(*args, **kwargs)
@@ -282,9 +287,10 @@ def test_int8_falls_back_to_its_next_recipe_when_the_first_fails_its_gate(killed
 
     monkeypatch.setattr(int8, "GATE_VERSION", 98)  # a cache entry of its own
     monkeypatch.setattr(int8, "gate", first_refused)
+    monkeypatch.setattr(int8, "quantize", quantize)
     e = LocalEmbedder(resolve_model(None), ModelConfig(precision="int8", device="cpu", batch_size=8, backend="openvino"))
     meta = json.loads((Path(e.describe()["model_cache"]) / "meta.json").read_text(encoding="utf-8"))
-    assert [t["recipe"] for t in meta["tried"]] == [r.name for r in int8.RECIPES[:2]]
+    assert asked == [t["recipe"] for t in meta["tried"]] == [r.name for r in int8.RECIPES[:2]]
     assert [t["passed"] for t in meta["tried"]] == [False, True]
     assert meta["gate"] == meta["tried"][1]
     assert ffn_down_precisions(e) == {"f32"}  # the fallback's model was saved, not the refused one
