@@ -406,12 +406,18 @@ def evaluate_questions(
     for mode in modes:
         score = report.modes[mode] = QuestionModeScore(k)
         started = time.perf_counter()
-        # what a search for k returns (timed); a deeper one for nDCG@10
-        tops = searcher.search(texts, k, mode, rerank=rerank, per_document=per_document)
-        score.seconds = time.perf_counter() - started
-        results = searcher.search(texts, depth, mode, rerank=rerank, per_document=per_document) if depth > k else tops
-        for question, hits, top in zip(questions, results, tops):
-            score.add(question, score_question(question, hits, k, top=top))
+        if per_document and depth > k:
+            # per-document hits share a budget that depends on k: what a search for k returns
+            # (timed), and a deeper search for nDCG@10
+            tops: list[list[Hit]] | None = searcher.search(texts, k, mode, rerank=rerank)
+            score.seconds = time.perf_counter() - started
+            results = searcher.search(texts, depth, mode, rerank=rerank)
+        else:  # chunk hits: the top k of the deeper search are those of a search for k
+            results = searcher.search(texts, depth, mode, rerank=rerank, per_document=per_document)
+            score.seconds = time.perf_counter() - started
+            tops = None
+        for n, (question, hits) in enumerate(zip(questions, results)):
+            score.add(question, score_question(question, hits, k, top=tops[n] if tops is not None else None))
     return report
 
 

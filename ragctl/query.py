@@ -119,9 +119,10 @@ class Searcher:
         `per_document_hits`; the budget is k x `context_words`, or k x DOCUMENT_WORDS_PER_HIT
         when that is 0); `per_document=False`: k chunks, a document's chunks each a hit of its
         own. `rerank`: the top RERANK_DEPTH candidates of the mode are re-scored passage by
-        passage (ragctl.rerank) and the best kept. `collapse` (the default): a passage held by several documents, or near-duplicated, is one hit,
-        attributed to its most specific holder, the others listed in `also_in`; no top k holds
-        the same passage twice (`collapse=False`: every chunk as stored, for comparisons).
+        passage (ragctl.rerank) and the best kept. `collapse` (the default): a passage held by
+        several documents, or near-duplicated, is one hit, attributed to its most specific
+        holder, the others listed in `also_in`; no top k holds the same passage twice
+        (`collapse=False`: every chunk as stored, for comparisons).
         Chunk hits with `context_words` > 0: each hit's text is its chunk plus the neighbouring
         chunks of its document up to that many words (see `with_context`)."""
         if per_document:
